@@ -1,0 +1,15 @@
+//! nvmf-target: a user-space NVMe over Fabrics target.
+//!
+//! Layering (see DESIGN.md): `nvme` holds spec types and knows nothing of I/O;
+//! `fabrics` holds the controller and queue state machines; `transport::tcp`
+//! holds the sans-IO PDU codec and connection state machine; `reactor` performs
+//! the I/O the state machines ask for.
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod config;
+pub mod fabrics;
+pub mod nvme;
+pub mod reactor;
+pub mod subsystem;
+pub mod transport;

@@ -1,0 +1,2 @@
+//! Transports.
+pub mod tcp;

@@ -1,0 +1,1 @@
+//! Unsafe kernel interfaces. Every `unsafe` block of the project lives in this crate.
