@@ -1,1 +1,3 @@
-//! NVMe/TCP transport.
+//! NVMe/TCP transport: the sans-IO PDU codec and connection state machine.
+pub mod conn;
+pub mod pdu;
