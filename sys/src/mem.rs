@@ -1,0 +1,315 @@
+//! An anonymous memory region shared by threads: the RAM disk.
+//!
+//! All accesses go through relaxed `AtomicU64` operations on aligned words, so concurrent
+//! (even overlapping) reads and writes from several threads are data-race free in the Rust
+//! memory model; their content is unspecified, as NVMe allows. Word-sized atomics compile to
+//! plain loads and stores; the ragged edges of an unaligned range use a compare-and-swap that
+//! only changes the bytes in range. Ordering between an I/O and its completion comes from
+//! whatever carries the completion (channels, io_uring), not from the region.
+
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+const HUGE_PAGE: usize = 2 << 20;
+
+/// An anonymous private mapping (`MAP_NORESERVE`: pages cost nothing until touched), usable
+/// from many threads at once. Unmapped on drop.
+#[derive(Debug)]
+pub struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+    map_len: usize,
+    page: usize,
+    huge: bool,
+}
+
+// SAFETY: the region is plain memory owned by this value; every access through `&self` is an
+// atomic word operation, so sharing or moving it between threads cannot cause a data race.
+unsafe impl Send for Region {}
+// SAFETY: as above; there is no interior state besides the atomically accessed bytes.
+unsafe impl Sync for Region {}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+fn map(len: usize, flags: libc::c_int) -> Option<NonNull<u8>> {
+    // SAFETY: a new anonymous mapping at an address of the kernel's choice; it does not alias
+    // any existing Rust object.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+impl Region {
+    /// Maps `len` bytes of zeroed memory. With `NVMF_HUGEPAGES=1` in the environment and `len`
+    /// a multiple of 2 MiB, 2 MiB huge pages are tried first (reserved up front, so a short
+    /// pool fails here rather than with SIGBUS later); otherwise, or if that fails, normal
+    /// pages with `MAP_NORESERVE`. `len == 0` is an `InvalidInput` error.
+    pub fn new(len: usize) -> io::Result<Region> {
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "empty memory region",
+            ));
+        }
+        let want_huge = len.is_multiple_of(HUGE_PAGE)
+            && std::env::var_os("NVMF_HUGEPAGES").is_some_and(|v| v == "1");
+        if want_huge {
+            if let Some(ptr) = map(len, libc::MAP_HUGETLB | libc::MAP_HUGE_2MB) {
+                return Ok(Region {
+                    ptr,
+                    len,
+                    map_len: len,
+                    page: HUGE_PAGE,
+                    huge: true,
+                });
+            }
+        }
+        let page = page_size();
+        let map_len = len
+            .checked_next_multiple_of(page)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "region too large"))?;
+        let ptr = map(map_len, libc::MAP_NORESERVE).ok_or_else(crate::last_error)?;
+        Ok(Region {
+            ptr,
+            len,
+            map_len,
+            page,
+            huge: false,
+        })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false (a region is never empty); provided for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the region is backed by 2 MiB huge pages.
+    pub fn is_hugepage(&self) -> bool {
+        self.huge
+    }
+
+    /// The whole mapping as atomic words.
+    fn words(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping is page aligned (so 8-byte aligned), `map_len` (a multiple of the
+        // page size, so of 8) bytes long, readable and writable, and lives as long as `self`.
+        // All bit patterns are valid `u64`s, and the memory is only ever accessed through
+        // atomics (or by the kernel), so shared references to `AtomicU64` are sound.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast(), self.map_len / 8) }
+    }
+
+    /// `offset` as a usize if `offset..offset+len` is inside the region.
+    fn check(&self, offset: u64, len: u64) -> Option<usize> {
+        let end = offset.checked_add(len)?;
+        if end > self.len as u64 {
+            return None;
+        }
+        usize::try_from(offset).ok()
+    }
+
+    /// Splits `off..off+len` (in bounds) into a ragged head inside one word, whole words,
+    /// and a ragged tail.
+    fn parts(&self, off: usize, len: usize) -> Parts<'_> {
+        let words = self.words();
+        let head_len = ((8 - off % 8) % 8).min(len);
+        let first = (off + head_len) / 8;
+        let n = (len - head_len) / 8;
+        let tail_len = len - head_len - 8 * n;
+        Parts {
+            head: (head_len > 0).then(|| (&words[off / 8], off % 8)),
+            head_len,
+            body: &words[first..first + n],
+            tail: (tail_len > 0).then(|| &words[first + n]),
+        }
+    }
+
+    /// Stores `bytes` into `word[b..b+bytes.len()]` without touching its other bytes.
+    fn store_part(word: &AtomicU64, b: usize, bytes: &[u8]) {
+        let _ = word.fetch_update(Relaxed, Relaxed, |old| {
+            let mut v = old.to_ne_bytes();
+            v[b..b + bytes.len()].copy_from_slice(bytes);
+            Some(u64::from_ne_bytes(v))
+        });
+    }
+
+    /// Copies `dst.len()` bytes at `offset` into `dst`; false (and nothing copied) if out of
+    /// bounds.
+    pub fn read(&self, offset: u64, dst: &mut [u8]) -> bool {
+        let Some(off) = self.check(offset, dst.len() as u64) else {
+            return false;
+        };
+        let p = self.parts(off, dst.len());
+        let (head, rest) = dst.split_at_mut(p.head_len);
+        let (body, tail) = rest.split_at_mut(8 * p.body.len());
+        if let Some((w, b)) = p.head {
+            head.copy_from_slice(&w.load(Relaxed).to_ne_bytes()[b..b + head.len()]);
+        }
+        for (d, w) in body.chunks_exact_mut(8).zip(p.body) {
+            d.copy_from_slice(&w.load(Relaxed).to_ne_bytes());
+        }
+        if let Some(w) = p.tail {
+            tail.copy_from_slice(&w.load(Relaxed).to_ne_bytes()[..tail.len()]);
+        }
+        true
+    }
+
+    /// Copies `src` to `offset`; false (and nothing written) if out of bounds.
+    pub fn write(&self, offset: u64, src: &[u8]) -> bool {
+        let Some(off) = self.check(offset, src.len() as u64) else {
+            return false;
+        };
+        let p = self.parts(off, src.len());
+        let (head, rest) = src.split_at(p.head_len);
+        let (body, tail) = rest.split_at(8 * p.body.len());
+        if let Some((w, b)) = p.head {
+            Self::store_part(w, b, head);
+        }
+        for (s, w) in body.chunks_exact(8).zip(p.body) {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(s);
+            w.store(u64::from_ne_bytes(v), Relaxed);
+        }
+        if let Some(w) = p.tail {
+            Self::store_part(w, 0, tail);
+        }
+        true
+    }
+
+    /// Sets `len` bytes at `offset` to zero; false if out of bounds.
+    pub fn zero(&self, offset: u64, len: u64) -> bool {
+        let Some(off) = self.check(offset, len) else {
+            return false;
+        };
+        self.zero_range(off, len as usize);
+        true
+    }
+
+    fn zero_range(&self, off: usize, len: usize) {
+        let p = self.parts(off, len);
+        if let Some((w, b)) = p.head {
+            Self::store_part(w, b, &[0; 8][..p.head_len]);
+        }
+        for w in p.body {
+            w.store(0, Relaxed);
+        }
+        if let Some(w) = p.tail {
+            let tail_len = len - p.head_len - 8 * p.body.len();
+            Self::store_part(w, 0, &[0; 8][..tail_len]);
+        }
+    }
+
+    /// Like [`zero`](Self::zero), but the whole pages inside the range are given back to the
+    /// kernel with `madvise(MADV_DONTNEED)` (they read as zeros afterwards and cost no memory);
+    /// the partial pages at the edges are zeroed. False if out of bounds.
+    pub fn discard(&self, offset: u64, len: u64) -> bool {
+        let Some(off) = self.check(offset, len) else {
+            return false;
+        };
+        let end = off + len as usize;
+        let first = off.next_multiple_of(self.page);
+        let last = end - end % self.page;
+        if first >= last {
+            self.zero_range(off, end - off);
+            return true;
+        }
+        // SAFETY: `first..last` is a page-aligned range inside our private anonymous mapping;
+        // dropping those pages only makes them read as zeros, which every byte pattern allows,
+        // and no Rust reference into them assumes anything about their content.
+        let rc = unsafe {
+            libc::madvise(
+                self.ptr.as_ptr().add(first).cast(),
+                last - first,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if rc != 0 {
+            self.zero_range(first, last - first);
+        }
+        self.zero_range(off, first - off);
+        self.zero_range(last, end - last);
+        true
+    }
+
+    /// A view of `len` bytes at `offset` for handing to the kernel (zero-copy send), or `None`
+    /// if out of bounds. Only a pointer and a length are exposed: other threads may write the
+    /// region at any time, so a `&[u8]` of it would be unsound.
+    pub fn slice_for_send(&self, offset: u64, len: usize) -> Option<RegionSlice<'_>> {
+        let off = self.check(offset, len as u64)?;
+        Some(RegionSlice {
+            // SAFETY: `off <= len <= map_len`, so the result stays inside (or one past) the
+            // mapping.
+            ptr: unsafe { self.ptr.as_ptr().add(off) },
+            len,
+            _region: std::marker::PhantomData,
+        })
+    }
+}
+
+/// A range of a [`Region`], valid while the region is borrowed: a pointer and a length for
+/// building an iovec or an SQE. Its bytes may change concurrently.
+#[derive(Debug, Clone, Copy)]
+pub struct RegionSlice<'a> {
+    ptr: *const u8,
+    len: usize,
+    _region: std::marker::PhantomData<&'a Region>,
+}
+
+impl RegionSlice<'_> {
+    /// Start of the range.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A range of a region cut at word boundaries.
+struct Parts<'a> {
+    /// The word holding the first bytes, and the first byte's index in it.
+    head: Option<(&'a AtomicU64, usize)>,
+    head_len: usize,
+    body: &'a [AtomicU64],
+    /// The word holding the last bytes (from its byte 0).
+    tail: Option<&'a AtomicU64>,
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: `ptr..ptr+map_len` is exactly the mapping created in `new`, and `&mut self`
+        // proves no borrow of it (or `RegionSlice`) is alive.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.map_len) };
+    }
+}
