@@ -1,0 +1,107 @@
+//! `Config::to_toml`.
+
+use std::fmt::Write;
+
+use super::ident::{derived_namespace_ids, derived_serial, format_uuid, hex_lower};
+use super::size::format_size;
+use super::{BackendConfig, Config, IdlePolicy, TransportKind};
+
+/// A TOML string literal (quoted and escaped).
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn size_literal(bytes: u64) -> String {
+    match format_size(bytes) {
+        Some(text) => quote(&text),
+        None => bytes.to_string(),
+    }
+}
+
+pub(crate) fn to_toml(config: &Config) -> String {
+    // Writing to a String cannot fail; the results are ignored on purpose.
+    let mut out = String::new();
+    let t = &config.target;
+    let cores: Vec<String> = t.cores.iter().map(|c| c.to_string()).collect();
+    let idle = match t.idle {
+        IdlePolicy::Adaptive => "adaptive",
+        IdlePolicy::Busy => "busy",
+    };
+    let _ = writeln!(out, "# nvmf-target configuration\n");
+    let _ = writeln!(out, "[target]");
+    let _ = writeln!(out, "cores = [{}]", cores.join(", "));
+    let _ = writeln!(out, "idle = {}", quote(idle));
+    let _ = writeln!(out, "in_capsule_data_size = {}", t.in_capsule_data_size);
+    let _ = writeln!(out, "max_io_size = {}", t.max_io_size);
+    let _ = writeln!(out, "max_queue_depth = {}", t.max_queue_depth);
+    let _ = writeln!(out, "max_io_queues = {}", t.max_io_queues);
+    let _ = writeln!(out, "max_r2t = {}", t.max_r2t);
+    let _ = writeln!(out, "hdr_digest = {}", t.hdr_digest);
+    let _ = writeln!(out, "data_digest = {}", t.data_digest);
+    let _ = writeln!(
+        out,
+        "keep_alive_timeout_ms_max = {}",
+        t.keep_alive_timeout_ms_max
+    );
+
+    for l in &config.listeners {
+        let transport = match l.transport {
+            TransportKind::Tcp => "tcp",
+        };
+        let _ = writeln!(out, "\n[[listener]]");
+        let _ = writeln!(out, "transport = {}", quote(transport));
+        let _ = writeln!(out, "address = {}", quote(&l.addr.ip().to_string()));
+        let _ = writeln!(out, "port = {}", l.addr.port());
+    }
+
+    for s in &config.subsystems {
+        let _ = writeln!(out, "\n[[subsystem]]");
+        let _ = writeln!(out, "nqn = {}", quote(&s.nqn));
+        if s.serial != derived_serial(&s.nqn) {
+            let _ = writeln!(out, "serial = {}", quote(&s.serial));
+        }
+        let _ = writeln!(out, "model = {}", quote(&s.model));
+        let _ = writeln!(out, "allow_any_host = {}", s.allow_any_host);
+        if !s.hosts.is_empty() {
+            let _ = writeln!(out, "hosts = [");
+            for h in &s.hosts {
+                let _ = writeln!(out, "    {},", quote(h));
+            }
+            let _ = writeln!(out, "]");
+        }
+        for ns in &s.namespaces {
+            let _ = writeln!(out, "\n[[subsystem.namespace]]");
+            let _ = writeln!(out, "nsid = {}", ns.nsid);
+            match &ns.backend {
+                BackendConfig::Ram { size } => {
+                    let _ = writeln!(out, "backend = \"ram\"");
+                    let _ = writeln!(out, "size = {}", size_literal(*size));
+                }
+                BackendConfig::Null { size } => {
+                    let _ = writeln!(out, "backend = \"null\"");
+                    let _ = writeln!(out, "size = {}", size_literal(*size));
+                }
+                BackendConfig::File { path, size, direct } => {
+                    let _ = writeln!(out, "backend = \"file\"");
+                    let _ = writeln!(out, "path = {}", quote(&path.to_string_lossy()));
+                    if let Some(size) = size {
+                        let _ = writeln!(out, "size = {}", size_literal(*size));
+                    }
+                    let _ = writeln!(out, "direct = {direct}");
+                }
+            }
+            let _ = writeln!(out, "block_size = {}", ns.block_size);
+            let (uuid, nguid, eui64) = derived_namespace_ids(&s.nqn, ns.nsid);
+            if ns.uuid != uuid {
+                let _ = writeln!(out, "uuid = {}", quote(&format_uuid(&ns.uuid)));
+            }
+            if ns.nguid != nguid {
+                let _ = writeln!(out, "nguid = {}", quote(&hex_lower(&ns.nguid)));
+            }
+            if ns.eui64 != eui64 {
+                let _ = writeln!(out, "eui64 = {}", quote(&hex_lower(&ns.eui64)));
+            }
+        }
+    }
+    out
+}
