@@ -1,1 +1,153 @@
-fn main() {}
+//! nvmf-target: command line.
+
+use clap::{Parser, Subcommand};
+use nvmf_target::config::Config;
+use nvmf_target::reactor::Runtime;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "nvmf-target",
+    version,
+    about = "A user-space NVMe over Fabrics target"
+)]
+struct Cli {
+    /// TOML configuration file (default: the embedded default: a 1 GiB RAM
+    /// namespace on 127.0.0.1:4420, discovery on 127.0.0.1:8009).
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+    /// Reactor cores, overriding `[target] cores`, e.g. `0,1`.
+    #[arg(long, value_delimiter = ',')]
+    cores: Option<Vec<usize>>,
+    /// Log level: error, warn, info, debug.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate config files; print each error as FILE:LINE:COL: sentence.
+    Check { files: Vec<PathBuf> },
+    /// Print the embedded default config as TOML.
+    PrintDefaultConfig,
+}
+
+struct StderrLog(log::LevelFilter);
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= self.0
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            eprintln!(
+                "nvmf-target: {}: {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = cli.log_level.parse().unwrap_or(log::LevelFilter::Info);
+    let _ = log::set_boxed_logger(Box::new(StderrLog(level))).map(|()| log::set_max_level(level));
+    match cli.command {
+        Some(Cmd::Check { files }) => check(&files),
+        Some(Cmd::PrintDefaultConfig) => {
+            print!("{}", Config::embedded_default().to_toml());
+            ExitCode::SUCCESS
+        }
+        None => run(cli.config, cli.cores),
+    }
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    if files.is_empty() {
+        eprintln!("nvmf-target check: name at least one config file");
+        return ExitCode::from(2);
+    }
+    let mut ok = true;
+    for f in files {
+        match Config::load(f) {
+            Ok(_) => println!("{}: ok", f.display()),
+            Err(errs) => {
+                ok = false;
+                for e in errs {
+                    eprintln!("{e}");
+                }
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(config: Option<PathBuf>, cores: Option<Vec<usize>>) -> ExitCode {
+    let mut cfg = match &config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(errs) => {
+                for e in errs {
+                    eprintln!("{e}");
+                }
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::embedded_default(),
+    };
+    if let Some(cores) = cores {
+        let online = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        if let Some(bad) = cores.iter().find(|&&c| c >= online) {
+            eprintln!(
+                "nvmf-target: --cores: core {bad} does not exist (this machine has {online} CPUs)"
+            );
+            return ExitCode::FAILURE;
+        }
+        if cores.is_empty() {
+            eprintln!("nvmf-target: --cores needs at least one core");
+            return ExitCode::FAILURE;
+        }
+        cfg.target.cores = cores;
+    }
+    let rt = match Runtime::start(&cfg) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nvmf-target: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for (l, a) in cfg.listeners.iter().zip(rt.listen_addrs()) {
+        log::info!("listening on {:?} {a}", l.transport);
+    }
+    for s in &rt.target.subsystems {
+        for ns in &s.namespaces {
+            log::info!(
+                "{} nsid {}: {} {} blocks of {} bytes",
+                s.nqn,
+                ns.nsid,
+                ns.backend.kind(),
+                ns.num_blocks,
+                ns.block_size
+            );
+        }
+    }
+    log::info!(
+        "serving on {} reactor(s), cores {:?}, idle policy {:?}",
+        cfg.target.cores.len(),
+        cfg.target.cores,
+        cfg.target.idle
+    );
+    rt.wait();
+    ExitCode::SUCCESS
+}

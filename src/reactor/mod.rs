@@ -1,1 +1,504 @@
-//! reactor
+//! Per-core reactors. Each reactor is one pinned thread that owns its
+//! connections and one io_uring ring; a poll iteration drains completions,
+//! advances the connection state machines, queues every send and receive,
+//! and enters the kernel once. Reactors share nothing but message channels.
+
+use crate::config::{Config, IdlePolicy};
+use crate::fabrics::Queue;
+use crate::subsystem::Target;
+use crate::transport::tcp::conn::{ConnParams, TcpConn};
+use crossbeam_channel::{Receiver, Sender};
+use nvmf_sys::{EventFd, Op, Ring};
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Receive buffer per connection.
+const RECV_BUF: usize = 256 * 1024;
+/// How often connection timers (keep-alive) are checked.
+const TICK: Duration = Duration::from_millis(100);
+/// Idle poll iterations before an adaptive reactor sleeps in its ring.
+const IDLE_SPINS: u32 = 2000;
+const RING_ENTRIES: u32 = 1024;
+
+/// Token kinds, in the low byte of a ring token; the slot is above.
+const T_RECV: u64 = 1;
+const T_SEND: u64 = 2;
+const T_LISTEN: u64 = 3;
+const T_WAKE: u64 = 4;
+
+fn token(kind: u64, slot: usize) -> u64 {
+    ((slot as u64) << 8) | kind
+}
+
+enum Msg {
+    NewConn(TcpStream),
+    Stop,
+}
+
+/// Shared view of one reactor, for the others and the control plane.
+struct ReactorLink {
+    tx: Sender<Msg>,
+    wake: Arc<EventFd>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl ReactorLink {
+    fn send(&self, m: Msg) {
+        if self.tx.send(m).is_ok() {
+            self.wake.notify();
+        }
+    }
+}
+
+/// A running target: its reactors and listeners.
+pub struct Runtime {
+    links: Arc<Vec<ReactorLink>>,
+    threads: Vec<JoinHandle<()>>,
+    listen_addrs: Vec<SocketAddr>,
+    stopped: Arc<AtomicBool>,
+    pub target: Arc<Target>,
+}
+
+impl Runtime {
+    /// Binds every listener, opens every namespace and starts one reactor per
+    /// core. A listener on port 0 gets an ephemeral port (for tests); the
+    /// discovery log reports the bound port.
+    pub fn start(cfg: &Config) -> io::Result<Runtime> {
+        let mut cfg = cfg.clone();
+        let mut listeners = Vec::new();
+        for l in &mut cfg.listeners {
+            let sock = TcpListener::bind(l.addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
+            })?;
+            sock.set_nonblocking(true)?;
+            l.addr = sock.local_addr()?;
+            listeners.push(sock);
+        }
+        let listen_addrs = cfg.listeners.iter().map(|l| l.addr).collect();
+        let target = Arc::new(Target::new(&cfg)?);
+        let cores = if cfg.target.cores.is_empty() {
+            vec![0]
+        } else {
+            cfg.target.cores.clone()
+        };
+        let mut links = Vec::new();
+        let mut inboxes = Vec::new();
+        for _ in &cores {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            links.push(ReactorLink {
+                tx,
+                wake: Arc::new(EventFd::new()?),
+                connections: Arc::new(AtomicUsize::new(0)),
+            });
+            inboxes.push(rx);
+        }
+        let links = Arc::new(links);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let params = ConnParams {
+            in_capsule_data_size: cfg.target.in_capsule_data_size,
+            max_io_size: cfg.target.max_io_size,
+            allow_hdgst: cfg.target.hdr_digest,
+            allow_ddgst: cfg.target.data_digest,
+        };
+        let mut threads = Vec::new();
+        let mut listeners = Some(listeners);
+        for (i, (core, inbox)) in cores.iter().copied().zip(inboxes).enumerate() {
+            let ring = Ring::new(RING_ENTRIES)?;
+            let mut r = Reactor {
+                index: i,
+                ring,
+                inbox,
+                links: links.clone(),
+                target: target.clone(),
+                params,
+                idle: cfg.target.idle,
+                listeners: if i == 0 {
+                    listeners.take().unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+                conns: Vec::new(),
+                free: Vec::new(),
+                spare: Vec::new(),
+                dirty: Vec::new(),
+                stop: false,
+            };
+            let name = format!("reactor-{i}");
+            let t = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    nvmf_sys::cpu::set_thread_name(&name);
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        log::warn!("{name}: could not pin to core {core}; running unpinned");
+                    }
+                    if let Err(e) = r.run() {
+                        log::error!("{name}: stopped on error: {e}");
+                    }
+                })?;
+            threads.push(t);
+        }
+        Ok(Runtime {
+            links,
+            threads,
+            listen_addrs,
+            stopped,
+            target,
+        })
+    }
+
+    /// The addresses the listeners are bound to, in config order.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen_addrs
+    }
+
+    /// Stops every reactor and closes every connection.
+    pub fn shutdown(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        if self.stopped.swap(true, Relaxed) {
+            return;
+        }
+        for l in self.links.iter() {
+            l.send(Msg::Stop);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Blocks until every reactor has exited.
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    tcp: TcpConn,
+    recv_busy: bool,
+    send_busy: bool,
+    /// Socket shut down; the slot is freed when no op is in flight.
+    shut: bool,
+    /// Progress of the send in flight: bytes done and total.
+    send_off: usize,
+    send_len: usize,
+    last_tick: Instant,
+    in_dirty: bool,
+}
+
+struct Reactor {
+    index: usize,
+    ring: Ring,
+    inbox: Receiver<Msg>,
+    links: Arc<Vec<ReactorLink>>,
+    target: Arc<Target>,
+    params: ConnParams,
+    idle: IdlePolicy,
+    listeners: Vec<TcpListener>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    /// Recycled send buffers.
+    spare: Vec<Vec<u8>>,
+    /// Connections with work to push this iteration.
+    dirty: Vec<usize>,
+    stop: bool,
+}
+
+impl Reactor {
+    fn run(&mut self) -> io::Result<()> {
+        for i in 0..self.listeners.len() {
+            self.ring.push(
+                Op::PollIn {
+                    fd: self.listeners[i].as_raw_fd(),
+                },
+                token(T_LISTEN, i),
+            )?;
+        }
+        let wake_fd = self.links[self.index].wake.as_raw_fd();
+        self.ring
+            .push(Op::PollIn { fd: wake_fd }, token(T_WAKE, 0))?;
+        let mut comps = Vec::with_capacity(256);
+        let mut idle_spins = 0u32;
+        let mut last_tick = Instant::now();
+        loop {
+            let mut worked = false;
+            while let Ok(m) = self.inbox.try_recv() {
+                worked = true;
+                match m {
+                    Msg::NewConn(s) => self.add_conn(s),
+                    Msg::Stop => self.stop = true,
+                }
+            }
+            if self.stop {
+                break;
+            }
+            self.ring.drain(&mut comps);
+            let now = Instant::now();
+            for c in comps.drain(..) {
+                worked = true;
+                self.completion(c, now)?;
+            }
+            if now.duration_since(last_tick) >= TICK {
+                last_tick = now;
+                self.tick(now);
+            }
+            self.flush_dirty()?;
+            if worked {
+                idle_spins = 0;
+            } else {
+                idle_spins = idle_spins.saturating_add(1);
+            }
+            if self.idle == IdlePolicy::Adaptive && idle_spins > IDLE_SPINS {
+                self.ring.submit_and_wait(Some(TICK))?;
+            } else {
+                self.ring.submit()?;
+            }
+        }
+        for i in 0..self.conns.len() {
+            if let Some(c) = &self.conns[i] {
+                let _ = c.stream.shutdown(Shutdown::Both);
+            }
+        }
+        Ok(())
+    }
+
+    fn add_conn(&mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else {
+            self.links[self.index].connections.fetch_sub(1, Relaxed);
+            return;
+        };
+        log::debug!("reactor {}: connection from {peer}", self.index);
+        let queue = Queue::new(self.target.clone(), local);
+        let conn = Conn {
+            stream,
+            tcp: TcpConn::new(queue, self.params),
+            recv_busy: false,
+            send_busy: false,
+            shut: false,
+            send_off: 0,
+            send_len: 0,
+            last_tick: Instant::now(),
+            in_dirty: false,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.conns[s] = Some(conn);
+                s
+            }
+            None => {
+                self.conns.push(Some(conn));
+                self.conns.len() - 1
+            }
+        };
+        self.post_recv(slot, vec![0u8; RECV_BUF]);
+    }
+
+    fn post_recv(&mut self, slot: usize, buf: Vec<u8>) {
+        let Some(c) = self.conns[slot].as_mut() else {
+            return;
+        };
+        let fd = c.stream.as_raw_fd();
+        match self
+            .ring
+            .push(Op::Recv { fd, buf, offset: 0 }, token(T_RECV, slot))
+        {
+            Ok(()) => c.recv_busy = true,
+            Err(e) => {
+                log::warn!("reactor {}: cannot post recv: {e}", self.index);
+                self.shut(slot);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, slot: usize) {
+        if let Some(c) = self.conns[slot].as_mut() {
+            if !c.in_dirty {
+                c.in_dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    fn completion(&mut self, c: nvmf_sys::Completion, now: Instant) -> io::Result<()> {
+        let slot = (c.token >> 8) as usize;
+        match c.token & 0xFF {
+            T_LISTEN => {
+                self.accept_all(slot);
+                let fd = self.listeners[slot].as_raw_fd();
+                self.ring.push(Op::PollIn { fd }, c.token)?;
+            }
+            T_WAKE => {
+                self.links[self.index].wake.drain();
+                let fd = self.links[self.index].wake.as_raw_fd();
+                self.ring.push(Op::PollIn { fd }, c.token)?;
+            }
+            T_RECV => {
+                let Some(conn) = self.conns.get_mut(slot).and_then(|c| c.as_mut()) else {
+                    return Ok(());
+                };
+                conn.recv_busy = false;
+                let buf = c.buf.unwrap_or_default();
+                if c.result <= 0 || conn.shut {
+                    if c.result < 0 && !conn.shut {
+                        log::debug!("recv error {}", c.result);
+                    }
+                    self.shut(slot);
+                } else {
+                    conn.tcp.receive(&buf[..c.result as usize], now);
+                    self.mark_dirty(slot);
+                    if !self.conns[slot]
+                        .as_ref()
+                        .is_some_and(|c| c.tcp.is_closing())
+                    {
+                        self.post_recv(slot, buf);
+                    }
+                }
+                self.maybe_free(slot);
+            }
+            T_SEND => {
+                let Some(conn) = self.conns.get_mut(slot).and_then(|c| c.as_mut()) else {
+                    return Ok(());
+                };
+                conn.send_busy = false;
+                let buf = c.buf.unwrap_or_default();
+                if c.result < 0 || conn.shut {
+                    self.shut(slot);
+                } else {
+                    conn.send_off += c.result as usize;
+                    if conn.send_off < conn.send_len {
+                        let fd = conn.stream.as_raw_fd();
+                        let (off, len) = (conn.send_off, conn.send_len - conn.send_off);
+                        conn.send_busy = true;
+                        self.ring.push(
+                            Op::Send {
+                                fd,
+                                buf,
+                                offset: off,
+                                len,
+                            },
+                            token(T_SEND, slot),
+                        )?;
+                    } else {
+                        self.spare.push(buf);
+                        self.mark_dirty(slot);
+                    }
+                }
+                self.maybe_free(slot);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn accept_all(&mut self, listener: usize) {
+        loop {
+            match self.listeners[listener].accept() {
+                Ok((s, _)) => {
+                    let target = (0..self.links.len())
+                        .min_by_key(|&i| self.links[i].connections.load(Relaxed))
+                        .unwrap_or(0);
+                    // Counted now, before the hand-off, so a burst spreads.
+                    self.links[target].connections.fetch_add(1, Relaxed);
+                    if target == self.index {
+                        self.add_conn(s);
+                    } else {
+                        self.links[target].send(Msg::NewConn(s));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        for slot in 0..self.conns.len() {
+            if let Some(c) = self.conns[slot].as_mut() {
+                if now.duration_since(c.last_tick) >= TICK {
+                    c.last_tick = now;
+                    c.tcp.tick(now);
+                    if c.tcp.is_closing() {
+                        self.mark_dirty(slot);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts sends for connections with output and closes finished ones.
+    fn flush_dirty(&mut self) -> io::Result<()> {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for slot in dirty.drain(..) {
+            let Some(c) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            c.in_dirty = false;
+            if c.shut {
+                continue;
+            }
+            if !c.send_busy && c.tcp.has_output() {
+                let spare = self.spare.pop().unwrap_or_default();
+                let buf = c.tcp.take_output(spare);
+                let len = buf.len();
+                c.send_busy = true;
+                c.send_off = 0;
+                c.send_len = len;
+                let fd = c.stream.as_raw_fd();
+                self.ring.push(
+                    Op::Send {
+                        fd,
+                        buf,
+                        offset: 0,
+                        len,
+                    },
+                    token(T_SEND, slot),
+                )?;
+            } else if !c.send_busy && c.tcp.is_closing() {
+                if let Some(r) = c.tcp.close_reason() {
+                    log::info!("reactor {}: closing connection: {r}", self.index);
+                }
+                self.shut(slot);
+            }
+        }
+        self.dirty = dirty;
+        Ok(())
+    }
+
+    fn shut(&mut self, slot: usize) {
+        if let Some(c) = self.conns[slot].as_mut() {
+            if !c.shut {
+                c.shut = true;
+                let _ = c.stream.shutdown(Shutdown::Both);
+            }
+        }
+        self.maybe_free(slot);
+    }
+
+    fn maybe_free(&mut self, slot: usize) {
+        let done = matches!(&self.conns[slot], Some(c) if c.shut && !c.recv_busy && !c.send_busy);
+        if done {
+            self.conns[slot] = None;
+            self.free.push(slot);
+            self.links[self.index].connections.fetch_sub(1, Relaxed);
+        }
+    }
+}

@@ -1,1 +1,133 @@
-//! subsystem
+//! Subsystems, namespaces and host access: the read-mostly tables every
+//! reactor consults.
+
+use crate::backend::{self, Backend};
+use crate::config::{Config, ListenerConfig, SubsystemConfig, TargetConfig, DISCOVERY_NQN};
+use crate::fabrics::controller::ControllerTable;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+/// Highest namespace ID a subsystem may hold (Identify Controller NN).
+pub const MAX_NSID: u32 = 1024;
+
+/// One exported namespace.
+pub struct Namespace {
+    pub nsid: u32,
+    pub block_size: u32,
+    pub lba_shift: u32,
+    pub num_blocks: u64,
+    pub uuid: [u8; 16],
+    pub nguid: [u8; 16],
+    pub eui64: [u8; 8],
+    pub backend: Arc<dyn Backend>,
+}
+
+/// An NVM subsystem (or the discovery subsystem).
+pub struct Subsystem {
+    pub nqn: String,
+    pub serial: String,
+    pub model: String,
+    pub allow_any_host: bool,
+    pub hosts: Vec<String>,
+    /// Sorted by nsid.
+    pub namespaces: Vec<Arc<Namespace>>,
+    pub discovery: bool,
+}
+
+impl Subsystem {
+    pub fn host_allowed(&self, hostnqn: &str) -> bool {
+        self.discovery || self.allow_any_host || self.hosts.iter().any(|h| h == hostnqn)
+    }
+
+    pub fn namespace(&self, nsid: u32) -> Option<&Arc<Namespace>> {
+        self.namespaces
+            .binary_search_by_key(&nsid, |n| n.nsid)
+            .ok()
+            .map(|i| &self.namespaces[i])
+    }
+
+    fn from_config(c: &SubsystemConfig) -> std::io::Result<Subsystem> {
+        let mut namespaces = Vec::new();
+        for n in &c.namespaces {
+            let backend = backend::open(&n.backend).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("{} nsid {}: {e}", c.nqn, n.nsid))
+            })?;
+            let num_blocks = backend.size() / n.block_size as u64;
+            namespaces.push(Arc::new(Namespace {
+                nsid: n.nsid,
+                block_size: n.block_size,
+                lba_shift: n.block_size.trailing_zeros(),
+                num_blocks,
+                uuid: n.uuid,
+                nguid: n.nguid,
+                eui64: n.eui64,
+                backend,
+            }));
+        }
+        namespaces.sort_by_key(|n| n.nsid);
+        Ok(Subsystem {
+            nqn: c.nqn.clone(),
+            serial: c.serial.clone(),
+            model: c.model.clone(),
+            allow_any_host: c.allow_any_host,
+            hosts: c.hosts.clone(),
+            namespaces,
+            discovery: false,
+        })
+    }
+
+    fn discovery_subsystem() -> Subsystem {
+        Subsystem {
+            nqn: DISCOVERY_NQN.to_string(),
+            serial: "DISCOVERY".to_string(),
+            model: "nvmf-target discovery".to_string(),
+            allow_any_host: true,
+            hosts: Vec::new(),
+            namespaces: Vec::new(),
+            discovery: true,
+        }
+    }
+}
+
+/// Everything the queues of a running target share.
+pub struct Target {
+    pub config: TargetConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub subsystems: Vec<Arc<Subsystem>>,
+    pub discovery: Arc<Subsystem>,
+    /// Controllers by ID; locked only at Connect and teardown, never per I/O.
+    pub controllers: Mutex<ControllerTable>,
+    /// Discovery log generation counter.
+    pub genctr: AtomicU64,
+}
+
+impl Target {
+    /// Opens every namespace's backend.
+    pub fn new(cfg: &Config) -> std::io::Result<Target> {
+        let subsystems = cfg
+            .subsystems
+            .iter()
+            .map(|s| Subsystem::from_config(s).map(Arc::new))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Target {
+            config: cfg.target.clone(),
+            listeners: cfg.listeners.clone(),
+            subsystems,
+            discovery: Arc::new(Subsystem::discovery_subsystem()),
+            controllers: Mutex::new(ControllerTable::default()),
+            genctr: AtomicU64::new(1),
+        })
+    }
+
+    pub fn find_subsystem(&self, nqn: &str) -> Option<&Arc<Subsystem>> {
+        if nqn == DISCOVERY_NQN {
+            return Some(&self.discovery);
+        }
+        self.subsystems.iter().find(|s| s.nqn == nqn)
+    }
+
+    /// MDTS value for Identify Controller: max transfer = 2^mdts * 4 KiB.
+    pub fn mdts(&self) -> u8 {
+        (self.config.max_io_size / 4096).max(1).trailing_zeros() as u8
+    }
+}

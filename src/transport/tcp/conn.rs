@@ -1,0 +1,460 @@
+//! One NVMe/TCP connection as a sans-IO state machine: fed received bytes,
+//! it frames PDUs, runs the ICReq exchange, gathers write data (in-capsule
+//! or through R2T/H2CData), hands commands to its fabrics queue, and encodes
+//! the responses into an output buffer for the reactor to send.
+
+use super::pdu::{self, fes, flags, pdu_type, Fatal, Negotiated, TxParams};
+use crate::fabrics::{Queue, Response, Tick};
+use crate::nvme::{sgl_id, Command, DataDir, Status};
+use std::time::Instant;
+
+/// Generic status: Transient Transport Error (a data digest mismatch).
+const TRANSIENT_TRANSPORT_ERROR: Status = Status(0x22);
+/// In-capsule data the admin queue accepts (NVMe/TCP fixes it at 8 KiB).
+const ADMIN_IN_CAPSULE: u32 = 8192;
+
+/// Connection settings from the target config.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnParams {
+    pub in_capsule_data_size: u32,
+    pub max_io_size: u32,
+    pub allow_hdgst: bool,
+    pub allow_ddgst: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitIcReq,
+    Ready,
+    /// No more input is processed; close once the output is sent.
+    Closing,
+}
+
+/// A write waiting for its data through R2T / H2CData.
+struct PendingWrite {
+    cmd: Command,
+    buf: Vec<u8>,
+    received: usize,
+    digest_error: bool,
+}
+
+pub struct TcpConn {
+    queue: Queue,
+    params: ConnParams,
+    state: State,
+    neg: Negotiated,
+    tx: TxParams,
+    maxh2cdata: u32,
+    rx: Vec<u8>,
+    out: Vec<u8>,
+    /// Indexed by transfer tag.
+    pending: Vec<Option<PendingWrite>>,
+    free_tags: Vec<u16>,
+    responses: Vec<Response>,
+    close_reason: Option<String>,
+}
+
+impl TcpConn {
+    pub fn new(queue: Queue, params: ConnParams) -> TcpConn {
+        TcpConn {
+            queue,
+            params,
+            state: State::AwaitIcReq,
+            neg: Negotiated::default(),
+            tx: TxParams::default(),
+            maxh2cdata: params.max_io_size.max(4096),
+            rx: Vec::new(),
+            out: Vec::new(),
+            pending: Vec::new(),
+            free_tags: Vec::new(),
+            responses: Vec::new(),
+            close_reason: None,
+        }
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Takes the pending output, leaving `spare` (cleared) in its place so
+    /// buffers are recycled between sends.
+    pub fn take_output(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        std::mem::replace(&mut self.out, spare)
+    }
+
+    /// The connection is finished: close it after sending the output.
+    pub fn is_closing(&self) -> bool {
+        self.state == State::Closing
+    }
+
+    pub fn close_reason(&self) -> Option<&str> {
+        self.close_reason.as_deref()
+    }
+
+    fn close(&mut self, reason: impl Into<String>) {
+        if self.state != State::Closing {
+            self.state = State::Closing;
+            self.close_reason = Some(reason.into());
+        }
+    }
+
+    /// Timer tick (keep-alive, controller teardown).
+    pub fn tick(&mut self, now: Instant) {
+        if let Tick::Close(why) = self.queue.tick(now) {
+            self.close(why);
+        }
+    }
+
+    /// Feeds received bytes; processes every complete PDU.
+    pub fn receive(&mut self, bytes: &[u8], now: Instant) {
+        if self.state == State::Closing {
+            return;
+        }
+        let mut rx = std::mem::take(&mut self.rx);
+        rx.extend_from_slice(bytes);
+        let mut pos = 0;
+        while self.state != State::Closing {
+            let buf = &rx[pos..];
+            let frame = match pdu::frame_h2c(buf, &self.neg, self.state == State::Ready) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(f) => {
+                    let n = buf
+                        .len()
+                        .min(buf.get(2).copied().unwrap_or(8).max(8) as usize);
+                    self.fatal(f, &buf[..n].to_vec());
+                    break;
+                }
+            };
+            if buf.len() < frame.plen {
+                break;
+            }
+            let pdu_bytes = &buf[..frame.plen];
+            let r = self.handle(&frame, pdu_bytes, now);
+            if let Err(f) = r {
+                let hdr = pdu_bytes[..frame.hlen].to_vec();
+                self.fatal(f, &hdr);
+            }
+            pos += frame.plen;
+        }
+        rx.drain(..pos);
+        self.rx = rx;
+    }
+
+    fn fatal(&mut self, f: Fatal, header: &[u8]) {
+        pdu::encode_c2h_term_req(&mut self.out, f.fes, f.fei, header);
+        self.close(format!(
+            "fatal transport error (FES {:#x}): {}",
+            f.fes, f.reason
+        ));
+    }
+
+    fn handle(&mut self, frame: &pdu::Frame, p: &[u8], now: Instant) -> Result<(), Fatal> {
+        let data = &p[frame.data_off..frame.data_off + frame.data_len];
+        let digest_ok = !frame.ddgst || {
+            let at = frame.data_off + frame.data_len;
+            pdu::crc32c(data) == crate::nvme::le32(p, at)
+        };
+        match frame.ch.pdu_type {
+            pdu_type::IC_REQ => self.ic_req(p),
+            pdu_type::H2C_TERM_REQ => {
+                let fes = crate::nvme::le16(p, 8);
+                self.close(format!("host terminated the connection (FES {fes:#x})"));
+                Ok(())
+            }
+            pdu_type::CAPSULE_CMD => {
+                let mut sqe = [0u8; 64];
+                sqe.copy_from_slice(&p[8..72]);
+                let cmd = Command::parse(&sqe);
+                self.capsule(cmd, data, digest_ok, now)
+            }
+            pdu_type::H2C_DATA => self.h2c_data(p, data, frame.ch.flags, digest_ok, now),
+            _ => Err(Fatal::new(
+                fes::INVALID_HEADER_FIELD,
+                0,
+                "unexpected PDU type",
+            )),
+        }
+    }
+
+    fn ic_req(&mut self, p: &[u8]) -> Result<(), Fatal> {
+        let ic = pdu::IcReq::parse(p);
+        if ic.pfv != 0 {
+            return Err(Fatal::new(
+                fes::UNSUPPORTED_PARAMETER,
+                8,
+                format!("PFV {} is not supported", ic.pfv),
+            ));
+        }
+        if ic.hpda > 31 {
+            return Err(Fatal::new(
+                fes::INVALID_HEADER_FIELD,
+                10,
+                format!("HPDA {} is out of range", ic.hpda),
+            ));
+        }
+        let hdgst = ic.hdgst && self.params.allow_hdgst;
+        let ddgst = ic.ddgst && self.params.allow_ddgst;
+        self.neg = Negotiated {
+            hdgst,
+            ddgst,
+            cpda: 0,
+        };
+        self.tx = TxParams {
+            hdgst,
+            ddgst,
+            hpda: ic.hpda,
+        };
+        pdu::encode_ic_resp(&mut self.out, 0, hdgst, ddgst, self.maxh2cdata);
+        self.state = State::Ready;
+        Ok(())
+    }
+
+    fn capsule(
+        &mut self,
+        cmd: Command,
+        data: &[u8],
+        digest_ok: bool,
+        now: Instant,
+    ) -> Result<(), Fatal> {
+        // The admin queue (and any queue before Connect) always takes 8 KiB
+        // of in-capsule data; I/O queues take what IOCCSZ advertises.
+        let limit = if self.queue.qid() == 0 {
+            self.params.in_capsule_data_size.max(ADMIN_IN_CAPSULE)
+        } else {
+            self.params.in_capsule_data_size
+        };
+        if data.len() > limit as usize {
+            return Err(Fatal::new(
+                fes::DATA_LIMIT_EXCEEDED,
+                0,
+                format!(
+                    "{} bytes of in-capsule data exceed the {limit} allowed",
+                    data.len()
+                ),
+            ));
+        }
+        if !digest_ok {
+            return Ok(self.reject(&cmd, TRANSIENT_TRANSPORT_ERROR));
+        }
+        // Fabrics requires SGLs (PSDT 01b or 10b).
+        if cmd.psdt() == 0 || cmd.psdt() == 3 {
+            return Ok(self.reject(&cmd, Status::INVALID_FIELD.dnr()));
+        }
+        let sgl = cmd.sgl();
+        match cmd.data_dir() {
+            DataDir::None => {
+                if !data.is_empty() {
+                    return Err(Fatal::new(
+                        fes::DATA_OUT_OF_RANGE,
+                        0,
+                        "in-capsule data on a command that transfers none",
+                    ));
+                }
+                self.execute(cmd, Vec::new(), now);
+            }
+            DataDir::CtrlToHost => {
+                if !data.is_empty() {
+                    return Err(Fatal::new(
+                        fes::DATA_OUT_OF_RANGE,
+                        0,
+                        "in-capsule data on a read command",
+                    ));
+                }
+                if sgl.id != sgl_id::TRANSPORT_DATA_BLOCK {
+                    return Ok(self.reject(&cmd, Status::SGL_TYPE_INVALID.dnr()));
+                }
+                if sgl.length > self.queue.max_transfer() {
+                    return Ok(self.reject(&cmd, Status::INVALID_FIELD.dnr()));
+                }
+                self.execute(cmd, Vec::new(), now);
+            }
+            DataDir::HostToCtrl => match sgl.id {
+                sgl_id::DATA_BLOCK_OFFSET => {
+                    let off = sgl.address;
+                    let end = off.checked_add(sgl.length as u64);
+                    match end {
+                        Some(end) if end <= data.len() as u64 => {
+                            if end < data.len() as u64 {
+                                return Err(Fatal::new(
+                                    fes::DATA_OUT_OF_RANGE,
+                                    0,
+                                    "in-capsule data beyond what the SGL describes",
+                                ));
+                            }
+                            let d = data[off as usize..end as usize].to_vec();
+                            self.execute(cmd, d, now);
+                        }
+                        _ => return Ok(self.reject(&cmd, Status::DATA_SGL_LENGTH_INVALID.dnr())),
+                    }
+                }
+                sgl_id::TRANSPORT_DATA_BLOCK => {
+                    if !data.is_empty() {
+                        return Err(Fatal::new(
+                            fes::DATA_OUT_OF_RANGE,
+                            0,
+                            "in-capsule data with a transport SGL",
+                        ));
+                    }
+                    if sgl.length > self.queue.max_transfer() {
+                        return Ok(self.reject(&cmd, Status::INVALID_FIELD.dnr()));
+                    }
+                    if sgl.length == 0 {
+                        self.execute(cmd, Vec::new(), now);
+                    } else {
+                        self.start_r2t(cmd, sgl.length);
+                    }
+                }
+                _ => return Ok(self.reject(&cmd, Status::SGL_TYPE_INVALID.dnr())),
+            },
+            DataDir::Both => return Ok(self.reject(&cmd, Status::INVALID_OPCODE.dnr())),
+        }
+        Ok(())
+    }
+
+    /// Completes a command the transport refuses before the queue sees it.
+    fn reject(&mut self, cmd: &Command, st: Status) {
+        // The queue still counts the entry for SQ head reporting.
+        let mut r = std::mem::take(&mut self.responses);
+        self.queue.reject(cmd, st, &mut r);
+        self.send_responses(&mut r);
+        self.responses = r;
+    }
+
+    fn start_r2t(&mut self, cmd: Command, len: u32) {
+        let tag = match self.free_tags.pop() {
+            Some(t) => t,
+            None => {
+                if self.pending.len() >= u16::MAX as usize {
+                    return self.reject(&cmd, Status::INTERNAL_ERROR);
+                }
+                self.pending.push(None);
+                (self.pending.len() - 1) as u16
+            }
+        };
+        self.pending[tag as usize] = Some(PendingWrite {
+            cmd,
+            buf: vec![0u8; len as usize],
+            received: 0,
+            digest_error: false,
+        });
+        pdu::encode_r2t(&mut self.out, self.tx.hdgst, cmd.cid, tag, 0, len);
+    }
+
+    fn h2c_data(
+        &mut self,
+        p: &[u8],
+        data: &[u8],
+        fl: u8,
+        digest_ok: bool,
+        now: Instant,
+    ) -> Result<(), Fatal> {
+        let h = pdu::H2CData::parse(p);
+        let slot = self
+            .pending
+            .get_mut(h.ttag as usize)
+            .and_then(|s| s.as_mut());
+        let Some(w) = slot else {
+            return Err(Fatal::new(
+                fes::INVALID_HEADER_FIELD,
+                10,
+                format!("unknown transfer tag {}", h.ttag),
+            ));
+        };
+        if w.cmd.cid != h.cccid {
+            return Err(Fatal::new(
+                fes::INVALID_HEADER_FIELD,
+                8,
+                format!("CCCID {} does not match transfer tag {}", h.cccid, h.ttag),
+            ));
+        }
+        if h.datal as usize != data.len() {
+            return Err(Fatal::new(
+                fes::INVALID_HEADER_FIELD,
+                16,
+                "DATAL does not match the PDU's data length",
+            ));
+        }
+        if h.datal > self.maxh2cdata {
+            return Err(Fatal::new(
+                fes::DATA_LIMIT_EXCEEDED,
+                16,
+                "H2CData larger than MAXH2CDATA",
+            ));
+        }
+        let end = h.datao as u64 + h.datal as u64;
+        if end > w.buf.len() as u64 {
+            return Err(Fatal::new(
+                fes::DATA_OUT_OF_RANGE,
+                12,
+                format!(
+                    "data {}..{end} beyond the {} bytes requested",
+                    h.datao,
+                    w.buf.len()
+                ),
+            ));
+        }
+        if h.datao as usize != w.received {
+            return Err(Fatal::new(
+                fes::DATA_OUT_OF_RANGE,
+                12,
+                format!("DATAO {} but {} expected next", h.datao, w.received),
+            ));
+        }
+        w.buf[h.datao as usize..end as usize].copy_from_slice(data);
+        w.received = end as usize;
+        w.digest_error |= !digest_ok;
+        let done = w.received == w.buf.len();
+        if done && fl & flags::LAST_PDU == 0 {
+            return Err(Fatal::new(
+                fes::INVALID_HEADER_FIELD,
+                1,
+                "last H2CData PDU without LAST_PDU",
+            ));
+        }
+        if done {
+            let w = self.pending[h.ttag as usize].take().expect("checked above");
+            self.free_tags.push(h.ttag);
+            if w.digest_error {
+                self.reject(&w.cmd, TRANSIENT_TRANSPORT_ERROR);
+            } else {
+                self.execute(w.cmd, w.buf, now);
+            }
+        }
+        Ok(())
+    }
+
+    fn execute(&mut self, cmd: Command, data: Vec<u8>, now: Instant) {
+        let mut r = std::mem::take(&mut self.responses);
+        self.queue.execute(&cmd, data, now, &mut r);
+        self.send_responses(&mut r);
+        self.responses = r;
+    }
+
+    fn send_responses(&mut self, r: &mut Vec<Response>) {
+        for resp in r.drain(..) {
+            let success_flag = self.queue.sqflow_disabled() && resp.cqe.status.is_success();
+            if !resp.data.is_empty() {
+                pdu::encode_c2h_data(
+                    &mut self.out,
+                    &self.tx,
+                    resp.cqe.cid,
+                    0,
+                    &resp.data,
+                    true,
+                    success_flag,
+                );
+                if success_flag {
+                    continue;
+                }
+            }
+            pdu::encode_capsule_resp(&mut self.out, &resp.cqe.to_bytes(), self.tx.hdgst);
+        }
+    }
+}

@@ -161,7 +161,10 @@ pub fn frame_h2c(buf: &[u8], neg: &Negotiated, ic_done: bool) -> Result<Option<F
     if hlen != want_hlen {
         return Err(Fatal::field(
             2,
-            format!("HLEN {hlen} is wrong for PDU type {:#04x} (must be {want_hlen})", ch.pdu_type),
+            format!(
+                "HLEN {hlen} is wrong for PDU type {:#04x} (must be {want_hlen})",
+                ch.pdu_type
+            ),
         ));
     }
     if ch.plen > MAX_PLEN {
@@ -183,10 +186,16 @@ pub fn frame_h2c(buf: &[u8], neg: &Negotiated, ic_done: bool) -> Result<Option<F
             ));
         }
         if dd && !neg.ddgst {
-            return Err(Fatal::field(1, "DDGSTF set but data digests were not negotiated"));
+            return Err(Fatal::field(
+                1,
+                "DDGSTF set but data digests were not negotiated",
+            ));
         }
     } else if ch.flags & (flags::HDGSTF | flags::DDGSTF) != 0 {
-        return Err(Fatal::field(1, "digest flags set on a PDU that has no digests"));
+        return Err(Fatal::field(
+            1,
+            "digest flags set on a PDU that has no digests",
+        ));
     }
     let hd_len = if digests_apply && hd { DIGEST_LEN } else { 0 };
     if plen < hlen + hd_len {
@@ -197,7 +206,10 @@ pub fn frame_h2c(buf: &[u8], neg: &Negotiated, ic_done: bool) -> Result<Option<F
     }
     let (data_off, data_len, ddgst) = if ch.pdu_type == pdu_type::H2C_TERM_REQ {
         if plen > TERM_HLEN + TERM_MAX_DATA {
-            return Err(Fatal::field(4, format!("PLEN {plen} is too large for a Terminate Request")));
+            return Err(Fatal::field(
+                4,
+                format!("PLEN {plen} is too large for a Terminate Request"),
+            ));
         }
         (hlen, plen - hlen, false)
     } else if !may_have_data || plen == hlen + hd_len {
@@ -214,15 +226,24 @@ pub fn frame_h2c(buf: &[u8], neg: &Negotiated, ic_done: bool) -> Result<Option<F
         if pdo < hlen + hd_len || pdo % align != 0 || pdo > plen {
             return Err(Fatal::field(
                 3,
-                format!("PDO {pdo} is invalid (header ends at {}, alignment {align})", hlen + hd_len),
+                format!(
+                    "PDO {pdo} is invalid (header ends at {}, alignment {align})",
+                    hlen + hd_len
+                ),
             ));
         }
         if dd != neg.ddgst {
-            return Err(Fatal::field(1, "DDGSTF does not match the negotiated data digest"));
+            return Err(Fatal::field(
+                1,
+                "DDGSTF does not match the negotiated data digest",
+            ));
         }
         let dd_len = if dd { DIGEST_LEN } else { 0 };
         if plen < pdo + dd_len {
-            return Err(Fatal::field(4, format!("PLEN {plen} is smaller than PDO plus digest")));
+            return Err(Fatal::field(
+                4,
+                format!("PLEN {plen} is smaller than PDO plus digest"),
+            ));
         }
         let len = plen - pdo - dd_len;
         if len == 0 {
@@ -330,7 +351,14 @@ pub fn encode_ic_resp(out: &mut Vec<u8>, cpda: u8, hdgst: bool, ddgst: bool, max
 pub fn encode_capsule_resp(out: &mut Vec<u8>, cqe: &[u8; 16], hdgst: bool) {
     let hd = if hdgst { DIGEST_LEN } else { 0 };
     let fl = if hdgst { flags::HDGSTF } else { 0 };
-    let s = header(out, pdu_type::CAPSULE_RESP, fl, CAPSULE_RESP_HLEN, 0, CAPSULE_RESP_HLEN + hd);
+    let s = header(
+        out,
+        pdu_type::CAPSULE_RESP,
+        fl,
+        CAPSULE_RESP_HLEN,
+        0,
+        CAPSULE_RESP_HLEN + hd,
+    );
     out[s + 8..s + 24].copy_from_slice(cqe);
     header_digest(out, s, hdgst);
 }
@@ -377,7 +405,14 @@ pub fn encode_c2h_data(
     if success {
         fl |= flags::SUCCESS;
     }
-    let s = header(out, pdu_type::C2H_DATA, fl, DATA_HLEN, pdo, pdo + data.len() + dd);
+    let s = header(
+        out,
+        pdu_type::C2H_DATA,
+        fl,
+        DATA_HLEN,
+        pdo,
+        pdo + data.len() + dd,
+    );
     {
         let h = &mut out[s..];
         put16(h, 8, cccid);
@@ -408,7 +443,14 @@ pub fn encode_r2t(out: &mut Vec<u8>, hdgst: bool, cccid: u16, ttag: u16, r2to: u
 /// Appends a C2H Terminate Request echoing (part of) the offending header.
 pub fn encode_c2h_term_req(out: &mut Vec<u8>, fes: u16, fei: u32, offending: &[u8]) {
     let n = offending.len().min(TERM_MAX_DATA);
-    let s = header(out, pdu_type::C2H_TERM_REQ, 0, TERM_HLEN, if n > 0 { TERM_HLEN } else { 0 }, TERM_HLEN + n);
+    let s = header(
+        out,
+        pdu_type::C2H_TERM_REQ,
+        0,
+        TERM_HLEN,
+        if n > 0 { TERM_HLEN } else { 0 },
+        TERM_HLEN + n,
+    );
     let h = &mut out[s..];
     put16(h, 8, fes);
     put32(h, 10, fei);
@@ -502,7 +544,10 @@ mod tests {
         put32(&mut b, 4, 10);
         assert_eq!(frame_h2c(&b, &n, true).unwrap_err().fei, 4);
         let b = capsule(&[], false, false);
-        assert_eq!(frame_h2c(&b, &n, false).unwrap_err().fes, fes::PDU_SEQUENCE_ERROR);
+        assert_eq!(
+            frame_h2c(&b, &n, false).unwrap_err().fes,
+            fes::PDU_SEQUENCE_ERROR
+        );
         // Header digest mismatch.
         let mut b = capsule(&[], true, false);
         b[20] ^= 1;
@@ -541,16 +586,25 @@ mod tests {
         encode_c2h_data(&mut out, &tx, 5, 4096, &[9u8; 10], true, true);
         // Header 24 + digest 4 = 28, aligned to 16 -> PDO 32.
         assert_eq!(out[3], 32);
-        assert_eq!(out[1], flags::HDGSTF | flags::DDGSTF | flags::LAST_PDU | flags::SUCCESS);
+        assert_eq!(
+            out[1],
+            flags::HDGSTF | flags::DDGSTF | flags::LAST_PDU | flags::SUCCESS
+        );
         assert_eq!(le32(&out, 4) as usize, out.len());
         assert_eq!(out.len(), 32 + 10 + 4);
         assert_eq!(le32(&out, 42), crc32c(&[9u8; 10]));
-        assert_eq!((le16(&out, 8), le32(&out, 12), le32(&out, 16)), (5, 4096, 10));
+        assert_eq!(
+            (le16(&out, 8), le32(&out, 12), le32(&out, 16)),
+            (5, 4096, 10)
+        );
 
         out.clear();
         encode_r2t(&mut out, false, 7, 3, 0, 65536);
         assert_eq!((out[0], out.len()), (pdu_type::R2T, 24));
-        assert_eq!((le16(&out, 8), le16(&out, 10), le32(&out, 16)), (7, 3, 65536));
+        assert_eq!(
+            (le16(&out, 8), le16(&out, 10), le32(&out, 16)),
+            (7, 3, 65536)
+        );
 
         out.clear();
         encode_c2h_term_req(&mut out, fes::HEADER_DIGEST_ERROR, 0, &[1u8; 300]);

@@ -1,0 +1,203 @@
+//! Controller-wide state shared by a controller's admin and I/O queues.
+
+use crate::nvme::log::{ErrorEntry, Health};
+use crate::subsystem::Subsystem;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+/// Per-queue I/O counters. Each queue owns one and is its only writer, so the
+/// relaxed atomics never contend; the admin queue sums them for SMART.
+#[derive(Default, Debug)]
+pub struct IoStats {
+    pub bytes_read: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub read_cmds: AtomicU64,
+    pub write_cmds: AtomicU64,
+}
+
+impl IoStats {
+    pub fn add_read(&self, bytes: u64) {
+        self.read_cmds.fetch_add(1, Relaxed);
+        self.bytes_read.fetch_add(bytes, Relaxed);
+    }
+    pub fn add_write(&self, bytes: u64) {
+        self.write_cmds.fetch_add(1, Relaxed);
+        self.bytes_written.fetch_add(bytes, Relaxed);
+    }
+}
+
+/// CSTS bits.
+pub mod csts {
+    pub const RDY: u32 = 1 << 0;
+    pub const CFS: u32 = 1 << 1;
+    pub const SHST_COMPLETE: u32 = 2 << 2;
+    pub const SHST_MASK: u32 = 3 << 2;
+}
+
+#[derive(Default)]
+struct ErrorLog {
+    count: u64,
+    entries: VecDeque<ErrorEntry>,
+}
+
+/// State of one controller that its queues share. Queues on other reactors
+/// read the atomics; the mutexes are taken only at Connect, on errors and for
+/// log pages, never on the I/O fast path.
+pub struct ControllerShared {
+    pub cntlid: u16,
+    pub subsys: Arc<Subsystem>,
+    pub hostnqn: String,
+    pub hostid: [u8; 16],
+    pub cc: AtomicU32,
+    pub csts: AtomicU32,
+    /// Number of I/O queues granted by Set Features (Number of Queues).
+    pub io_queues: AtomicU16,
+    /// Set when the controller is torn down (keep-alive expiry, admin queue
+    /// gone): every queue of it closes.
+    pub dead: AtomicBool,
+    pub created: Instant,
+    io_qids: Mutex<Vec<bool>>,
+    stats: Mutex<Vec<Arc<IoStats>>>,
+    errors: Mutex<ErrorLog>,
+}
+
+impl ControllerShared {
+    pub fn new(
+        cntlid: u16,
+        subsys: Arc<Subsystem>,
+        hostnqn: String,
+        hostid: [u8; 16],
+        io_queues: u16,
+    ) -> ControllerShared {
+        ControllerShared {
+            cntlid,
+            subsys,
+            hostnqn,
+            hostid,
+            cc: AtomicU32::new(0),
+            csts: AtomicU32::new(0),
+            io_queues: AtomicU16::new(io_queues),
+            dead: AtomicBool::new(false),
+            created: Instant::now(),
+            io_qids: Mutex::new(Vec::new()),
+            stats: Mutex::new(Vec::new()),
+            errors: Mutex::new(ErrorLog::default()),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.csts.load(Relaxed) & csts::RDY != 0 && !self.dead.load(Relaxed)
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Relaxed)
+    }
+
+    pub fn kill(&self) {
+        self.dead.store(true, Relaxed);
+        self.csts.fetch_or(csts::CFS, Relaxed);
+    }
+
+    /// Claims an I/O queue ID; false if it is in use.
+    pub fn claim_qid(&self, qid: u16) -> bool {
+        let mut q = self.io_qids.lock().unwrap_or_else(|e| e.into_inner());
+        let i = qid as usize;
+        if q.len() <= i {
+            q.resize(i + 1, false);
+        }
+        !std::mem::replace(&mut q[i], true)
+    }
+
+    pub fn release_qid(&self, qid: u16) {
+        let mut q = self.io_qids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = q.get_mut(qid as usize) {
+            *s = false;
+        }
+    }
+
+    pub fn register_stats(&self, s: Arc<IoStats>) {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    }
+
+    pub fn health(&self) -> Health {
+        let mut h = Health::default();
+        for s in self.stats.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            h.bytes_read += s.bytes_read.load(Relaxed);
+            h.bytes_written += s.bytes_written.load(Relaxed);
+            h.read_cmds += s.read_cmds.load(Relaxed);
+            h.write_cmds += s.write_cmds.load(Relaxed);
+        }
+        h.power_on_hours = self.created.elapsed().as_secs() / 3600;
+        h.power_cycles = 1;
+        h.error_entries = self.errors.lock().unwrap_or_else(|e| e.into_inner()).count;
+        h
+    }
+
+    pub fn record_error(&self, mut e: ErrorEntry) {
+        let mut log = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        log.count += 1;
+        e.error_count = log.count;
+        log.entries.push_front(e);
+        log.entries.truncate(super::ERROR_LOG_ENTRIES);
+    }
+
+    /// Error log entries, newest first.
+    pub fn error_entries(&self) -> Vec<ErrorEntry> {
+        let log = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<ErrorEntry> = log.entries.iter().copied().collect();
+        v.resize(super::ERROR_LOG_ENTRIES, ErrorEntry::default());
+        v
+    }
+}
+
+/// Live controllers by controller ID, for I/O queue Connect.
+#[derive(Default)]
+pub struct ControllerTable {
+    next: u16,
+    ctrls: HashMap<u16, Weak<ControllerShared>>,
+}
+
+/// Highest dynamic controller ID (FFF0h and up are reserved).
+const MAX_CNTLID: u16 = 0xFFEF;
+
+impl ControllerTable {
+    /// Allocates a free controller ID and registers the controller `make`
+    /// builds for it. None when all IDs are in use.
+    pub fn create(
+        &mut self,
+        make: impl FnOnce(u16) -> ControllerShared,
+    ) -> Option<Arc<ControllerShared>> {
+        self.ctrls.retain(|_, w| w.strong_count() > 0);
+        for _ in 0..MAX_CNTLID {
+            self.next = if self.next >= MAX_CNTLID {
+                1
+            } else {
+                self.next + 1
+            };
+            if !self.ctrls.contains_key(&self.next) {
+                let c = Arc::new(make(self.next));
+                self.ctrls.insert(self.next, Arc::downgrade(&c));
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    pub fn get(&self, cntlid: u16) -> Option<Arc<ControllerShared>> {
+        self.ctrls.get(&cntlid).and_then(|w| w.upgrade())
+    }
+
+    pub fn remove(&mut self, cntlid: u16) {
+        self.ctrls.remove(&cntlid);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ctrls.values().filter(|w| w.strong_count() > 0).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,466 @@
+//! One NVMe queue (admin or I/O) of a fabrics controller: Connect, Property
+//! Get/Set, and dispatch to the admin and I/O command handlers.
+
+use super::admin::AdminState;
+use super::controller::{csts, ControllerShared, IoStats};
+use crate::nvme::log::ErrorEntry;
+use crate::nvme::{fctype, get_str, prop, Command, Completion, Status};
+use crate::subsystem::Target;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A completed command: the completion and, for reads, the data to send to
+/// the host before it.
+#[derive(Debug, Default)]
+pub struct Response {
+    pub cqe: Completion,
+    pub data: Vec<u8>,
+}
+
+/// What the transport should do after a timer tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    Continue,
+    /// Close the connection: the controller is gone.
+    Close(&'static str),
+}
+
+pub(super) enum Role {
+    Unconnected,
+    Admin(Box<AdminState>),
+    Io(Arc<ControllerShared>),
+}
+
+/// Connect command fields (SQE bytes 40-51).
+struct ConnectCmd {
+    recfmt: u16,
+    qid: u16,
+    sqsize: u16,
+    cattr: u8,
+    kato: u32,
+}
+
+/// Offsets used in Connect Invalid Parameters responses (IPO), with IATTR.
+mod ipo {
+    pub const SQE_QID: u32 = 42;
+    pub const SQE_SQSIZE: u32 = 44;
+    pub const DATA_CNTLID: u32 = (1 << 16) | 16;
+    pub const DATA_SUBNQN: u32 = (1 << 16) | 256;
+    pub const DATA_HOSTNQN: u32 = (1 << 16) | 512;
+}
+
+pub struct Queue {
+    pub(super) target: Arc<Target>,
+    pub(super) local: SocketAddr,
+    pub(super) qid: u16,
+    /// Submission queue entries (SQSIZE + 1), 0 before Connect.
+    sq_entries: u32,
+    sqhd: u16,
+    sqflow_disabled: bool,
+    pub(super) role: Role,
+    pub(super) stats: Arc<IoStats>,
+    /// First half of a fused command waiting for its second half.
+    pub(super) fused: Option<(Command, Vec<u8>)>,
+    /// Scratch buffer reused by compare/copy/verify.
+    pub(super) scratch: Vec<u8>,
+}
+
+impl Queue {
+    /// A queue on a new connection; `local` is the address the host reached
+    /// us at (used in the discovery log when a listener is on a wildcard).
+    pub fn new(target: Arc<Target>, local: SocketAddr) -> Queue {
+        Queue {
+            target,
+            local,
+            qid: 0,
+            sq_entries: 0,
+            sqhd: 0,
+            sqflow_disabled: false,
+            role: Role::Unconnected,
+            stats: Arc::new(IoStats::default()),
+            fused: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        !matches!(self.role, Role::Unconnected)
+    }
+
+    pub fn qid(&self) -> u16 {
+        self.qid
+    }
+
+    /// Queue depth (SQSIZE + 1) agreed at Connect, 0 before.
+    pub fn depth(&self) -> u32 {
+        self.sq_entries
+    }
+
+    /// The host disabled SQ flow control at Connect (the transport may then
+    /// complete reads with the C2HData SUCCESS flag).
+    pub fn sqflow_disabled(&self) -> bool {
+        self.sqflow_disabled
+    }
+
+    pub fn controller(&self) -> Option<&Arc<ControllerShared>> {
+        match &self.role {
+            Role::Unconnected => None,
+            Role::Admin(a) => Some(&a.ctrl),
+            Role::Io(c) => Some(c),
+        }
+    }
+
+    /// Largest data transfer for one command, in bytes.
+    pub fn max_transfer(&self) -> u32 {
+        self.target.config.max_io_size
+    }
+
+    /// Executes one command with its host-to-controller data (empty if none)
+    /// and appends its response(s) to `out`. A held Asynchronous Event
+    /// Request or the first half of a fused pair appends nothing yet.
+    pub fn execute(&mut self, cmd: &Command, data: Vec<u8>, now: Instant, out: &mut Vec<Response>) {
+        self.advance_sqhd();
+        if let Some((first, _)) = &self.fused {
+            if cmd.fuse() != crate::nvme::Fuse::Second {
+                let first = *first;
+                self.fused = None;
+                self.complete(&first, Status::ABORTED_MISSING_FUSED, 0, out);
+            }
+        }
+        if cmd.is_fabrics() {
+            self.fabrics(cmd, &data, now, out);
+            return;
+        }
+        match &self.role {
+            Role::Unconnected => self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR.dnr(), 0, out),
+            Role::Admin(_) => self.admin_command(cmd, data, now, out),
+            Role::Io(_) => self.io_command(cmd, data, out),
+        }
+    }
+
+    /// Completes a command the transport refused (bad SGL, digest error)
+    /// without executing it.
+    pub fn reject(&mut self, cmd: &Command, status: Status, out: &mut Vec<Response>) {
+        self.advance_sqhd();
+        self.complete(cmd, status, 0, out);
+    }
+
+    fn advance_sqhd(&mut self) {
+        if self.sq_entries > 0 {
+            self.sqhd = ((self.sqhd as u32 + 1) % self.sq_entries) as u16;
+        }
+    }
+
+    /// Timer check: keep-alive expiry on the admin queue, controller
+    /// teardown on I/O queues.
+    pub fn tick(&mut self, now: Instant) -> Tick {
+        match &mut self.role {
+            Role::Unconnected => Tick::Continue,
+            Role::Io(c) => {
+                if c.is_dead() {
+                    Tick::Close("controller torn down")
+                } else {
+                    Tick::Continue
+                }
+            }
+            Role::Admin(a) => {
+                if a.ctrl.is_dead() {
+                    return Tick::Close("controller torn down");
+                }
+                if a.kato_ms > 0
+                    && now.saturating_duration_since(a.last_ka).as_millis() > a.kato_ms as u128
+                {
+                    a.ctrl.kill();
+                    return Tick::Close("keep-alive timeout expired");
+                }
+                Tick::Continue
+            }
+        }
+    }
+
+    /// Builds a completion for `cmd` and records errors in the error log.
+    pub(super) fn complete(
+        &self,
+        cmd: &Command,
+        status: Status,
+        dw0: u32,
+        out: &mut Vec<Response>,
+    ) {
+        self.complete_with(cmd, status, dw0, Vec::new(), out);
+    }
+
+    pub(super) fn complete_with(
+        &self,
+        cmd: &Command,
+        status: Status,
+        dw0: u32,
+        data: Vec<u8>,
+        out: &mut Vec<Response>,
+    ) {
+        if !status.is_success() {
+            self.record_error(cmd, status);
+        }
+        out.push(Response {
+            cqe: self.cqe(cmd.cid, status, dw0, 0),
+            data,
+        });
+    }
+
+    pub(super) fn cqe(&self, cid: u16, status: Status, dw0: u32, dw1: u32) -> Completion {
+        Completion {
+            dw0,
+            dw1,
+            sqhd: self.sqhd,
+            sqid: self.qid,
+            cid,
+            status,
+        }
+    }
+
+    pub(super) fn record_error(&self, cmd: &Command, status: Status) {
+        if let Some(c) = self.controller() {
+            c.record_error(ErrorEntry {
+                sqid: self.qid,
+                cid: cmd.cid,
+                status: status.0,
+                param_location: 0xFFFF,
+                lba: if matches!(self.role, Role::Io(_)) {
+                    cmd.slba()
+                } else {
+                    0
+                },
+                nsid: cmd.nsid,
+                ..Default::default()
+            });
+        }
+    }
+
+    fn fabrics(&mut self, cmd: &Command, data: &[u8], now: Instant, out: &mut Vec<Response>) {
+        match cmd.fctype() {
+            fctype::CONNECT => self.connect(cmd, data, now, out),
+            fctype::PROPERTY_GET | fctype::PROPERTY_SET => {
+                let ctrl = match &self.role {
+                    Role::Admin(a) => a.ctrl.clone(),
+                    Role::Unconnected => {
+                        return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR.dnr(), 0, out)
+                    }
+                    // Properties are reached through the admin queue only.
+                    Role::Io(_) => return self.complete(cmd, Status::INVALID_OPCODE.dnr(), 0, out),
+                };
+                if cmd.fctype() == fctype::PROPERTY_GET {
+                    self.property_get(cmd, &ctrl, out)
+                } else {
+                    self.property_set(cmd, &ctrl, out)
+                }
+            }
+            _ => self.complete(cmd, Status::INVALID_OPCODE.dnr(), 0, out),
+        }
+    }
+
+    fn connect(&mut self, cmd: &Command, data: &[u8], now: Instant, out: &mut Vec<Response>) {
+        if self.is_connected() {
+            return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR.dnr(), 0, out);
+        }
+        let c = ConnectCmd {
+            recfmt: cmd.cdw10 as u16,
+            qid: (cmd.cdw10 >> 16) as u16,
+            sqsize: cmd.cdw11 as u16,
+            cattr: (cmd.cdw11 >> 16) as u8,
+            kato: cmd.cdw12,
+        };
+        let invalid = |q: &Queue, out: &mut Vec<Response>, ipo: u32| {
+            out.push(Response {
+                cqe: q.cqe(cmd.cid, Status::CONNECT_INVALID_PARAMETERS.dnr(), ipo, 0),
+                data: Vec::new(),
+            })
+        };
+        if c.recfmt != 0 {
+            return self.complete(cmd, Status::CONNECT_INCOMPATIBLE_FORMAT.dnr(), 0, out);
+        }
+        if data.len() < 1024 {
+            return self.complete(cmd, Status::DATA_SGL_LENGTH_INVALID.dnr(), 0, out);
+        }
+        let mut hostid = [0u8; 16];
+        hostid.copy_from_slice(&data[0..16]);
+        let cntlid = crate::nvme::le16(data, 16);
+        let subnqn = get_str(data, 256, 256);
+        let hostnqn = get_str(data, 512, 256);
+        let target = self.target.clone();
+        let Some(subsys) = target.find_subsystem(&subnqn).cloned() else {
+            return invalid(self, out, ipo::DATA_SUBNQN);
+        };
+        if !hostnqn.starts_with("nqn.") {
+            return invalid(self, out, ipo::DATA_HOSTNQN);
+        }
+        if !subsys.host_allowed(&hostnqn) {
+            let cqe = self.cqe(
+                cmd.cid,
+                Status::CONNECT_INVALID_HOST.dnr(),
+                ipo::DATA_HOSTNQN,
+                0,
+            );
+            out.push(Response {
+                cqe,
+                data: Vec::new(),
+            });
+            return;
+        }
+        let entries = c.sqsize as u32 + 1;
+        if c.sqsize == 0 {
+            return invalid(self, out, ipo::SQE_SQSIZE);
+        }
+        let cfg = &target.config;
+        if c.qid == 0 {
+            if entries > super::ADMIN_QUEUE_DEPTH {
+                return invalid(self, out, ipo::SQE_SQSIZE);
+            }
+            if cntlid != 0xFFFF && cntlid != 0xFFFE {
+                return invalid(self, out, ipo::DATA_CNTLID);
+            }
+            if c.kato > cfg.keep_alive_timeout_ms_max {
+                return self.complete(cmd, Status::KEEP_ALIVE_INVALID.dnr(), 0, out);
+            }
+            let io_queues = cfg.max_io_queues;
+            let made = target
+                .controllers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .create(|id| {
+                    ControllerShared::new(id, subsys.clone(), hostnqn.clone(), hostid, io_queues)
+                });
+            let Some(ctrl) = made else {
+                return self.complete(cmd, Status::CONNECT_CONTROLLER_BUSY, 0, out);
+            };
+            ctrl.register_stats(self.stats.clone());
+            let id = ctrl.cntlid;
+            self.role = Role::Admin(Box::new(AdminState::new(ctrl, c.kato, now)));
+            self.finish_connect(cmd, &c, entries, id, out);
+        } else {
+            let found = target
+                .controllers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(cntlid);
+            let Some(ctrl) = found else {
+                return invalid(self, out, ipo::DATA_CNTLID);
+            };
+            if ctrl.subsys.nqn != subsys.nqn || ctrl.subsys.discovery {
+                return invalid(self, out, ipo::DATA_SUBNQN);
+            }
+            if ctrl.hostnqn != hostnqn {
+                return invalid(self, out, ipo::DATA_HOSTNQN);
+            }
+            if ctrl.hostid != hostid {
+                return self.complete(cmd, Status::HOST_ID_INCONSISTENT.dnr(), 0, out);
+            }
+            if !ctrl.is_ready() {
+                return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR.dnr(), 0, out);
+            }
+            if c.qid > ctrl.io_queues.load(Relaxed) {
+                return invalid(self, out, ipo::SQE_QID);
+            }
+            if entries > cfg.max_queue_depth as u32 {
+                return invalid(self, out, ipo::SQE_SQSIZE);
+            }
+            if !ctrl.claim_qid(c.qid) {
+                return invalid(self, out, ipo::SQE_QID);
+            }
+            ctrl.register_stats(self.stats.clone());
+            let id = ctrl.cntlid;
+            self.role = Role::Io(ctrl);
+            self.finish_connect(cmd, &c, entries, id, out);
+        }
+    }
+
+    fn finish_connect(
+        &mut self,
+        cmd: &Command,
+        c: &ConnectCmd,
+        entries: u32,
+        cntlid: u16,
+        out: &mut Vec<Response>,
+    ) {
+        self.qid = c.qid;
+        self.sq_entries = entries;
+        // The Connect command was the first entry of the queue.
+        self.sqhd = 1 % entries as u16;
+        self.sqflow_disabled = c.cattr & (1 << 2) != 0;
+        out.push(Response {
+            cqe: self.cqe(cmd.cid, Status::SUCCESS, cntlid as u32, 0),
+            data: Vec::new(),
+        });
+    }
+
+    fn cap(&self) -> u64 {
+        let mqes = (self.target.config.max_queue_depth as u64).saturating_sub(1);
+        let to = 15u64; // 7.5 s ready timeout, in 500 ms units
+        mqes | (1 << 16) | (to << 24) | (1 << 37)
+    }
+
+    fn property_get(&self, cmd: &Command, ctrl: &ControllerShared, out: &mut Vec<Response>) {
+        let size8 = cmd.cdw10 & 7 == 1;
+        let value: u64 = match (cmd.cdw11, size8) {
+            (prop::CAP, true) => self.cap(),
+            (prop::VS, false) => super::NVME_VERSION as u64,
+            (prop::CC, false) => ctrl.cc.load(Relaxed) as u64,
+            (prop::CSTS, false) => ctrl.csts.load(Relaxed) as u64,
+            _ => return self.complete(cmd, Status::INVALID_FIELD.dnr(), 0, out),
+        };
+        out.push(Response {
+            cqe: self.cqe(cmd.cid, Status::SUCCESS, value as u32, (value >> 32) as u32),
+            data: Vec::new(),
+        });
+    }
+
+    fn property_set(&self, cmd: &Command, ctrl: &ControllerShared, out: &mut Vec<Response>) {
+        let size8 = cmd.cdw10 & 7 == 1;
+        if cmd.cdw11 != prop::CC || size8 {
+            return self.complete(cmd, Status::INVALID_FIELD.dnr(), 0, out);
+        }
+        let new = cmd.cdw12;
+        let old = ctrl.cc.swap(new, Relaxed);
+        let en = |v: u32| v & 1 != 0;
+        let shn = |v: u32| (v >> 14) & 3;
+        if en(new) && !en(old) {
+            let iosqes = (new >> 16) & 0xF;
+            let iocqes = (new >> 20) & 0xF;
+            let mps = (new >> 7) & 0xF;
+            let css = (new >> 4) & 7;
+            let io_ctrl = !ctrl.subsys.discovery;
+            if mps != 0 || css != 0 || (io_ctrl && (iosqes != 6 || iocqes != 4)) {
+                ctrl.csts.fetch_or(csts::CFS, Relaxed);
+            } else {
+                ctrl.csts.fetch_or(csts::RDY, Relaxed);
+            }
+        } else if !en(new) && en(old) {
+            ctrl.csts
+                .fetch_and(!(csts::RDY | csts::SHST_MASK | csts::CFS), Relaxed);
+        }
+        if shn(new) != 0 && shn(old) == 0 {
+            ctrl.csts.fetch_or(csts::SHST_COMPLETE, Relaxed);
+        } else if shn(new) == 0 && shn(old) != 0 {
+            ctrl.csts.fetch_and(!csts::SHST_MASK, Relaxed);
+        }
+        self.complete(cmd, Status::SUCCESS, 0, out);
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        match &self.role {
+            Role::Unconnected => {}
+            Role::Io(c) => c.release_qid(self.qid),
+            Role::Admin(a) => {
+                // The association ends with its admin queue.
+                a.ctrl.kill();
+                self.target
+                    .controllers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(a.ctrl.cntlid);
+            }
+        }
+    }
+}
