@@ -282,7 +282,7 @@ impl Queue {
         let numd = (((cmd.cdw11 & 0xFFFF) << 16) | (cmd.cdw10 >> 16)) as u64 + 1;
         let len = numd * 4;
         let offset = cmd.cdw12 as u64 | ((cmd.cdw13 as u64) << 32);
-        if offset % 4 != 0 || len > self.max_transfer() as u64 {
+        if !offset.is_multiple_of(4) || len > self.max_transfer() as u64 {
             return self.complete(cmd, Status::INVALID_FIELD.dnr(), 0, out);
         }
         let discovery = ctrl.subsys.discovery;

@@ -128,7 +128,8 @@ impl TcpConn {
                     let n = buf
                         .len()
                         .min(buf.get(2).copied().unwrap_or(8).max(8) as usize);
-                    self.fatal(f, &buf[..n].to_vec());
+                    let hdr = buf[..n].to_vec();
+                    self.fatal(f, &hdr);
                     break;
                 }
             };
@@ -172,7 +173,10 @@ impl TcpConn {
                 let mut sqe = [0u8; 64];
                 sqe.copy_from_slice(&p[8..72]);
                 let cmd = Command::parse(&sqe);
-                self.capsule(cmd, data, digest_ok, now)
+                if let Some(st) = self.capsule(cmd, data, digest_ok, now)? {
+                    self.reject(&cmd, st);
+                }
+                Ok(())
             }
             pdu_type::H2C_DATA => self.h2c_data(p, data, frame.ch.flags, digest_ok, now),
             _ => Err(Fatal::new(
@@ -216,13 +220,15 @@ impl TcpConn {
         Ok(())
     }
 
+    /// Routes a command capsule; `Ok(Some(status))` completes the command
+    /// with that error without executing it.
     fn capsule(
         &mut self,
         cmd: Command,
         data: &[u8],
         digest_ok: bool,
         now: Instant,
-    ) -> Result<(), Fatal> {
+    ) -> Result<Option<Status>, Fatal> {
         // The admin queue (and any queue before Connect) always takes 8 KiB
         // of in-capsule data; I/O queues take what IOCCSZ advertises.
         let limit = if self.queue.qid() == 0 {
@@ -241,11 +247,11 @@ impl TcpConn {
             ));
         }
         if !digest_ok {
-            return Ok(self.reject(&cmd, TRANSIENT_TRANSPORT_ERROR));
+            return Ok(Some(TRANSIENT_TRANSPORT_ERROR));
         }
         // Fabrics requires SGLs (PSDT 01b or 10b).
         if cmd.psdt() == 0 || cmd.psdt() == 3 {
-            return Ok(self.reject(&cmd, Status::INVALID_FIELD.dnr()));
+            return Ok(Some(Status::INVALID_FIELD.dnr()));
         }
         let sgl = cmd.sgl();
         match cmd.data_dir() {
@@ -268,10 +274,10 @@ impl TcpConn {
                     ));
                 }
                 if sgl.id != sgl_id::TRANSPORT_DATA_BLOCK {
-                    return Ok(self.reject(&cmd, Status::SGL_TYPE_INVALID.dnr()));
+                    return Ok(Some(Status::SGL_TYPE_INVALID.dnr()));
                 }
                 if sgl.length > self.queue.max_transfer() {
-                    return Ok(self.reject(&cmd, Status::INVALID_FIELD.dnr()));
+                    return Ok(Some(Status::INVALID_FIELD.dnr()));
                 }
                 self.execute(cmd, Vec::new(), now);
             }
@@ -291,7 +297,7 @@ impl TcpConn {
                             let d = data[off as usize..end as usize].to_vec();
                             self.execute(cmd, d, now);
                         }
-                        _ => return Ok(self.reject(&cmd, Status::DATA_SGL_LENGTH_INVALID.dnr())),
+                        _ => return Ok(Some(Status::DATA_SGL_LENGTH_INVALID.dnr())),
                     }
                 }
                 sgl_id::TRANSPORT_DATA_BLOCK => {
@@ -303,7 +309,7 @@ impl TcpConn {
                         ));
                     }
                     if sgl.length > self.queue.max_transfer() {
-                        return Ok(self.reject(&cmd, Status::INVALID_FIELD.dnr()));
+                        return Ok(Some(Status::INVALID_FIELD.dnr()));
                     }
                     if sgl.length == 0 {
                         self.execute(cmd, Vec::new(), now);
@@ -311,11 +317,11 @@ impl TcpConn {
                         self.start_r2t(cmd, sgl.length);
                     }
                 }
-                _ => return Ok(self.reject(&cmd, Status::SGL_TYPE_INVALID.dnr())),
+                _ => return Ok(Some(Status::SGL_TYPE_INVALID.dnr())),
             },
-            DataDir::Both => return Ok(self.reject(&cmd, Status::INVALID_OPCODE.dnr())),
+            DataDir::Both => return Ok(Some(Status::INVALID_OPCODE.dnr())),
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Completes a command the transport refuses before the queue sees it.

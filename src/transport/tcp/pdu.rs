@@ -223,7 +223,7 @@ pub fn frame_h2c(buf: &[u8], neg: &Negotiated, ic_done: bool) -> Result<Option<F
     } else {
         let pdo = ch.pdo as usize;
         let align = (neg.cpda as usize + 1) * 4;
-        if pdo < hlen + hd_len || pdo % align != 0 || pdo > plen {
+        if pdo < hlen + hd_len || !pdo.is_multiple_of(align) || pdo > plen {
             return Err(Fatal::field(
                 3,
                 format!(
