@@ -1,0 +1,694 @@
+//! State-machine tests of an NVMe/TCP connection and its fabrics queue, fed
+//! raw bytes: no sockets, no threads.
+
+use super::conn::{ConnParams, TcpConn};
+use super::pdu::{self, fes, flags, pdu_type};
+use crate::config::Config;
+use crate::fabrics::Queue;
+use crate::nvme::{le16, le32, put16, put32, sgl_id, Command, Completion, Sgl, Status};
+use crate::subsystem::Target;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SUBNQN: &str = "nqn.2026-01.io.nvmf-target:test";
+const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555";
+
+fn target() -> Arc<Target> {
+    let text = format!(
+        r#"
+[target]
+max_io_size = 131072
+in_capsule_data_size = 8192
+[[listener]]
+transport = "tcp"
+address = "127.0.0.1"
+port = 4420
+[[subsystem]]
+nqn = "{SUBNQN}"
+allow_any_host = true
+[[subsystem.namespace]]
+backend = "ram"
+size = "4MiB"
+block_size = 512
+[[subsystem]]
+nqn = "nqn.2026-01.io.nvmf-target:private"
+hosts = ["nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001"]
+[[subsystem.namespace]]
+backend = "null"
+size = "1MiB"
+"#
+    );
+    let cfg = Config::parse(&text, "test.toml").expect("test config parses");
+    Arc::new(Target::new(&cfg).expect("target opens"))
+}
+
+/// A minimal host: encodes PDUs, decodes the target's output.
+struct Host {
+    conn: TcpConn,
+    now: Instant,
+    hdgst: bool,
+    ddgst: bool,
+    cid: u16,
+    /// Bytes the target sent that are not parsed yet.
+    rx: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum Got {
+    IcResp(Vec<u8>),
+    Resp(Completion),
+    Data {
+        cid: u16,
+        off: u32,
+        data: Vec<u8>,
+        fl: u8,
+    },
+    R2t {
+        cid: u16,
+        ttag: u16,
+        off: u32,
+        len: u32,
+    },
+    Term {
+        fes: u16,
+        fei: u32,
+    },
+}
+
+impl Host {
+    fn new(t: &Arc<Target>) -> Host {
+        let q = Queue::new(t.clone(), "127.0.0.1:4420".parse().unwrap());
+        let params = ConnParams {
+            in_capsule_data_size: 8192,
+            max_io_size: 131072,
+            allow_hdgst: true,
+            allow_ddgst: true,
+        };
+        Host {
+            conn: TcpConn::new(q, params),
+            now: Instant::now(),
+            hdgst: false,
+            ddgst: false,
+            cid: 0,
+            rx: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, b: &[u8]) {
+        self.conn.receive(b, self.now);
+        let out = self.conn.take_output(Vec::new());
+        self.rx.extend_from_slice(&out);
+    }
+
+    fn recv(&mut self) -> Option<Got> {
+        if self.rx.len() < 8 {
+            return None;
+        }
+        let plen = le32(&self.rx, 4) as usize;
+        assert!(self.rx.len() >= plen, "partial PDU in output");
+        let p: Vec<u8> = self.rx.drain(..plen).collect();
+        let hd = if p[1] & flags::HDGSTF != 0 { 4 } else { 0 };
+        if hd > 0 {
+            let hlen = p[2] as usize;
+            assert_eq!(le32(&p, hlen), pdu::crc32c(&p[..hlen]), "header digest");
+        }
+        Some(match p[0] {
+            pdu_type::IC_RESP => Got::IcResp(p),
+            pdu_type::CAPSULE_RESP => {
+                let mut c = [0u8; 16];
+                c.copy_from_slice(&p[8..24]);
+                Got::Resp(Completion::parse(&c))
+            }
+            pdu_type::C2H_DATA => {
+                let pdo = p[3] as usize;
+                let len = le32(&p, 16) as usize;
+                let data = p[pdo..pdo + len].to_vec();
+                if p[1] & flags::DDGSTF != 0 {
+                    assert_eq!(le32(&p, pdo + len), pdu::crc32c(&data), "data digest");
+                }
+                Got::Data {
+                    cid: le16(&p, 8),
+                    off: le32(&p, 12),
+                    data,
+                    fl: p[1],
+                }
+            }
+            pdu_type::R2T => Got::R2t {
+                cid: le16(&p, 8),
+                ttag: le16(&p, 10),
+                off: le32(&p, 12),
+                len: le32(&p, 16),
+            },
+            pdu_type::C2H_TERM_REQ => Got::Term {
+                fes: le16(&p, 8),
+                fei: le32(&p, 10),
+            },
+            t => panic!("unexpected PDU type {t}"),
+        })
+    }
+
+    fn icreq(&mut self, hdgst: bool, ddgst: bool) {
+        let mut b = vec![0u8; 128];
+        b[2] = 128;
+        put32(&mut b, 4, 128);
+        b[11] = hdgst as u8 | ((ddgst as u8) << 1);
+        self.send(&b);
+        match self.recv() {
+            Some(Got::IcResp(p)) => {
+                assert_eq!(p[11], b[11], "digests granted as asked");
+                assert!(le32(&p, 12) >= 4096, "MAXH2CDATA");
+            }
+            g => panic!("expected ICResp, got {g:?}"),
+        }
+        self.hdgst = hdgst;
+        self.ddgst = ddgst;
+    }
+
+    fn capsule_bytes(&self, cmd: &Command, data: &[u8]) -> Vec<u8> {
+        let hd = if self.hdgst { 4 } else { 0 };
+        let dd = if self.ddgst && !data.is_empty() { 4 } else { 0 };
+        let mut b = vec![0u8; 72];
+        b[0] = pdu_type::CAPSULE_CMD;
+        b[1] = (if hd > 0 { flags::HDGSTF } else { 0 }) | (if dd > 0 { flags::DDGSTF } else { 0 });
+        b[2] = 72;
+        b[3] = if data.is_empty() { 0 } else { (72 + hd) as u8 };
+        put32(&mut b, 4, (72 + hd + data.len() + dd) as u32);
+        b[8..72].copy_from_slice(&cmd.to_bytes());
+        if hd > 0 {
+            let c = pdu::crc32c(&b);
+            b.extend_from_slice(&c.to_le_bytes());
+        }
+        b.extend_from_slice(data);
+        if dd > 0 {
+            b.extend_from_slice(&pdu::crc32c(data).to_le_bytes());
+        }
+        b
+    }
+
+    /// Sends a command; `inline` puts write data in the capsule, otherwise
+    /// the SGL asks for R2T (`xfer` bytes for reads or R2T writes).
+    fn submit(&mut self, mut cmd: Command, inline: &[u8], xfer: u32) -> u16 {
+        self.cid = self.cid.wrapping_add(1);
+        cmd.cid = self.cid;
+        cmd.flags |= 0x40;
+        let sgl = if inline.is_empty() {
+            Sgl {
+                address: 0,
+                length: xfer,
+                id: sgl_id::TRANSPORT_DATA_BLOCK,
+            }
+        } else {
+            Sgl {
+                address: 0,
+                length: inline.len() as u32,
+                id: sgl_id::DATA_BLOCK_OFFSET,
+            }
+        };
+        cmd.dptr = sgl.to_bytes();
+        let b = self.capsule_bytes(&cmd, inline);
+        self.send(&b);
+        cmd.cid
+    }
+
+    fn h2c(&mut self, cid: u16, ttag: u16, off: u32, data: &[u8], last: bool) {
+        let hd = if self.hdgst { 4 } else { 0 };
+        let dd = if self.ddgst { 4 } else { 0 };
+        let mut b = vec![0u8; 24];
+        b[0] = pdu_type::H2C_DATA;
+        b[1] = (if hd > 0 { flags::HDGSTF } else { 0 })
+            | (if dd > 0 { flags::DDGSTF } else { 0 })
+            | (if last { flags::LAST_PDU } else { 0 });
+        b[2] = 24;
+        b[3] = (24 + hd) as u8;
+        put32(&mut b, 4, (24 + hd + data.len() + dd) as u32);
+        put16(&mut b, 8, cid);
+        put16(&mut b, 10, ttag);
+        put32(&mut b, 12, off);
+        put32(&mut b, 16, data.len() as u32);
+        if hd > 0 {
+            let c = pdu::crc32c(&b);
+            b.extend_from_slice(&c.to_le_bytes());
+        }
+        b.extend_from_slice(data);
+        if dd > 0 {
+            b.extend_from_slice(&pdu::crc32c(data).to_le_bytes());
+        }
+        self.send(&b);
+    }
+
+    /// Runs a command to completion: returns its completion and any data.
+    fn exec(&mut self, cmd: Command, inline: &[u8], xfer: u32) -> (Completion, Vec<u8>) {
+        let cid = self.submit(cmd, inline, xfer);
+        let mut data = Vec::new();
+        loop {
+            match self.recv() {
+                Some(Got::Resp(c)) => {
+                    assert_eq!(c.cid, cid);
+                    return (c, data);
+                }
+                Some(Got::Data {
+                    cid: c,
+                    off,
+                    data: d,
+                    fl,
+                }) => {
+                    assert_eq!((c, off as usize), (cid, data.len()));
+                    data.extend_from_slice(&d);
+                    if fl & flags::SUCCESS != 0 {
+                        return (
+                            Completion {
+                                cid,
+                                ..Default::default()
+                            },
+                            data,
+                        );
+                    }
+                }
+                g => panic!("unexpected {g:?}"),
+            }
+        }
+    }
+
+    fn connect(
+        &mut self,
+        qid: u16,
+        cntlid: u16,
+        subnqn: &str,
+        hostnqn: &str,
+        kato: u32,
+        cattr: u8,
+    ) -> Completion {
+        let mut data = vec![0u8; 1024];
+        data[..16].copy_from_slice(&[7u8; 16]);
+        put16(&mut data, 16, cntlid);
+        crate::nvme::put_str(&mut data, 256, 256, subnqn, 0);
+        crate::nvme::put_str(&mut data, 512, 256, hostnqn, 0);
+        let cmd = Command {
+            opcode: 0x7F,
+            nsid: 0x01,
+            cdw10: (qid as u32) << 16,
+            cdw11: 31 | ((cattr as u32) << 16),
+            cdw12: kato,
+            ..Default::default()
+        };
+        self.exec(cmd, &data, 0).0
+    }
+
+    fn prop_set_cc(&mut self, v: u32) -> Completion {
+        let cmd = Command {
+            opcode: 0x7F,
+            nsid: 0x00,
+            cdw11: 0x14,
+            cdw12: v,
+            ..Default::default()
+        };
+        self.exec(cmd, &[], 0).0
+    }
+
+    fn prop_get(&mut self, off: u32, size8: bool) -> u64 {
+        let cmd = Command {
+            opcode: 0x7F,
+            nsid: 0x04,
+            cdw10: size8 as u32,
+            cdw11: off,
+            ..Default::default()
+        };
+        let (c, _) = self.exec(cmd, &[], 0);
+        assert!(c.status.is_success(), "{:?}", c.status);
+        c.dw0 as u64 | ((c.dw1 as u64) << 32)
+    }
+
+    /// ICReq, admin Connect, CC.EN = 1: returns the controller ID.
+    fn admin_up(&mut self, hd: bool, dd: bool) -> u16 {
+        self.icreq(hd, dd);
+        let c = self.connect(0, 0xFFFF, SUBNQN, HOSTNQN, 0, 0);
+        assert!(c.status.is_success(), "{:?}", c.status);
+        assert!(self
+            .prop_set_cc(1 | (6 << 16) | (4 << 20))
+            .status
+            .is_success());
+        assert_eq!(self.prop_get(0x1C, false) & 1, 1, "CSTS.RDY");
+        c.dw0 as u16
+    }
+}
+
+fn rw(op: u8, nsid: u32, slba: u64, nlb: u32) -> Command {
+    Command {
+        opcode: op,
+        nsid,
+        cdw10: slba as u32,
+        cdw11: (slba >> 32) as u32,
+        cdw12: nlb - 1,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn admin_connect_enable_identify() {
+    let t = target();
+    let mut h = Host::new(&t);
+    h.icreq(true, true);
+    // Admin commands before Connect are a sequence error.
+    let (c, _) = h.exec(
+        Command {
+            opcode: 0x06,
+            cdw10: 1,
+            ..Default::default()
+        },
+        &[],
+        4096,
+    );
+    assert_eq!(c.status.code(), Status::COMMAND_SEQUENCE_ERROR);
+    let c = h.connect(0, 0xFFFF, SUBNQN, HOSTNQN, 0, 0);
+    assert!(c.status.is_success());
+    let cap = h.prop_get(0, true);
+    assert_eq!(cap & 0xFFFF, 127, "MQES from max_queue_depth");
+    assert_ne!(cap & (1 << 37), 0, "NVM command set");
+    assert_eq!(h.prop_get(0x08, false), 0x10400);
+    // Before CC.EN, Identify is refused.
+    let (c, _) = h.exec(
+        Command {
+            opcode: 0x06,
+            cdw10: 1,
+            ..Default::default()
+        },
+        &[],
+        4096,
+    );
+    assert_eq!(c.status.code(), Status::COMMAND_SEQUENCE_ERROR);
+    h.prop_set_cc(1 | (6 << 16) | (4 << 20));
+    let (c, id) = h.exec(
+        Command {
+            opcode: 0x06,
+            cdw10: 1,
+            ..Default::default()
+        },
+        &[],
+        4096,
+    );
+    assert!(c.status.is_success());
+    assert_eq!(id.len(), 4096);
+    assert_eq!(crate::nvme::get_str(&id, 768, 256), SUBNQN);
+    assert_eq!(id[111], 1, "I/O controller");
+    assert_eq!(id[77], 5, "MDTS for 128 KiB");
+    // Shutdown reports completion.
+    h.prop_set_cc(1 | (6 << 16) | (4 << 20) | (1 << 14));
+    assert_eq!((h.prop_get(0x1C, false) >> 2) & 3, 2);
+}
+
+#[test]
+fn io_queue_write_read_with_digests_in_capsule_and_r2t() {
+    let t = target();
+    let mut a = Host::new(&t);
+    let cntlid = a.admin_up(true, true);
+    let mut q = Host::new(&t);
+    q.icreq(true, true);
+    let c = q.connect(1, cntlid, SUBNQN, HOSTNQN, 0, 0);
+    assert!(c.status.is_success(), "{:?}", c.status);
+    // In-capsule write of 4 KiB.
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+    let (c, _) = q.exec(rw(0x01, 1, 8, 8), &data, 0);
+    assert!(c.status.is_success());
+    // R2T write of 64 KiB in two H2CData PDUs.
+    let big: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    let cid = q.submit(rw(0x01, 1, 100, 128), &[], 65536);
+    let Some(Got::R2t {
+        cid: rc,
+        ttag,
+        off,
+        len,
+    }) = q.recv()
+    else {
+        panic!("no R2T")
+    };
+    assert_eq!((rc, off, len), (cid, 0, 65536));
+    q.h2c(cid, ttag, 0, &big[..32768], false);
+    assert!(q.recv().is_none(), "no completion before all data");
+    q.h2c(cid, ttag, 32768, &big[32768..], true);
+    let Some(Got::Resp(c)) = q.recv() else {
+        panic!("no completion")
+    };
+    assert!(c.status.is_success() && c.cid == cid);
+    // Read both back.
+    let (c, r) = q.exec(rw(0x02, 1, 8, 8), &[], 4096);
+    assert!(c.status.is_success());
+    assert_eq!(r, data);
+    let (_, r) = q.exec(rw(0x02, 1, 100, 128), &[], 65536);
+    assert_eq!(r, big);
+}
+
+#[test]
+fn success_flag_only_when_sq_flow_control_is_disabled() {
+    let t = target();
+    let mut a = Host::new(&t);
+    let cntlid = a.admin_up(false, false);
+    for (cattr, want_success) in [(0u8, false), (1 << 2, true)] {
+        let mut q = Host::new(&t);
+        q.icreq(false, false);
+        let qid = if want_success { 2 } else { 1 };
+        assert!(q
+            .connect(qid, cntlid, SUBNQN, HOSTNQN, 0, cattr)
+            .status
+            .is_success());
+        q.submit(rw(0x02, 1, 0, 1), &[], 512);
+        let Some(Got::Data { fl, .. }) = q.recv() else {
+            panic!("no data")
+        };
+        assert_eq!(fl & flags::SUCCESS != 0, want_success);
+        assert_eq!(fl & flags::LAST_PDU, flags::LAST_PDU);
+        assert_eq!(matches!(q.recv(), Some(Got::Resp(_))), !want_success);
+    }
+}
+
+#[test]
+fn io_errors_have_their_status() {
+    let t = target();
+    let mut a = Host::new(&t);
+    let cntlid = a.admin_up(false, false);
+    let mut q = Host::new(&t);
+    q.icreq(false, false);
+    assert!(q
+        .connect(1, cntlid, SUBNQN, HOSTNQN, 0, 0)
+        .status
+        .is_success());
+    let blocks = 4 * 1024 * 1024 / 512;
+    let cases: Vec<(Command, u32, Status)> = vec![
+        (rw(0x02, 1, blocks - 1, 2), 1024, Status::LBA_OUT_OF_RANGE),
+        (rw(0x02, 9, 0, 1), 512, Status::INVALID_NAMESPACE),
+        (rw(0x02, 1, 0, 512), 512 * 512, Status::INVALID_FIELD), // beyond MDTS
+        (
+            Command {
+                opcode: 0x7E,
+                nsid: 1,
+                ..Default::default()
+            },
+            0,
+            Status::INVALID_OPCODE,
+        ),
+        (rw(0x02, 1, 0, 8), 512, Status::DATA_SGL_LENGTH_INVALID),
+    ];
+    for (cmd, xfer, want) in cases {
+        let (c, _) = q.exec(cmd, &[], xfer);
+        assert_eq!(c.status.code(), want, "opcode {:#x}", cmd.opcode);
+        assert!(c.status.has_dnr());
+    }
+    // Compare failure, then a compare that matches.
+    let (c, _) = q.exec(rw(0x05, 1, 0, 1), &[1u8; 512], 0);
+    assert_eq!(c.status.code(), Status::COMPARE_FAILURE);
+    let (c, _) = q.exec(rw(0x05, 1, 0, 1), &[0u8; 512], 0);
+    assert!(c.status.is_success());
+    // The error log of the controller saw them.
+    let (c, log) = a.exec(
+        Command {
+            opcode: 0x02,
+            cdw10: 0x01 | (15 << 16),
+            ..Default::default()
+        },
+        &[],
+        64,
+    );
+    assert!(c.status.is_success());
+    assert_eq!(crate::nvme::le64(&log, 0), 6, "six errors counted");
+}
+
+#[test]
+fn disallowed_host_and_unknown_subsystem_are_refused() {
+    let t = target();
+    let mut h = Host::new(&t);
+    h.icreq(false, false);
+    let c = h.connect(
+        0,
+        0xFFFF,
+        "nqn.2026-01.io.nvmf-target:private",
+        HOSTNQN,
+        0,
+        0,
+    );
+    assert_eq!(c.status.code(), Status::CONNECT_INVALID_HOST);
+    assert_eq!(c.dw0, (1 << 16) | 512, "IATTR data, IPO hostnqn");
+    let c = h.connect(0, 0xFFFF, "nqn.2026-01.io.nvmf-target:nope", HOSTNQN, 0, 0);
+    assert_eq!(c.status.code(), Status::CONNECT_INVALID_PARAMETERS);
+    assert_eq!(c.dw0, (1 << 16) | 256);
+    // An I/O queue for a controller that does not exist.
+    let c = h.connect(1, 77, SUBNQN, HOSTNQN, 0, 0);
+    assert_eq!(c.status.code(), Status::CONNECT_INVALID_PARAMETERS);
+}
+
+#[test]
+fn keep_alive_expiry_tears_down_the_controller() {
+    let t = target();
+    let mut a = Host::new(&t);
+    a.icreq(false, false);
+    let c = a.connect(0, 0xFFFF, SUBNQN, HOSTNQN, 1000, 0);
+    let cntlid = c.dw0 as u16;
+    a.prop_set_cc(1 | (6 << 16) | (4 << 20));
+    let mut q = Host::new(&t);
+    q.icreq(false, false);
+    assert!(q
+        .connect(1, cntlid, SUBNQN, HOSTNQN, 0, 0)
+        .status
+        .is_success());
+    // A Keep Alive at 0.8 s keeps it alive past 1 s.
+    a.now += Duration::from_millis(800);
+    let (c, _) = a.exec(
+        Command {
+            opcode: 0x18,
+            ..Default::default()
+        },
+        &[],
+        0,
+    );
+    assert!(c.status.is_success());
+    a.conn.tick(a.now + Duration::from_millis(900));
+    assert!(!a.conn.is_closing());
+    a.conn.tick(a.now + Duration::from_millis(1100));
+    assert!(a.conn.is_closing());
+    q.conn.tick(q.now);
+    assert!(q.conn.is_closing(), "I/O queue follows its controller");
+}
+
+#[test]
+fn malformed_pdus_get_a_terminate_request() {
+    let t = target();
+    // Unknown transfer tag.
+    let mut q = Host::new(&t);
+    q.admin_up(false, false);
+    q.h2c(1, 42, 0, &[0u8; 16], true);
+    match q.recv() {
+        Some(Got::Term { fes: f, fei }) => assert_eq!((f, fei), (fes::INVALID_HEADER_FIELD, 10)),
+        g => panic!("expected a terminate request, got {g:?}"),
+    }
+    assert!(q.conn.is_closing());
+    // Bad header digest.
+    let mut q = Host::new(&t);
+    q.icreq(true, false);
+    let mut b = q.capsule_bytes(
+        &Command {
+            opcode: 0x7F,
+            nsid: 4,
+            ..Default::default()
+        },
+        &[],
+    );
+    b[30] ^= 0xFF;
+    q.send(&b);
+    assert!(matches!(
+        q.recv(),
+        Some(Got::Term {
+            fes: fes::HEADER_DIGEST_ERROR,
+            ..
+        })
+    ));
+    // Wrong HLEN.
+    let mut q = Host::new(&t);
+    q.icreq(false, false);
+    let mut b = q.capsule_bytes(&Command::default(), &[]);
+    b[2] = 71;
+    q.send(&b);
+    assert!(matches!(
+        q.recv(),
+        Some(Got::Term {
+            fes: fes::INVALID_HEADER_FIELD,
+            fei: 2
+        })
+    ));
+    // Data beyond what the R2T asked for.
+    let mut q = Host::new(&t);
+    let mut a = Host::new(&t);
+    let cntlid = a.admin_up(false, false);
+    q.icreq(false, false);
+    assert!(q
+        .connect(1, cntlid, SUBNQN, HOSTNQN, 0, 0)
+        .status
+        .is_success());
+    let cid = q.submit(rw(0x01, 1, 0, 1), &[], 512);
+    let Some(Got::R2t { ttag, .. }) = q.recv() else {
+        panic!("no R2T")
+    };
+    q.h2c(cid, ttag, 0, &[0u8; 1024], true);
+    assert!(matches!(
+        q.recv(),
+        Some(Got::Term {
+            fes: fes::DATA_OUT_OF_RANGE,
+            ..
+        })
+    ));
+    // A data digest error completes the command with a transport error.
+    let mut q = Host::new(&t);
+    q.icreq(false, true);
+    assert!(q
+        .connect(2, cntlid, SUBNQN, HOSTNQN, 0, 0)
+        .status
+        .is_success());
+    let mut cmd = rw(0x01, 1, 0, 1);
+    cmd.cid = 9;
+    cmd.flags = 0x40;
+    cmd.dptr = Sgl {
+        address: 0,
+        length: 512,
+        id: sgl_id::DATA_BLOCK_OFFSET,
+    }
+    .to_bytes();
+    let mut b = q.capsule_bytes(&cmd, &[5u8; 512]);
+    let n = b.len();
+    b[n - 1] ^= 1;
+    q.send(&b);
+    let Some(Got::Resp(c)) = q.recv() else {
+        panic!("no completion")
+    };
+    assert_eq!(c.status.code(), Status(0x22));
+    assert!(!q.conn.is_closing());
+}
+
+#[test]
+fn bytes_split_at_every_boundary_still_frame() {
+    let t = target();
+    let mut h = Host::new(&t);
+    h.icreq(false, false);
+    let mut data = vec![0u8; 1024];
+    crate::nvme::put_str(&mut data, 256, 256, SUBNQN, 0);
+    crate::nvme::put_str(&mut data, 512, 256, HOSTNQN, 0);
+    put16(&mut data, 16, 0xFFFF);
+    let cmd = Command {
+        opcode: 0x7F,
+        flags: 0x40,
+        cid: 1,
+        nsid: 1,
+        cdw11: 31,
+        dptr: Sgl {
+            address: 0,
+            length: 1024,
+            id: sgl_id::DATA_BLOCK_OFFSET,
+        }
+        .to_bytes(),
+        ..Default::default()
+    };
+    let b = h.capsule_bytes(&cmd, &data);
+    for byte in b {
+        h.send(&[byte]);
+    }
+    let Some(Got::Resp(c)) = h.recv() else {
+        panic!("no completion")
+    };
+    assert!(c.status.is_success());
+}
