@@ -1,9 +1,11 @@
-//! Namespace backends behind one trait: `ram`, `null`, and next `file`
-//! (io_uring) and direct NVMe.
+//! Namespace backends behind one trait: `ram`, `null`, `file` (files and
+//! block devices through the reactor's io_uring ring); direct NVMe next.
 
+mod file;
 mod null;
 mod ram;
 
+pub use file::FileBackend;
 pub use null::NullBackend;
 pub use ram::RamBackend;
 
@@ -33,13 +35,78 @@ impl fmt::Display for BackendError {
 
 pub type BackendResult = Result<(), BackendError>;
 
+/// One backend operation. Buffers travel with the operation and come back
+/// in its [`IoDone`], so nothing is copied or allocated on the way.
+#[derive(Debug)]
+pub enum IoOp {
+    /// Read `len` bytes at `offset` into `buf[at..at + len]`.
+    Read {
+        offset: u64,
+        buf: Vec<u8>,
+        at: usize,
+        len: usize,
+    },
+    /// Write `buf[at..at + len]` at `offset`.
+    Write {
+        offset: u64,
+        buf: Vec<u8>,
+        at: usize,
+        len: usize,
+    },
+    /// Make every completed write durable.
+    Flush,
+    WriteZeroes {
+        offset: u64,
+        len: u64,
+    },
+    /// Release the range; it reads back as zeros.
+    Deallocate {
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl IoOp {
+    /// Bytes a read or write must transfer to succeed (0 for the others).
+    pub fn transfer_len(&self) -> usize {
+        match self {
+            IoOp::Read { len, .. } | IoOp::Write { len, .. } => *len,
+            _ => 0,
+        }
+    }
+
+    pub fn is_write(&self) -> bool {
+        !matches!(self, IoOp::Read { .. })
+    }
+
+    /// Gives the operation's buffer back (empty for bufferless ops).
+    pub fn into_buf(self) -> Vec<u8> {
+        match self {
+            IoOp::Read { buf, .. } | IoOp::Write { buf, .. } => buf,
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A finished backend operation with its buffer handed back.
+#[derive(Debug)]
+pub struct IoDone {
+    pub result: BackendResult,
+    pub buf: Vec<u8>,
+}
+
+/// How a backend runs an operation.
+pub enum Submitted {
+    /// Completed at once (memory backends).
+    Done(IoDone),
+    /// Must be run through the reactor's io_uring ring as this operation.
+    Ring(nvmf_sys::Op),
+}
+
 /// The one interface every namespace backend implements. Offsets and lengths
 /// are in bytes and already validated against the namespace size by the
 /// controller; implementations still check and return `OutOfRange` rather
 /// than panic.
-///
-/// These calls complete synchronously, which suits memory backends; the
-/// io_uring file backend will complete through the reactor's ring instead.
 pub trait Backend: Send + Sync {
     /// Short kind name for logs: "ram", "null", "file".
     fn kind(&self) -> &'static str;
@@ -48,13 +115,104 @@ pub trait Backend: Send + Sync {
     /// Whether acknowledged writes may be lost without a Flush (reported to
     /// the host as a volatile write cache).
     fn volatile_write_cache(&self) -> bool;
-    fn read(&self, offset: u64, buf: &mut [u8]) -> BackendResult;
-    fn write(&self, offset: u64, data: &[u8]) -> BackendResult;
-    /// Makes every completed write durable.
-    fn flush(&self) -> BackendResult;
-    fn write_zeroes(&self, offset: u64, len: u64) -> BackendResult;
-    /// Releases the range; reads of it return zeros afterwards.
-    fn deallocate(&self, offset: u64, len: u64) -> BackendResult;
+    /// Starts an operation: memory backends complete it here; ring backends
+    /// turn it into an io_uring operation for the reactor.
+    fn submit(&self, op: IoOp) -> Submitted;
+    /// Interprets the ring completion of an operation this backend turned
+    /// into a ring op (`result` is bytes or -errno, `expected` the bytes the
+    /// operation had to transfer).
+    fn ring_done(&self, result: i32, expected: usize, write: bool, buf: Vec<u8>) -> IoDone {
+        let result = if result < 0 {
+            let e = std::io::Error::from_raw_os_error(-result).to_string();
+            Err(if write {
+                BackendError::Write(e)
+            } else {
+                BackendError::Read(e)
+            })
+        } else if (result as usize) < expected {
+            let e = format!("short transfer: {result} of {expected} bytes");
+            Err(if write {
+                BackendError::Write(e)
+            } else {
+                BackendError::Read(e)
+            })
+        } else {
+            Ok(())
+        };
+        IoDone { result, buf }
+    }
+}
+
+/// Runs an operation to completion on the calling thread, through a private
+/// ring for ring backends. For tools and tests, never the I/O path.
+pub fn run_blocking(backend: &dyn Backend, op: IoOp) -> IoDone {
+    let expected = op.transfer_len();
+    let write = op.is_write();
+    match backend.submit(op) {
+        Submitted::Done(d) => d,
+        Submitted::Ring(rop) => {
+            let fail = |e: std::io::Error| IoDone {
+                result: Err(BackendError::Write(e.to_string())),
+                buf: Vec::new(),
+            };
+            let mut ring = match nvmf_sys::Ring::new(4) {
+                Ok(r) => r,
+                Err(e) => return fail(e),
+            };
+            if let Err(e) = ring.push(rop, 0) {
+                return fail(e);
+            }
+            let mut out = Vec::new();
+            while out.is_empty() {
+                if let Err(e) = ring.submit_and_wait(Some(std::time::Duration::from_secs(1))) {
+                    return fail(e);
+                }
+                ring.drain(&mut out);
+            }
+            let c = out.remove(0);
+            backend.ring_done(c.result, expected, write, c.buf.unwrap_or_default())
+        }
+    }
+}
+
+/// Runs a memory backend's operation: shared by `ram` and `null`.
+pub(crate) fn run_memory(
+    op: IoOp,
+    read: impl FnOnce(u64, &mut [u8]) -> BackendResult,
+    write: impl FnOnce(u64, &[u8]) -> BackendResult,
+    other: impl FnOnce(&IoOp) -> BackendResult,
+) -> Submitted {
+    let done = match op {
+        IoOp::Read {
+            offset,
+            mut buf,
+            at,
+            len,
+        } => {
+            let result = match buf.get_mut(at..at + len) {
+                Some(dst) => read(offset, dst),
+                None => Err(BackendError::OutOfRange),
+            };
+            IoDone { result, buf }
+        }
+        IoOp::Write {
+            offset,
+            buf,
+            at,
+            len,
+        } => {
+            let result = match buf.get(at..at + len) {
+                Some(src) => write(offset, src),
+                None => Err(BackendError::OutOfRange),
+            };
+            IoDone { result, buf }
+        }
+        op => IoDone {
+            result: other(&op),
+            buf: Vec::new(),
+        },
+    };
+    Submitted::Done(done)
 }
 
 /// Opens the backend a namespace config names.
@@ -63,13 +221,9 @@ pub fn open(cfg: &crate::config::BackendConfig) -> std::io::Result<Arc<dyn Backe
     match cfg {
         BackendConfig::Ram { size } => Ok(Arc::new(RamBackend::new(*size)?)),
         BackendConfig::Null { size } => Ok(Arc::new(NullBackend::new(*size))),
-        BackendConfig::File { path, .. } => Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            format!(
-                "{}: the file backend is not available in this build yet",
-                path.display()
-            ),
-        )),
+        BackendConfig::File { path, size, direct } => {
+            Ok(Arc::new(FileBackend::open(path, *size, *direct)?))
+        }
     }
 }
 

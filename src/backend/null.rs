@@ -1,6 +1,6 @@
 //! Null backend: reads return zeros, writes are dropped. For benchmarks.
 
-use super::{check, Backend, BackendResult};
+use super::{check, run_memory, Backend, IoOp, Submitted};
 
 pub struct NullBackend {
     size: u64,
@@ -22,37 +22,63 @@ impl Backend for NullBackend {
     fn volatile_write_cache(&self) -> bool {
         false
     }
-    fn read(&self, offset: u64, buf: &mut [u8]) -> BackendResult {
-        check(self.size, offset, buf.len() as u64)?;
-        buf.fill(0);
-        Ok(())
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> BackendResult {
-        check(self.size, offset, data.len() as u64)
-    }
-    fn flush(&self) -> BackendResult {
-        Ok(())
-    }
-    fn write_zeroes(&self, offset: u64, len: u64) -> BackendResult {
-        check(self.size, offset, len)
-    }
-    fn deallocate(&self, offset: u64, len: u64) -> BackendResult {
-        check(self.size, offset, len)
+    fn submit(&self, op: IoOp) -> Submitted {
+        let size = self.size;
+        run_memory(
+            op,
+            |off, dst| {
+                check(size, off, dst.len() as u64)?;
+                dst.fill(0);
+                Ok(())
+            },
+            |off, src| check(size, off, src.len() as u64),
+            |op| match *op {
+                IoOp::WriteZeroes { offset, len } | IoOp::Deallocate { offset, len } => {
+                    check(size, offset, len)
+                }
+                _ => Ok(()),
+            },
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::BackendError;
+    use crate::backend::{run_blocking, BackendError};
 
     #[test]
     fn null_reads_zeros_and_checks_range() {
         let b = NullBackend::new(4096);
-        b.write(0, &[1u8; 512]).unwrap();
-        let mut r = vec![9u8; 512];
-        b.read(0, &mut r).unwrap();
-        assert!(r.iter().all(|&x| x == 0));
-        assert_eq!(b.write(4000, &[0u8; 512]), Err(BackendError::OutOfRange));
+        let w = run_blocking(
+            &b,
+            IoOp::Write {
+                offset: 0,
+                buf: vec![1u8; 512],
+                at: 0,
+                len: 512,
+            },
+        );
+        assert_eq!(w.result, Ok(()));
+        let r = run_blocking(
+            &b,
+            IoOp::Read {
+                offset: 0,
+                buf: vec![9u8; 512],
+                at: 0,
+                len: 512,
+            },
+        );
+        assert!(r.buf.iter().all(|&x| x == 0));
+        let w = run_blocking(
+            &b,
+            IoOp::Write {
+                offset: 4000,
+                buf: vec![0u8; 512],
+                at: 0,
+                len: 512,
+            },
+        );
+        assert_eq!(w.result, Err(BackendError::OutOfRange));
     }
 }

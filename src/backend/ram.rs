@@ -1,6 +1,6 @@
 //! RAM backend: an anonymous memory region, allocated lazily by the kernel.
 
-use super::{check, Backend, BackendError, BackendResult};
+use super::{check, run_memory, Backend, BackendError, BackendResult, IoOp, Submitted};
 use nvmf_sys::mem::Region;
 
 pub struct RamBackend {
@@ -35,46 +35,102 @@ impl Backend for RamBackend {
     fn volatile_write_cache(&self) -> bool {
         false
     }
-    fn read(&self, offset: u64, buf: &mut [u8]) -> BackendResult {
-        ok_or_range(self.region.read(offset, buf))
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> BackendResult {
-        ok_or_range(self.region.write(offset, data))
-    }
-    fn flush(&self) -> BackendResult {
-        Ok(())
-    }
-    fn write_zeroes(&self, offset: u64, len: u64) -> BackendResult {
-        check(self.size(), offset, len)?;
-        ok_or_range(self.region.zero(offset, len))
-    }
-    fn deallocate(&self, offset: u64, len: u64) -> BackendResult {
-        check(self.size(), offset, len)?;
-        ok_or_range(self.region.discard(offset, len))
+    fn submit(&self, op: IoOp) -> Submitted {
+        let r = &self.region;
+        run_memory(
+            op,
+            |off, dst| ok_or_range(r.read(off, dst)),
+            |off, src| ok_or_range(r.write(off, src)),
+            |op| match *op {
+                IoOp::WriteZeroes { offset, len } => {
+                    check(self.size(), offset, len)?;
+                    ok_or_range(r.zero(offset, len))
+                }
+                IoOp::Deallocate { offset, len } => {
+                    check(self.size(), offset, len)?;
+                    ok_or_range(r.discard(offset, len))
+                }
+                _ => Ok(()),
+            },
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::run_blocking;
+
+    fn read(b: &RamBackend, offset: u64, len: usize) -> Result<Vec<u8>, BackendError> {
+        let d = run_blocking(
+            b,
+            IoOp::Read {
+                offset,
+                buf: vec![0xEE; len],
+                at: 0,
+                len,
+            },
+        );
+        d.result.map(|()| d.buf)
+    }
 
     #[test]
     fn ram_round_trip_zero_and_deallocate() {
         let b = RamBackend::new(1 << 20).unwrap();
-        b.write(8192, &[5u8; 8192]).unwrap();
-        let mut r = vec![0u8; 8192];
-        b.read(8192, &mut r).unwrap();
-        assert!(r.iter().all(|&x| x == 5));
-        b.write_zeroes(8192, 512).unwrap();
-        b.read(8192, &mut r).unwrap();
+        let w = run_blocking(
+            &b,
+            IoOp::Write {
+                offset: 8192,
+                buf: vec![5u8; 8192],
+                at: 0,
+                len: 8192,
+            },
+        );
+        assert_eq!(w.result, Ok(()));
+        assert!(read(&b, 8192, 8192).unwrap().iter().all(|&x| x == 5));
+        run_blocking(
+            &b,
+            IoOp::WriteZeroes {
+                offset: 8192,
+                len: 512,
+            },
+        )
+        .result
+        .unwrap();
+        let r = read(&b, 8192, 8192).unwrap();
         assert!(r[..512].iter().all(|&x| x == 0) && r[512] == 5);
-        b.deallocate(8192, 8192).unwrap();
-        b.read(8192, &mut r).unwrap();
-        assert!(r.iter().all(|&x| x == 0));
+        run_blocking(
+            &b,
+            IoOp::Deallocate {
+                offset: 8192,
+                len: 8192,
+            },
+        )
+        .result
+        .unwrap();
+        assert!(read(&b, 8192, 8192).unwrap().iter().all(|&x| x == 0));
         assert_eq!(
-            b.read((1 << 20) - 10, &mut r),
+            read(&b, (1 << 20) - 10, 8192),
             Err(BackendError::OutOfRange)
         );
-        assert_eq!(b.write_zeroes(u64::MAX, 2), Err(BackendError::OutOfRange));
+        let z = run_blocking(
+            &b,
+            IoOp::WriteZeroes {
+                offset: u64::MAX,
+                len: 2,
+            },
+        );
+        assert_eq!(z.result, Err(BackendError::OutOfRange));
+        // A buffer shorter than the asked length is refused, not a panic.
+        let d = run_blocking(
+            &b,
+            IoOp::Read {
+                offset: 0,
+                buf: vec![0; 4],
+                at: 2,
+                len: 4,
+            },
+        );
+        assert_eq!(d.result, Err(BackendError::OutOfRange));
     }
 }

@@ -1,22 +1,103 @@
 //! NVM command set I/O commands: Read, Write, Flush, Write Zeroes, Dataset
 //! Management, Compare, fused Compare-and-Write, Verify, Copy.
+//!
+//! Each command runs as a short program of steps with at most one backend
+//! operation outstanding. Memory backends complete a step at once; ring
+//! backends hand it to the reactor as an [`IoRequest`] and the program
+//! continues in [`Queue::io_done`].
 
 use super::queue::{Queue, Response, Role};
-use crate::backend::BackendError;
+use crate::backend::{BackendError, IoDone, IoOp, Submitted};
 use crate::nvme::{io_op, le16, le32, le64, Command, Fuse, Status};
 use crate::subsystem::Namespace;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-/// Blocks read per step when verifying.
+/// Bytes read per step when verifying.
 const VERIFY_CHUNK: usize = 128 * 1024;
 
-fn backend_status(e: BackendError, write: bool) -> Status {
+/// A backend operation for the reactor to run through its ring; its
+/// completion goes back to [`Queue::io_done`] with the same tag.
+#[derive(Debug)]
+pub struct IoRequest {
+    pub tag: u32,
+    pub op: nvmf_sys::Op,
+}
+
+fn backend_status(e: &BackendError, write: bool) -> Status {
     match e {
         BackendError::OutOfRange => Status::LBA_OUT_OF_RANGE.dnr(),
         BackendError::Read(_) => Status::UNRECOVERED_READ_ERROR,
         BackendError::Write(_) if write => Status::WRITE_FAULT,
         BackendError::Write(_) => Status::INTERNAL_ERROR,
     }
+}
+
+enum Step {
+    /// Read into the accumulator, appended or (verify) overwriting it.
+    Read {
+        off: u64,
+        len: usize,
+        append: bool,
+    },
+    /// Write the host's data.
+    WriteHost {
+        off: u64,
+        len: usize,
+    },
+    /// Write the accumulator (copy).
+    WriteAcc {
+        off: u64,
+    },
+    Flush(Arc<Namespace>),
+    Zero {
+        off: u64,
+        len: u64,
+    },
+    Dealloc {
+        off: u64,
+        len: u64,
+    },
+    /// Compare the accumulator with the host's data.
+    Compare,
+}
+
+/// What a finished command counts in the SMART log.
+#[derive(Debug, Clone, Copy)]
+enum Count {
+    None,
+    Read(u64),
+    Write(u64),
+}
+
+/// Which buffer the outstanding operation holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holds {
+    Nothing,
+    Acc,
+    Host,
+}
+
+pub(super) struct InFlight {
+    cmd: Command,
+    /// The Write half of a fused Compare-and-Write.
+    fused_write: Option<Command>,
+    /// The write data of a Compare-and-Write, until the compare passes.
+    parked: Vec<u8>,
+    compare_failed: bool,
+    ns: Arc<Namespace>,
+    steps: VecDeque<Step>,
+    status: Status,
+    acc: Vec<u8>,
+    host: Vec<u8>,
+    /// Send the accumulator to the host (Read).
+    reply: bool,
+    count: Count,
+    holds: Holds,
+    /// Backend and expected length of the ring operation outstanding.
+    ring_ns: Option<Arc<Namespace>>,
+    ring_expected: usize,
+    ring_write: bool,
 }
 
 impl Queue {
@@ -35,69 +116,6 @@ impl Queue {
         }
     }
 
-    pub(super) fn io_command(&mut self, cmd: &Command, data: Vec<u8>, out: &mut Vec<Response>) {
-        if let Role::Io(c) = &self.role {
-            if c.is_dead() {
-                return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR, 0, out);
-            }
-        }
-        if cmd.fuse() == Fuse::Reserved {
-            return self.complete(cmd, Status::INVALID_FIELD.dnr(), 0, out);
-        }
-        if cmd.opcode == io_op::FLUSH && cmd.nsid == 0xFFFF_FFFF {
-            return self.flush_all(cmd, out);
-        }
-        let Some(ns) = self.namespace(cmd.nsid) else {
-            let st = if known_opcode(cmd.opcode) {
-                Status::INVALID_NAMESPACE.dnr()
-            } else {
-                Status::INVALID_OPCODE.dnr()
-            };
-            return self.complete(cmd, st, 0, out);
-        };
-        match (cmd.fuse(), cmd.opcode) {
-            (Fuse::First, io_op::COMPARE) => {
-                self.fused = Some((*cmd, data));
-                return;
-            }
-            (Fuse::Second, io_op::WRITE) => {
-                return match self.fused.take() {
-                    Some((first, cdata)) => {
-                        self.compare_and_write(&ns, &first, cdata, cmd, data, out)
-                    }
-                    None => self.complete(cmd, Status::ABORTED_MISSING_FUSED, 0, out),
-                };
-            }
-            (Fuse::None, _) => {}
-            _ => return self.complete(cmd, Status::INVALID_FIELD.dnr(), 0, out),
-        }
-        let r = match cmd.opcode {
-            io_op::READ => return self.read(&ns, cmd, out),
-            io_op::WRITE => self.write(&ns, cmd, &data),
-            io_op::FLUSH => ns.backend.flush().map_err(|e| backend_status(e, true)),
-            io_op::WRITE_ZEROES => self.write_zeroes(&ns, cmd),
-            io_op::DATASET_MANAGEMENT => self.dsm(&ns, cmd, &data),
-            io_op::COMPARE => self.compare(&ns, cmd, &data),
-            io_op::VERIFY => self.verify(&ns, cmd),
-            io_op::COPY => self.copy(&ns, cmd, &data),
-            _ => Err(Status::INVALID_OPCODE.dnr()),
-        };
-        let st = r.err().unwrap_or(Status::SUCCESS);
-        self.complete(cmd, st, 0, out)
-    }
-
-    fn flush_all(&mut self, cmd: &Command, out: &mut Vec<Response>) {
-        let mut st = Status::SUCCESS;
-        if let Role::Io(c) = &self.role {
-            for ns in &c.subsys.namespaces {
-                if let Err(e) = ns.backend.flush() {
-                    st = backend_status(e, true);
-                }
-            }
-        }
-        self.complete(cmd, st, 0, out)
-    }
-
     /// Range and transfer-size checks shared by Read, Write and Compare.
     fn rw_range(&self, ns: &Namespace, cmd: &Command) -> Result<(u64, usize), Status> {
         let (off, len) = Self::range(ns, cmd.slba(), cmd.nlb() as u64)?;
@@ -107,191 +125,479 @@ impl Queue {
         Ok((off, len as usize))
     }
 
-    fn read(&mut self, ns: &Namespace, cmd: &Command, out: &mut Vec<Response>) {
-        let (off, len) = match self.rw_range(ns, cmd) {
-            Ok(r) => r,
-            Err(st) => return self.complete(cmd, st, 0, out),
-        };
-        if (cmd.sgl().length as usize) < len {
-            return self.complete(cmd, Status::DATA_SGL_LENGTH_INVALID.dnr(), 0, out);
-        }
-        let mut buf = vec![0u8; len];
-        match ns.backend.read(off, &mut buf) {
-            Ok(()) => {
-                self.stats.add_read(len as u64);
-                self.complete_with(cmd, Status::SUCCESS, 0, buf, out)
-            }
-            Err(e) => self.complete(cmd, backend_status(e, false), 0, out),
+    /// A buffer from this queue's pool (contents unspecified, length 0).
+    pub fn alloc_buf(&mut self) -> Vec<u8> {
+        self.pool.pop().unwrap_or_default()
+    }
+
+    /// Returns a buffer to this queue's pool.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() > 0 && self.pool.len() < 64 {
+            buf.clear();
+            self.pool.push(buf);
         }
     }
 
-    fn write(&mut self, ns: &Namespace, cmd: &Command, data: &[u8]) -> Result<(), Status> {
-        let (off, len) = self.rw_range(ns, cmd)?;
-        if data.len() < len {
-            return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
-        }
-        ns.backend
-            .write(off, &data[..len])
-            .map_err(|e| backend_status(e, true))?;
-        self.stats.add_write(len as u64);
-        Ok(())
+    /// Backend operations waiting for the reactor's ring.
+    pub fn take_io(&mut self, out: &mut Vec<IoRequest>) {
+        out.append(&mut self.io_out);
     }
 
-    fn write_zeroes(&mut self, ns: &Namespace, cmd: &Command) -> Result<(), Status> {
-        let (off, len) = Self::range(ns, cmd.slba(), cmd.nlb() as u64)?;
-        // DEAC (bit 25): deallocation is allowed; both read back as zeros.
-        let r = if cmd.cdw12 & (1 << 25) != 0 {
-            ns.backend.deallocate(off, len)
-        } else {
-            ns.backend.write_zeroes(off, len)
-        };
-        r.map_err(|e| backend_status(e, true))?;
-        self.stats.add_write(0);
-        Ok(())
+    pub fn has_io(&self) -> bool {
+        !self.io_out.is_empty()
     }
 
-    fn dsm(&mut self, ns: &Namespace, cmd: &Command, data: &[u8]) -> Result<(), Status> {
-        let nr = (cmd.cdw10 & 0xFF) as usize + 1;
-        if data.len() < nr * 16 {
-            return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
-        }
-        let ranges: Vec<(u64, u64)> = (0..nr)
-            .map(|i| {
-                let r = &data[i * 16..i * 16 + 16];
-                (le64(r, 8), le32(r, 4) as u64)
-            })
-            .collect();
-        // Validate every range before touching any.
-        let mut checked = Vec::with_capacity(nr);
-        for &(slba, nlb) in &ranges {
-            checked.push(Self::range(ns, slba, nlb)?);
-        }
-        if cmd.cdw11 & (1 << 2) != 0 {
-            for (off, len) in checked {
-                if len > 0 {
-                    ns.backend
-                        .deallocate(off, len)
-                        .map_err(|e| backend_status(e, true))?;
-                }
+    pub(super) fn io_command(&mut self, cmd: &Command, data: Vec<u8>, out: &mut Vec<Response>) {
+        if let Role::Io(c) = &self.role {
+            if c.is_dead() {
+                self.recycle(data);
+                return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR, 0, out);
             }
         }
-        Ok(())
-    }
-
-    fn compare(&mut self, ns: &Namespace, cmd: &Command, data: &[u8]) -> Result<(), Status> {
-        let (off, len) = self.rw_range(ns, cmd)?;
-        if data.len() < len {
-            return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
-        }
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.resize(len, 0);
-        let r = ns.backend.read(off, &mut buf);
-        let same = buf[..] == data[..len];
-        self.scratch = buf;
-        r.map_err(|e| backend_status(e, false))?;
-        self.stats.add_read(len as u64);
-        if same {
-            Ok(())
-        } else {
-            Err(Status::COMPARE_FAILURE.dnr())
+        if let Err(st) = self.plan(cmd, data, out) {
+            self.complete(cmd, st, 0, out);
         }
     }
 
-    fn compare_and_write(
+    /// Validates a command and starts its program.
+    fn plan(
         &mut self,
-        ns: &Namespace,
-        first: &Command,
-        cdata: Vec<u8>,
-        second: &Command,
-        wdata: Vec<u8>,
+        cmd: &Command,
+        data: Vec<u8>,
         out: &mut Vec<Response>,
-    ) {
-        if first.nsid != second.nsid || first.slba() != second.slba() || first.nlb() != second.nlb()
-        {
-            self.complete(first, Status::INVALID_FIELD.dnr(), 0, out);
-            return self.complete(second, Status::ABORTED_FAILED_FUSED, 0, out);
+    ) -> Result<(), Status> {
+        if cmd.fuse() == Fuse::Reserved {
+            return Err(Status::INVALID_FIELD.dnr());
         }
-        // Both halves run back to back on this queue's reactor, with nothing
-        // in between from this queue.
-        match self.compare(ns, first, &cdata) {
-            Err(st) => {
-                self.complete(first, st, 0, out);
-                self.complete(second, Status::ABORTED_FAILED_FUSED, 0, out)
-            }
-            Ok(()) => {
-                let st = self
-                    .write(ns, second, &wdata)
-                    .err()
-                    .unwrap_or(Status::SUCCESS);
-                self.complete(first, Status::SUCCESS, 0, out);
-                self.complete(second, st, 0, out)
-            }
+        if cmd.opcode == io_op::FLUSH && cmd.nsid == 0xFFFF_FFFF {
+            let Role::Io(c) = &self.role else {
+                return Err(Status::INVALID_NAMESPACE.dnr());
+            };
+            let all: Vec<Arc<Namespace>> = c.subsys.namespaces.clone();
+            let Some(first) = all.first().cloned() else {
+                return Err(Status::SUCCESS);
+            };
+            let steps = all.into_iter().map(Step::Flush).collect();
+            self.start(cmd, first, steps, data, false, Count::None, out);
+            return Ok(());
         }
+        let Some(ns) = self.namespace(cmd.nsid) else {
+            return Err(if known_opcode(cmd.opcode) {
+                Status::INVALID_NAMESPACE.dnr()
+            } else {
+                Status::INVALID_OPCODE.dnr()
+            });
+        };
+        match (cmd.fuse(), cmd.opcode) {
+            (Fuse::First, io_op::COMPARE) => {
+                self.fused = Some((*cmd, data));
+                return Ok(());
+            }
+            (Fuse::Second, io_op::WRITE) => {
+                let Some((first, cdata)) = self.fused.take() else {
+                    return Err(Status::ABORTED_MISSING_FUSED);
+                };
+                return self.plan_compare_and_write(&ns, first, cdata, cmd, data, out);
+            }
+            (Fuse::None, _) => {}
+            _ => return Err(Status::INVALID_FIELD.dnr()),
+        }
+        let mut steps = VecDeque::new();
+        let (reply, count) = match cmd.opcode {
+            io_op::READ => {
+                let (off, len) = self.rw_range(&ns, cmd)?;
+                if (cmd.sgl().length as usize) < len {
+                    return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
+                }
+                steps.push_back(Step::Read {
+                    off,
+                    len,
+                    append: true,
+                });
+                (true, Count::Read(len as u64))
+            }
+            io_op::WRITE => {
+                let (off, len) = self.rw_range(&ns, cmd)?;
+                if data.len() < len {
+                    return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
+                }
+                steps.push_back(Step::WriteHost { off, len });
+                (false, Count::Write(len as u64))
+            }
+            io_op::FLUSH => {
+                steps.push_back(Step::Flush(ns.clone()));
+                (false, Count::None)
+            }
+            io_op::WRITE_ZEROES => {
+                let (off, len) = Self::range(&ns, cmd.slba(), cmd.nlb() as u64)?;
+                // DEAC (bit 25): the host allows deallocation; both read back as zeros.
+                steps.push_back(if cmd.cdw12 & (1 << 25) != 0 {
+                    Step::Dealloc { off, len }
+                } else {
+                    Step::Zero { off, len }
+                });
+                (false, Count::Write(0))
+            }
+            io_op::DATASET_MANAGEMENT => {
+                let nr = (cmd.cdw10 & 0xFF) as usize + 1;
+                if data.len() < nr * 16 {
+                    return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
+                }
+                // Validate every range before touching any.
+                let mut ranges = Vec::with_capacity(nr);
+                for r in data[..nr * 16].chunks_exact(16) {
+                    ranges.push(Self::range(&ns, le64(r, 8), le32(r, 4) as u64)?);
+                }
+                if cmd.cdw11 & (1 << 2) != 0 {
+                    steps.extend(
+                        ranges
+                            .into_iter()
+                            .filter(|r| r.1 > 0)
+                            .map(|(off, len)| Step::Dealloc { off, len }),
+                    );
+                }
+                (false, Count::None)
+            }
+            io_op::COMPARE => {
+                let (off, len) = self.rw_range(&ns, cmd)?;
+                if data.len() < len {
+                    return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
+                }
+                steps.push_back(Step::Read {
+                    off,
+                    len,
+                    append: true,
+                });
+                steps.push_back(Step::Compare);
+                (false, Count::Read(len as u64))
+            }
+            io_op::VERIFY => {
+                let (mut off, len) = Self::range(&ns, cmd.slba(), cmd.nlb() as u64)?;
+                let end = off + len;
+                while off < end {
+                    let n = ((end - off) as usize).min(VERIFY_CHUNK);
+                    steps.push_back(Step::Read {
+                        off,
+                        len: n,
+                        append: false,
+                    });
+                    off += n as u64;
+                }
+                (false, Count::None)
+            }
+            io_op::COPY => {
+                let total = self.plan_copy(&ns, cmd, &data, &mut steps)?;
+                (false, Count::Write(total))
+            }
+            _ => return Err(Status::INVALID_OPCODE.dnr()),
+        };
+        self.start(cmd, ns, steps, data, reply, count, out);
+        Ok(())
     }
 
-    fn verify(&mut self, ns: &Namespace, cmd: &Command) -> Result<(), Status> {
-        let (mut off, len) = Self::range(ns, cmd.slba(), cmd.nlb() as u64)?;
-        let end = off + len;
-        let mut buf = std::mem::take(&mut self.scratch);
-        let mut r = Ok(());
-        while off < end && r.is_ok() {
-            let n = ((end - off) as usize).min(VERIFY_CHUNK);
-            buf.resize(n, 0);
-            r = ns.backend.read(off, &mut buf[..n]);
-            off += n as u64;
-        }
-        self.scratch = buf;
-        r.map_err(|e| backend_status(e, false))
-    }
-
-    fn copy(&mut self, ns: &Namespace, cmd: &Command, data: &[u8]) -> Result<(), Status> {
+    fn plan_copy(
+        &self,
+        ns: &Namespace,
+        cmd: &Command,
+        data: &[u8],
+        steps: &mut VecDeque<Step>,
+    ) -> Result<u64, Status> {
         let nr = (cmd.cdw12 & 0xFF) as usize + 1;
-        let format = (cmd.cdw12 >> 8) & 0xF;
-        if format != 0 {
+        if (cmd.cdw12 >> 8) & 0xF != 0 {
             return Err(Status::INVALID_FIELD.dnr());
         }
         if data.len() < nr * 32 {
             return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
         }
         let max_blocks = (self.max_transfer() >> ns.lba_shift).clamp(1, 0xFFFF) as u64;
-        let mut total = 0u64;
-        let mut sources = Vec::with_capacity(nr);
-        for i in 0..nr {
-            let d = &data[i * 32..i * 32 + 32];
-            let slba = le64(d, 8);
-            let nlb = le16(d, 16) as u64 + 1;
-            if nlb > max_blocks {
-                return Err(Status::COMMAND_SIZE_LIMIT_EXCEEDED.dnr());
-            }
-            total += nlb;
-            sources.push(Self::range(ns, slba, nlb)?);
-        }
-        if total > max_blocks || nr > 128 {
+        if nr > 128 {
             return Err(Status::COMMAND_SIZE_LIMIT_EXCEEDED.dnr());
         }
-        let (dst, _) = Self::range(ns, cmd.slba(), total)?;
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        let mut r = Ok(());
-        for (off, len) in sources {
-            let start = buf.len();
-            buf.resize(start + len as usize, 0);
-            r = ns
-                .backend
-                .read(off, &mut buf[start..])
-                .map_err(|e| backend_status(e, false));
-            if r.is_err() {
-                break;
+        let mut blocks = 0u64;
+        for d in data[..nr * 32].chunks_exact(32) {
+            let nlb = le16(d, 16) as u64 + 1;
+            blocks += nlb;
+            if nlb > max_blocks || blocks > max_blocks {
+                return Err(Status::COMMAND_SIZE_LIMIT_EXCEEDED.dnr());
+            }
+            let (off, len) = Self::range(ns, le64(d, 8), nlb)?;
+            steps.push_back(Step::Read {
+                off,
+                len: len as usize,
+                append: true,
+            });
+        }
+        let (dst, len) = Self::range(ns, cmd.slba(), blocks)?;
+        steps.push_back(Step::WriteAcc { off: dst });
+        Ok(len)
+    }
+
+    fn plan_compare_and_write(
+        &mut self,
+        ns: &Arc<Namespace>,
+        first: Command,
+        cdata: Vec<u8>,
+        second: &Command,
+        wdata: Vec<u8>,
+        out: &mut Vec<Response>,
+    ) -> Result<(), Status> {
+        let same = first.nsid == second.nsid
+            && first.slba() == second.slba()
+            && first.nlb() == second.nlb();
+        let checked = if same {
+            self.rw_range(ns, &first)
+        } else {
+            Err(Status::INVALID_FIELD.dnr())
+        };
+        let (off, len) = match checked {
+            Ok(r) if cdata.len() >= r.1 && wdata.len() >= r.1 => r,
+            other => {
+                let st = other.err().unwrap_or(Status::DATA_SGL_LENGTH_INVALID.dnr());
+                self.complete(&first, st, 0, out);
+                return Err(Status::ABORTED_FAILED_FUSED);
+            }
+        };
+        let steps = VecDeque::from([
+            Step::Read {
+                off,
+                len,
+                append: true,
+            },
+            Step::Compare,
+            Step::WriteHost { off, len },
+        ]);
+        // The compare data is the host data for the compare; the write data
+        // waits parked until the compare passes.
+        let tag = self.start_inflight(
+            &first,
+            ns.clone(),
+            steps,
+            cdata,
+            false,
+            Count::Write(len as u64),
+        );
+        if let Some(f) = self.inflight[tag as usize].as_mut() {
+            f.fused_write = Some(*second);
+            f.parked = wdata;
+        }
+        self.advance(tag, out);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &mut self,
+        cmd: &Command,
+        ns: Arc<Namespace>,
+        steps: VecDeque<Step>,
+        data: Vec<u8>,
+        reply: bool,
+        count: Count,
+        out: &mut Vec<Response>,
+    ) {
+        let tag = self.start_inflight(cmd, ns, steps, data, reply, count);
+        self.advance(tag, out);
+    }
+
+    fn start_inflight(
+        &mut self,
+        cmd: &Command,
+        ns: Arc<Namespace>,
+        steps: VecDeque<Step>,
+        host: Vec<u8>,
+        reply: bool,
+        count: Count,
+    ) -> u32 {
+        let acc = self.alloc_buf();
+        let f = InFlight {
+            cmd: *cmd,
+            fused_write: None,
+            parked: Vec::new(),
+            compare_failed: false,
+            ns,
+            steps,
+            status: Status::SUCCESS,
+            acc,
+            host,
+            reply,
+            count,
+            holds: Holds::Nothing,
+            ring_ns: None,
+            ring_expected: 0,
+            ring_write: false,
+        };
+        match self.free_tags.pop() {
+            Some(t) => {
+                self.inflight[t as usize] = Some(f);
+                t
+            }
+            None => {
+                self.inflight.push(Some(f));
+                (self.inflight.len() - 1) as u32
             }
         }
-        if r.is_ok() {
-            r = ns
-                .backend
-                .write(dst, &buf)
-                .map_err(|e| backend_status(e, true));
+    }
+
+    /// Runs a command's steps until one waits on the ring or all are done.
+    fn advance(&mut self, tag: u32, out: &mut Vec<Response>) {
+        loop {
+            let Some(f) = self.inflight.get_mut(tag as usize).and_then(|f| f.as_mut()) else {
+                return;
+            };
+            let Some(step) = f.steps.pop_front() else {
+                return self.finish(tag, out);
+            };
+            let (ns, op, holds) = match step {
+                Step::Compare => {
+                    let n = f.acc.len();
+                    if f.host.len() < n || f.acc[..] != f.host[..n] {
+                        f.status = Status::COMPARE_FAILURE.dnr();
+                        f.compare_failed = true;
+                        f.steps.clear();
+                    } else if f.fused_write.is_some() {
+                        // Compare-and-write: the parked write data becomes the
+                        // host data; the compare data goes back to be recycled.
+                        std::mem::swap(&mut f.host, &mut f.parked);
+                    }
+                    continue;
+                }
+                Step::Read { off, len, append } => {
+                    let mut buf = std::mem::take(&mut f.acc);
+                    let at = if append { buf.len() } else { 0 };
+                    buf.resize(at + len, 0);
+                    (
+                        f.ns.clone(),
+                        IoOp::Read {
+                            offset: off,
+                            buf,
+                            at,
+                            len,
+                        },
+                        Holds::Acc,
+                    )
+                }
+                Step::WriteHost { off, len } => {
+                    let buf = std::mem::take(&mut f.host);
+                    (
+                        f.ns.clone(),
+                        IoOp::Write {
+                            offset: off,
+                            buf,
+                            at: 0,
+                            len,
+                        },
+                        Holds::Host,
+                    )
+                }
+                Step::WriteAcc { off } => {
+                    let buf = std::mem::take(&mut f.acc);
+                    let len = buf.len();
+                    (
+                        f.ns.clone(),
+                        IoOp::Write {
+                            offset: off,
+                            buf,
+                            at: 0,
+                            len,
+                        },
+                        Holds::Acc,
+                    )
+                }
+                Step::Flush(ns) => (ns, IoOp::Flush, Holds::Nothing),
+                Step::Zero { off, len } => (
+                    f.ns.clone(),
+                    IoOp::WriteZeroes { offset: off, len },
+                    Holds::Nothing,
+                ),
+                Step::Dealloc { off, len } => (
+                    f.ns.clone(),
+                    IoOp::Deallocate { offset: off, len },
+                    Holds::Nothing,
+                ),
+            };
+            f.holds = holds;
+            let expected = op.transfer_len();
+            let write = op.is_write();
+            match ns.backend.submit(op) {
+                Submitted::Done(d) => self.apply(tag, d, write),
+                Submitted::Ring(op) => {
+                    f.ring_ns = Some(ns);
+                    f.ring_expected = expected;
+                    f.ring_write = write;
+                    self.io_out.push(IoRequest { tag, op });
+                    return;
+                }
+            }
         }
-        self.scratch = buf;
-        r
+    }
+
+    /// Takes a finished backend operation's buffer and result.
+    fn apply(&mut self, tag: u32, d: IoDone, write: bool) {
+        let Some(f) = self.inflight.get_mut(tag as usize).and_then(|f| f.as_mut()) else {
+            return;
+        };
+        match f.holds {
+            Holds::Acc => f.acc = d.buf,
+            Holds::Host => f.host = d.buf,
+            Holds::Nothing => {}
+        }
+        f.holds = Holds::Nothing;
+        if let Err(e) = &d.result {
+            f.status = backend_status(e, write);
+            f.steps.clear();
+        }
+    }
+
+    /// The ring completed the backend operation of command `tag`.
+    pub fn io_done(&mut self, tag: u32, result: i32, buf: Vec<u8>, out: &mut Vec<Response>) {
+        let Some(f) = self.inflight.get_mut(tag as usize).and_then(|f| f.as_mut()) else {
+            return;
+        };
+        let Some(ns) = f.ring_ns.take() else { return };
+        let d = ns
+            .backend
+            .ring_done(result, f.ring_expected, f.ring_write, buf);
+        let write = f.ring_write;
+        self.apply(tag, d, write);
+        self.advance(tag, out);
+    }
+
+    fn finish(&mut self, tag: u32, out: &mut Vec<Response>) {
+        let Some(f) = self.inflight.get_mut(tag as usize).and_then(|f| f.take()) else {
+            return;
+        };
+        self.free_tags.push(tag);
+        let ok = f.status.is_success();
+        if ok {
+            match f.count {
+                Count::Read(n) => self.stats.add_read(n),
+                Count::Write(n) => self.stats.add_write(n),
+                Count::None => {}
+            }
+        }
+        if let Some(second) = f.fused_write {
+            let (s1, s2) = if f.compare_failed {
+                (f.status, Status::ABORTED_FAILED_FUSED)
+            } else {
+                (Status::SUCCESS, f.status)
+            };
+            self.complete(&f.cmd, s1, 0, out);
+            self.complete(&second, s2, 0, out);
+        } else if f.reply && ok {
+            self.complete_with(&f.cmd, Status::SUCCESS, 0, f.acc, out);
+            self.recycle(f.host);
+            return;
+        } else {
+            self.complete(&f.cmd, f.status, 0, out);
+        }
+        self.recycle(f.acc);
+        self.recycle(f.host);
+        self.recycle(f.parked);
+    }
+
+    /// Commands still waiting on the backend.
+    pub fn io_in_flight(&self) -> usize {
+        self.inflight.len() - self.free_tags.len()
     }
 }
 

@@ -4,9 +4,10 @@
 
 mod admin;
 pub mod controller;
-mod io;
+pub mod io;
 pub mod queue;
 
+pub use io::IoRequest;
 pub use queue::{Queue, Response, Tick};
 
 /// NVMe version this controller reports (1.4.0).

@@ -63,8 +63,13 @@ pub struct Queue {
     pub(super) stats: Arc<IoStats>,
     /// First half of a fused command waiting for its second half.
     pub(super) fused: Option<(Command, Vec<u8>)>,
-    /// Scratch buffer reused by compare/copy/verify.
-    pub(super) scratch: Vec<u8>,
+    /// Commands waiting on backend operations, by tag.
+    pub(super) inflight: Vec<Option<super::io::InFlight>>,
+    pub(super) free_tags: Vec<u32>,
+    /// Backend operations for the reactor's ring.
+    pub(super) io_out: Vec<super::io::IoRequest>,
+    /// Recycled data buffers.
+    pub(super) pool: Vec<Vec<u8>>,
 }
 
 impl Queue {
@@ -81,7 +86,10 @@ impl Queue {
             role: Role::Unconnected,
             stats: Arc::new(IoStats::default()),
             fused: None,
-            scratch: Vec::new(),
+            inflight: Vec::new(),
+            free_tags: Vec::new(),
+            io_out: Vec::new(),
+            pool: Vec::new(),
         }
     }
 

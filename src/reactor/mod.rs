@@ -30,9 +30,15 @@ const T_RECV: u64 = 1;
 const T_SEND: u64 = 2;
 const T_LISTEN: u64 = 3;
 const T_WAKE: u64 = 4;
+const T_IO: u64 = 5;
 
+/// Ring token: kind in bits 7:0, connection slot in 31:8, backend tag in 63:32.
 fn token(kind: u64, slot: usize) -> u64 {
-    ((slot as u64) << 8) | kind
+    ((slot as u64 & 0xFF_FFFF) << 8) | kind
+}
+
+fn io_token(slot: usize, tag: u32) -> u64 {
+    token(T_IO, slot) | ((tag as u64) << 32)
 }
 
 enum Msg {
@@ -126,6 +132,7 @@ impl Runtime {
                 free: Vec::new(),
                 spare: Vec::new(),
                 dirty: Vec::new(),
+                io_reqs: Vec::new(),
                 stop: false,
             };
             let name = format!("reactor-{i}");
@@ -192,6 +199,8 @@ struct Conn {
     tcp: TcpConn,
     recv_busy: bool,
     send_busy: bool,
+    /// Backend operations in the ring.
+    io_busy: u32,
     /// Socket shut down; the slot is freed when no op is in flight.
     shut: bool,
     /// Progress of the send in flight: bytes done and total.
@@ -216,6 +225,8 @@ struct Reactor {
     spare: Vec<Vec<u8>>,
     /// Connections with work to push this iteration.
     dirty: Vec<usize>,
+    /// Backend requests being moved to the ring (reused).
+    io_reqs: Vec<crate::fabrics::IoRequest>,
     stop: bool,
 }
 
@@ -290,6 +301,7 @@ impl Reactor {
             tcp: TcpConn::new(queue, self.params),
             recv_busy: false,
             send_busy: false,
+            io_busy: 0,
             shut: false,
             send_off: 0,
             send_len: 0,
@@ -336,7 +348,7 @@ impl Reactor {
     }
 
     fn completion(&mut self, c: nvmf_sys::Completion, now: Instant) -> io::Result<()> {
-        let slot = (c.token >> 8) as usize;
+        let slot = ((c.token >> 8) & 0xFF_FFFF) as usize;
         match c.token & 0xFF {
             T_LISTEN => {
                 self.accept_all(slot);
@@ -401,6 +413,16 @@ impl Reactor {
                 }
                 self.maybe_free(slot);
             }
+            T_IO => {
+                let Some(conn) = self.conns.get_mut(slot).and_then(|c| c.as_mut()) else {
+                    return Ok(());
+                };
+                conn.io_busy -= 1;
+                conn.tcp
+                    .io_done((c.token >> 32) as u32, c.result, c.buf.unwrap_or_default());
+                self.mark_dirty(slot);
+                self.maybe_free(slot);
+            }
             _ => {}
         }
         Ok(())
@@ -452,6 +474,13 @@ impl Reactor {
                 continue;
             };
             c.in_dirty = false;
+            if c.tcp.has_io() {
+                c.tcp.take_io(&mut self.io_reqs);
+                for r in self.io_reqs.drain(..) {
+                    c.io_busy += 1;
+                    self.ring.push(r.op, io_token(slot, r.tag))?;
+                }
+            }
             if c.shut {
                 continue;
             }
@@ -494,7 +523,7 @@ impl Reactor {
     }
 
     fn maybe_free(&mut self, slot: usize) {
-        let done = matches!(&self.conns[slot], Some(c) if c.shut && !c.recv_busy && !c.send_busy);
+        let done = matches!(&self.conns[slot], Some(c) if c.shut && !c.recv_busy && !c.send_busy && c.io_busy == 0);
         if done {
             self.conns[slot] = None;
             self.free.push(slot);

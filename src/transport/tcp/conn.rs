@@ -104,6 +104,23 @@ impl TcpConn {
         }
     }
 
+    /// Backend operations for the reactor's ring.
+    pub fn take_io(&mut self, out: &mut Vec<crate::fabrics::IoRequest>) {
+        self.queue.take_io(out);
+    }
+
+    pub fn has_io(&self) -> bool {
+        self.queue.has_io()
+    }
+
+    /// The ring completed backend operation `tag`.
+    pub fn io_done(&mut self, tag: u32, result: i32, buf: Vec<u8>) {
+        let mut r = std::mem::take(&mut self.responses);
+        self.queue.io_done(tag, result, buf, &mut r);
+        self.send_responses(&mut r);
+        self.responses = r;
+    }
+
     /// Timer tick (keep-alive, controller teardown).
     pub fn tick(&mut self, now: Instant) {
         if let Tick::Close(why) = self.queue.tick(now) {
@@ -294,7 +311,8 @@ impl TcpConn {
                                     "in-capsule data beyond what the SGL describes",
                                 ));
                             }
-                            let d = data[off as usize..end as usize].to_vec();
+                            let mut d = self.queue.alloc_buf();
+                            d.extend_from_slice(&data[off as usize..end as usize]);
                             self.execute(cmd, d, now);
                         }
                         _ => return Ok(Some(Status::DATA_SGL_LENGTH_INVALID.dnr())),
@@ -344,9 +362,11 @@ impl TcpConn {
                 (self.pending.len() - 1) as u16
             }
         };
+        let mut buf = self.queue.alloc_buf();
+        buf.resize(len as usize, 0);
         self.pending[tag as usize] = Some(PendingWrite {
             cmd,
-            buf: vec![0u8; len as usize],
+            buf,
             received: 0,
             digest_error: false,
         });
@@ -429,6 +449,7 @@ impl TcpConn {
             self.free_tags.push(h.ttag);
             if w.digest_error {
                 self.reject(&w.cmd, TRANSIENT_TRANSPORT_ERROR);
+                self.queue.recycle(w.buf);
             } else {
                 self.execute(w.cmd, w.buf, now);
             }
@@ -456,6 +477,7 @@ impl TcpConn {
                     true,
                     success_flag,
                 );
+                self.queue.recycle(resp.data);
                 if success_flag {
                     continue;
                 }

@@ -1,0 +1,265 @@
+//! File and block-device backend: every operation runs through the reactor's
+//! io_uring ring (no thread pool). Flush is fdatasync; Write Zeroes is
+//! fallocate(ZERO_RANGE); deallocate is fallocate(PUNCH_HOLE).
+
+use super::{check, Backend, BackendError, IoDone, IoOp, Submitted};
+use nvmf_sys::file::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
+use nvmf_sys::Op;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+
+pub struct FileBackend {
+    file: File,
+    size: u64,
+    block_device: bool,
+}
+
+impl FileBackend {
+    /// Opens (or creates, sparse, when `size` is given) a file, or opens a
+    /// block device, which always exports its own size.
+    pub fn open(path: &Path, size: Option<u64>, direct: bool) -> io::Result<FileBackend> {
+        let err = |e: io::Error, what: &str| {
+            io::Error::new(e.kind(), format!("{}: {what}: {e}", path.display()))
+        };
+        if direct {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{}: direct = true (O_DIRECT) is not supported yet: it needs block-aligned I/O buffers",
+                    path.display()
+                ),
+            ));
+        }
+        let exists = path.exists();
+        let file = nvmf_sys::file::open_file(path, size.is_some() && !exists, false)
+            .map_err(|e| err(e, "cannot open"))?;
+        let dev_size =
+            nvmf_sys::file::block_device_size(&file).map_err(|e| err(e, "cannot size"))?;
+        let size = match (dev_size, size) {
+            (Some(dev), Some(want)) if want != dev => {
+                log::warn!(
+                    "{}: block device has {dev} bytes; the configured size {want} is ignored",
+                    path.display()
+                );
+                dev
+            }
+            (Some(dev), _) => dev,
+            (None, Some(want)) => {
+                let len = file.metadata().map_err(|e| err(e, "cannot stat"))?.len();
+                if len < want {
+                    file.set_len(want).map_err(|e| err(e, "cannot extend"))?;
+                }
+                want
+            }
+            (None, None) => {
+                let len = file.metadata().map_err(|e| err(e, "cannot stat"))?.len();
+                if len == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "{}: the file is empty; give the namespace a size",
+                            path.display()
+                        ),
+                    ));
+                }
+                len
+            }
+        };
+        Ok(FileBackend {
+            file,
+            size,
+            block_device: dev_size.is_some(),
+        })
+    }
+
+    fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    pub fn is_block_device(&self) -> bool {
+        self.block_device
+    }
+}
+
+impl Backend for FileBackend {
+    fn kind(&self) -> &'static str {
+        if self.block_device {
+            "block"
+        } else {
+            "file"
+        }
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    /// Writes land in the page cache (or the device's cache) first.
+    fn volatile_write_cache(&self) -> bool {
+        true
+    }
+    fn submit(&self, op: IoOp) -> Submitted {
+        let fd = self.fd();
+        let range = |offset: u64, len: u64| check(self.size, offset, len);
+        let refused = |op: IoOp| {
+            Submitted::Done(IoDone {
+                result: Err(BackendError::OutOfRange),
+                buf: op.into_buf(),
+            })
+        };
+        match op {
+            IoOp::Read {
+                offset,
+                buf,
+                at,
+                len,
+            } => {
+                if range(offset, len as u64).is_err() {
+                    return refused(IoOp::Read {
+                        offset,
+                        buf,
+                        at,
+                        len,
+                    });
+                }
+                Submitted::Ring(Op::Read {
+                    fd,
+                    buf,
+                    offset: at,
+                    len,
+                    file_offset: offset,
+                })
+            }
+            IoOp::Write {
+                offset,
+                buf,
+                at,
+                len,
+            } => {
+                if range(offset, len as u64).is_err() {
+                    return refused(IoOp::Write {
+                        offset,
+                        buf,
+                        at,
+                        len,
+                    });
+                }
+                Submitted::Ring(Op::Write {
+                    fd,
+                    buf,
+                    offset: at,
+                    len,
+                    file_offset: offset,
+                })
+            }
+            IoOp::Flush => Submitted::Ring(Op::Fsync { fd, datasync: true }),
+            IoOp::WriteZeroes { offset, len } | IoOp::Deallocate { offset, len }
+                if range(offset, len).is_err() =>
+            {
+                refused(IoOp::Flush)
+            }
+            IoOp::WriteZeroes { offset, len } => Submitted::Ring(Op::Fallocate {
+                fd,
+                mode: FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            }),
+            IoOp::Deallocate { offset, len } => Submitted::Ring(Op::Fallocate {
+                fd,
+                mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::run_blocking;
+
+    #[test]
+    fn file_round_trip_flush_zero_punch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let b = FileBackend::open(&path, Some(1 << 20), false).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
+        assert!(b.volatile_write_cache() && !b.is_block_device());
+        let w = run_blocking(
+            &b,
+            IoOp::Write {
+                offset: 4096,
+                buf: vec![7u8; 8192],
+                at: 0,
+                len: 8192,
+            },
+        );
+        assert_eq!(w.result, Ok(()));
+        assert_eq!(run_blocking(&b, IoOp::Flush).result, Ok(()));
+        let r = run_blocking(
+            &b,
+            IoOp::Read {
+                offset: 4096,
+                buf: vec![0u8; 8192],
+                at: 0,
+                len: 8192,
+            },
+        );
+        assert!(r.result.is_ok() && r.buf.iter().all(|&x| x == 7));
+        // The data is in the file itself.
+        let on_disk = std::fs::read(&path).unwrap();
+        assert!(on_disk[4096..12288].iter().all(|&x| x == 7));
+        assert_eq!(
+            run_blocking(
+                &b,
+                IoOp::Deallocate {
+                    offset: 4096,
+                    len: 4096
+                }
+            )
+            .result,
+            Ok(())
+        );
+        let z = run_blocking(
+            &b,
+            IoOp::WriteZeroes {
+                offset: 8192,
+                len: 512,
+            },
+        );
+        let r = run_blocking(
+            &b,
+            IoOp::Read {
+                offset: 4096,
+                buf: vec![9u8; 8192],
+                at: 0,
+                len: 8192,
+            },
+        );
+        assert!(
+            r.buf[..4096].iter().all(|&x| x == 0),
+            "punched range reads zeros"
+        );
+        if z.result.is_ok() {
+            assert!(r.buf[4096..4608].iter().all(|&x| x == 0));
+        }
+        assert!(r.buf[4608..].iter().all(|&x| x == 7));
+        let oob = run_blocking(
+            &b,
+            IoOp::Read {
+                offset: 1 << 20,
+                buf: vec![0; 512],
+                at: 0,
+                len: 512,
+            },
+        );
+        assert_eq!(oob.result, Err(BackendError::OutOfRange));
+        drop(b);
+        // Reopened without a size: the file's own size.
+        let b = FileBackend::open(&path, None, false).unwrap();
+        assert_eq!(b.size(), 1 << 20);
+        assert!(FileBackend::open(&dir.path().join("missing"), None, false).is_err());
+        assert!(FileBackend::open(&path, None, true).is_err());
+    }
+}
