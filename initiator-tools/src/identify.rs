@@ -178,7 +178,8 @@ impl IdentifyController {
     pub fn parse(data: &[u8]) -> IdentifyController {
         let b = padded(data, 4096);
         let npss = b[263];
-        let psd = (0..=npss as usize)
+        // NPSS is 0's based with at most 32 descriptors; clamp garbage.
+        let psd = (0..=(npss as usize).min(31))
             .map(|i| PowerState::parse(&b[2048 + 32 * i..2048 + 32 * (i + 1)]))
             .collect();
         IdentifyController {
@@ -729,6 +730,11 @@ mod tests {
         assert_eq!(short.vid, 0x1b36);
         assert_eq!(short.nn, 0);
         assert_eq!(short.in_capsule_data_size(), None);
+
+        // A garbage NPSS does not index past the power state table.
+        let mut bad = b.clone();
+        bad[263] = 255;
+        assert_eq!(IdentifyController::parse(&bad).psd.len(), 32);
     }
 
     #[test]
@@ -921,6 +927,35 @@ mod tests {
         let mut huge = b;
         put(&mut huge, 8, &u64::MAX.to_le_bytes());
         assert!(DiscoveryLog::parse(&huge).is_err());
+    }
+
+    /// Random buffers never make the parsers panic.
+    #[test]
+    fn parsers_never_panic_on_garbage() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..2_000 {
+            let len = (rnd() % 5000) as usize;
+            let mut b: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+            // Bias towards plausible descriptor headers now and then.
+            if len >= 8 && rnd() % 2 == 0 {
+                b[0] = (rnd() % 6) as u8;
+                b[1] = [0u8, 1, 8, 16, 200][(rnd() % 5) as usize];
+                b[2] = 0;
+                b[3] = 0;
+            }
+            let _ = IdentifyController::parse(&b);
+            let n = IdentifyNamespace::parse(&b);
+            let _ = n.block_size();
+            let _ = parse_ns_descriptors(&b);
+            let _ = parse_ns_list(&b);
+            let _ = DiscoveryLog::parse(&b);
+        }
     }
 
     #[test]

@@ -1232,6 +1232,75 @@ mod tests {
         assert!(err_msg(decode(&r[..20], &NONE)).contains("PLEN 24 but 20 bytes"));
     }
 
+    /// Decoding mutated and truncated PDUs must return errors, never panic.
+    #[test]
+    fn decode_never_panics_on_garbage() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let samples = [
+            Pdu::IcResp(IcResp {
+                pfv: 0,
+                cpda: 0,
+                hdgst: true,
+                ddgst: true,
+                maxh2cdata: 8192,
+            }),
+            Pdu::CapsuleResp(CapsuleResp { cqe: [7; 16] }),
+            Pdu::C2hData(DataPdu {
+                cccid: 1,
+                ttag: 0,
+                datao: 0,
+                last: true,
+                success: false,
+                data: vec![3; 40],
+            }),
+            Pdu::R2t(R2t {
+                cccid: 1,
+                ttag: 2,
+                r2to: 0,
+                r2tl: 100,
+            }),
+            Pdu::C2hTermReq(TermReq {
+                fes: 2,
+                fei: 0,
+                data: vec![1; 24],
+            }),
+            Pdu::CapsuleCmd(CapsuleCmd {
+                sqe: [1; 64],
+                data: vec![2; 33],
+            }),
+        ];
+        let cfgs = [NONE, BOTH, PduConfig::new(true, false, 7)];
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let p = &samples[(rnd() % samples.len() as u64) as usize];
+            let cfg = cfgs[(rnd() % 3) as usize];
+            let mut b = p.encode(&cfg);
+            for _ in 0..(rnd() % 4) {
+                let i = (rnd() % b.len() as u64) as usize;
+                b[i] = rnd() as u8;
+            }
+            if rnd() % 4 == 0 {
+                let n = (rnd() % (b.len() as u64 + 1)) as usize;
+                b.truncate(n);
+            }
+            let rx = cfgs[(rnd() % 3) as usize];
+            if let Ok(ch) = CommonHeader::parse(&b) {
+                let _ = check_common_header(&ch, &rx);
+            }
+            if decode(&b, &rx).is_ok() {
+                accepted += 1;
+            }
+        }
+        // Some unmutated PDUs decode; most garbage is rejected.
+        assert!(accepted > 0 && accepted < 20_000, "{accepted}");
+    }
+
     #[test]
     fn common_header_round_trip() {
         let ch = CommonHeader {
