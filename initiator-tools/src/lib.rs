@@ -18,6 +18,7 @@ pub mod command;
 pub mod controller;
 pub mod identify;
 pub mod pdu;
+pub mod perf;
 pub mod print;
 pub mod queue;
 

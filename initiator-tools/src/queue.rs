@@ -339,6 +339,16 @@ impl Queue {
     pub fn encode_pdu(&self, p: &Pdu) -> Vec<u8> {
         p.encode(&self.tx)
     }
+    /// Hands over the connected socket (for a load generator with its own
+    /// event loop). Fails while commands are outstanding.
+    pub fn into_stream(self) -> Result<TcpStream> {
+        if !self.pending.is_empty() || !self.done.is_empty() {
+            return Err(Error::Invalid(
+                "commands are still outstanding on this queue".into(),
+            ));
+        }
+        Ok(self.stream)
+    }
 
     // ----- error state -----
 

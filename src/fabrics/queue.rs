@@ -271,6 +271,17 @@ impl Queue {
         if self.is_connected() {
             return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR.dnr(), 0, out);
         }
+        let start = out.len();
+        self.connect_new(cmd, data, now, out);
+        // A Connect is submitted to the queue it creates: its completion
+        // carries that queue's ID (CQE SQID) even when the Connect fails.
+        let qid = (cmd.cdw10 >> 16) as u16;
+        for r in &mut out[start..] {
+            r.cqe.sqid = qid;
+        }
+    }
+
+    fn connect_new(&mut self, cmd: &Command, data: &[u8], now: Instant, out: &mut Vec<Response>) {
         let c = ConnectCmd {
             recfmt: cmd.cdw10 as u16,
             qid: (cmd.cdw10 >> 16) as u16,

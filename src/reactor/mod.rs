@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 const RECV_BUF: usize = 256 * 1024;
 /// How often connection timers (keep-alive) are checked.
 const TICK: Duration = Duration::from_millis(100);
-/// Idle poll iterations before an adaptive reactor sleeps in its ring.
-const IDLE_SPINS: u32 = 2000;
+/// How long an adaptive reactor keeps polling after its last work before it
+/// sleeps in its ring: long enough that a host at queue depth 1 never finds
+/// it asleep, short enough that an idle target costs nothing.
+const SPIN_WINDOW: Duration = Duration::from_micros(500);
 const RING_ENTRIES: u32 = 1024;
 
 /// Token kinds, in the low byte of a ring token; the slot is above.
@@ -130,7 +132,7 @@ impl Runtime {
                 },
                 conns: Vec::new(),
                 free: Vec::new(),
-                spare: Vec::new(),
+                iov_pool: Vec::new(),
                 dirty: Vec::new(),
                 io_reqs: Vec::new(),
                 stop: false,
@@ -203,9 +205,8 @@ struct Conn {
     io_busy: u32,
     /// Socket shut down; the slot is freed when no op is in flight.
     shut: bool,
-    /// Progress of the send in flight: bytes done and total.
+    /// Where the send in flight starts in its first buffer.
     send_off: usize,
-    send_len: usize,
     last_tick: Instant,
     in_dirty: bool,
 }
@@ -221,8 +222,8 @@ struct Reactor {
     listeners: Vec<TcpListener>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
-    /// Recycled send buffers.
-    spare: Vec<Vec<u8>>,
+    /// Recycled iovec lists for gathered sends.
+    iov_pool: Vec<Vec<Vec<u8>>>,
     /// Connections with work to push this iteration.
     dirty: Vec<usize>,
     /// Backend requests being moved to the ring (reused).
@@ -244,7 +245,7 @@ impl Reactor {
         self.ring
             .push(Op::PollIn { fd: wake_fd }, token(T_WAKE, 0))?;
         let mut comps = Vec::with_capacity(256);
-        let mut idle_spins = 0u32;
+        let mut last_work = Instant::now();
         let mut last_tick = Instant::now();
         loop {
             let mut worked = false;
@@ -270,11 +271,9 @@ impl Reactor {
             }
             self.flush_dirty()?;
             if worked {
-                idle_spins = 0;
-            } else {
-                idle_spins = idle_spins.saturating_add(1);
+                last_work = now;
             }
-            if self.idle == IdlePolicy::Adaptive && idle_spins > IDLE_SPINS {
+            if self.idle == IdlePolicy::Adaptive && now.duration_since(last_work) > SPIN_WINDOW {
                 self.ring.submit_and_wait(Some(TICK))?;
             } else {
                 self.ring.submit()?;
@@ -304,7 +303,6 @@ impl Reactor {
             io_busy: 0,
             shut: false,
             send_off: 0,
-            send_len: 0,
             last_tick: Instant::now(),
             in_dirty: false,
         };
@@ -388,27 +386,37 @@ impl Reactor {
                     return Ok(());
                 };
                 conn.send_busy = false;
-                let buf = c.buf.unwrap_or_default();
+                let mut bufs = c.bufs;
                 if c.result < 0 || conn.shut {
+                    bufs.clear();
+                    self.iov_pool.push(bufs);
                     self.shut(slot);
                 } else {
-                    conn.send_off += c.result as usize;
-                    if conn.send_off < conn.send_len {
-                        let fd = conn.stream.as_raw_fd();
-                        let (off, len) = (conn.send_off, conn.send_len - conn.send_off);
+                    // Drop the fully sent buffers; resend the rest.
+                    let mut off = conn.send_off + c.result as usize;
+                    let mut done = 0;
+                    while done < bufs.len() && off >= bufs[done].len() {
+                        off -= bufs[done].len();
+                        done += 1;
+                    }
+                    for b in bufs.drain(..done) {
+                        conn.tcp.recycle(b);
+                    }
+                    if bufs.is_empty() {
+                        self.iov_pool.push(bufs);
+                        self.mark_dirty(slot);
+                    } else {
+                        conn.send_off = off;
                         conn.send_busy = true;
+                        let fd = conn.stream.as_raw_fd();
                         self.ring.push(
-                            Op::Send {
+                            Op::SendV {
                                 fd,
-                                buf,
-                                offset: off,
-                                len,
+                                bufs,
+                                first_offset: off,
                             },
                             token(T_SEND, slot),
                         )?;
-                    } else {
-                        self.spare.push(buf);
-                        self.mark_dirty(slot);
                     }
                 }
                 self.maybe_free(slot);
@@ -485,19 +493,16 @@ impl Reactor {
                 continue;
             }
             if !c.send_busy && c.tcp.has_output() {
-                let spare = self.spare.pop().unwrap_or_default();
-                let buf = c.tcp.take_output(spare);
-                let len = buf.len();
+                let mut bufs = self.iov_pool.pop().unwrap_or_default();
+                c.tcp.take_output(&mut bufs);
                 c.send_busy = true;
                 c.send_off = 0;
-                c.send_len = len;
                 let fd = c.stream.as_raw_fd();
                 self.ring.push(
-                    Op::Send {
+                    Op::SendV {
                         fd,
-                        buf,
-                        offset: 0,
-                        len,
+                        bufs,
+                        first_offset: 0,
                     },
                     token(T_SEND, slot),
                 )?;

@@ -12,6 +12,8 @@ use std::time::Instant;
 const TRANSIENT_TRANSPORT_ERROR: Status = Status(0x22);
 /// In-capsule data the admin queue accepts (NVMe/TCP fixes it at 8 KiB).
 const ADMIN_IN_CAPSULE: u32 = 8192;
+/// Read data at least this large is sent from its own buffer, not copied.
+const ZERO_COPY_MIN: usize = 2048;
 
 /// Connection settings from the target config.
 #[derive(Debug, Clone, Copy)]
@@ -45,8 +47,12 @@ pub struct TcpConn {
     neg: Negotiated,
     tx: TxParams,
     maxh2cdata: u32,
+    /// A partial PDU carried over between receives.
     rx: Vec<u8>,
+    /// Output being built; finished segments (headers, data buffers) wait
+    /// in `segs` to go out as one gathered send.
     out: Vec<u8>,
+    segs: Vec<Vec<u8>>,
     /// Indexed by transfer tag.
     pending: Vec<Option<PendingWrite>>,
     free_tags: Vec<u16>,
@@ -65,6 +71,7 @@ impl TcpConn {
             maxh2cdata: params.max_io_size.max(4096),
             rx: Vec::new(),
             out: Vec::new(),
+            segs: Vec::new(),
             pending: Vec::new(),
             free_tags: Vec::new(),
             responses: Vec::new(),
@@ -78,14 +85,23 @@ impl TcpConn {
 
     /// Bytes waiting to be sent.
     pub fn has_output(&self) -> bool {
-        !self.out.is_empty()
+        !self.out.is_empty() || !self.segs.is_empty()
     }
 
-    /// Takes the pending output, leaving `spare` (cleared) in its place so
-    /// buffers are recycled between sends.
-    pub fn take_output(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
-        spare.clear();
-        std::mem::replace(&mut self.out, spare)
+    /// Moves the pending output, in order, to the end of `bufs` (segments
+    /// for one gathered send).
+    pub fn take_output(&mut self, bufs: &mut Vec<Vec<u8>>) {
+        bufs.append(&mut self.segs);
+        if !self.out.is_empty() {
+            let next = self.queue.alloc_buf();
+            bufs.push(std::mem::replace(&mut self.out, next));
+        }
+    }
+
+    /// Gives back buffers the transport finished sending: data buffers go to
+    /// the queue's pool.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.queue.recycle(buf);
     }
 
     /// The connection is finished: close it after sending the output.
@@ -130,39 +146,82 @@ impl TcpConn {
 
     /// Feeds received bytes; processes every complete PDU.
     pub fn receive(&mut self, bytes: &[u8], now: Instant) {
-        if self.state == State::Closing {
+        let mut bytes = bytes;
+        // First complete a PDU left partial by the previous receive, copying
+        // only the bytes it still lacks.
+        while !self.rx.is_empty() && !bytes.is_empty() && self.state != State::Closing {
+            let have = self.rx.len();
+            let want = if have < pdu::COMMON_HEADER_LEN {
+                pdu::COMMON_HEADER_LEN
+            } else {
+                let plen = crate::nvme::le32(&self.rx, 4) as usize;
+                if plen < pdu::COMMON_HEADER_LEN || plen > pdu::MAX_PLEN as usize {
+                    have // nonsense: let the framer report it
+                } else {
+                    plen
+                }
+            };
+            let take = want.saturating_sub(have).min(bytes.len());
+            self.rx.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.rx.len() < want {
+                return;
+            }
+            if want > pdu::COMMON_HEADER_LEN || have >= pdu::COMMON_HEADER_LEN {
+                let rx = std::mem::take(&mut self.rx);
+                let used = self.process(&rx, now);
+                if used < rx.len() && self.state != State::Closing {
+                    // Only the header arrived so far (plen not yet reached).
+                    self.rx = rx;
+                } else {
+                    self.recycle_rx(rx);
+                }
+            }
+        }
+        if self.state == State::Closing || bytes.is_empty() {
             return;
         }
-        let mut rx = std::mem::take(&mut self.rx);
-        rx.extend_from_slice(bytes);
+        // Then parse in place, keeping only a trailing partial PDU.
+        let used = self.process(bytes, now);
+        if self.state != State::Closing && used < bytes.len() {
+            self.rx.extend_from_slice(&bytes[used..]);
+        }
+    }
+
+    fn recycle_rx(&mut self, mut rx: Vec<u8>) {
+        rx.clear();
+        if self.rx.capacity() == 0 {
+            self.rx = rx;
+        }
+    }
+
+    /// Handles every complete PDU at the start of `buf`; returns the bytes
+    /// used (a trailing partial PDU is left).
+    fn process(&mut self, buf: &[u8], now: Instant) -> usize {
         let mut pos = 0;
         while self.state != State::Closing {
-            let buf = &rx[pos..];
-            let frame = match pdu::frame_h2c(buf, &self.neg, self.state == State::Ready) {
+            let rest = &buf[pos..];
+            let frame = match pdu::frame_h2c(rest, &self.neg, self.state == State::Ready) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(f) => {
-                    let n = buf
+                    let n = rest
                         .len()
-                        .min(buf.get(2).copied().unwrap_or(8).max(8) as usize);
-                    let hdr = buf[..n].to_vec();
-                    self.fatal(f, &hdr);
+                        .min(rest.get(2).copied().unwrap_or(8).max(8) as usize);
+                    self.fatal(f, &rest[..n]);
                     break;
                 }
             };
-            if buf.len() < frame.plen {
+            if rest.len() < frame.plen {
                 break;
             }
-            let pdu_bytes = &buf[..frame.plen];
-            let r = self.handle(&frame, pdu_bytes, now);
-            if let Err(f) = r {
-                let hdr = pdu_bytes[..frame.hlen].to_vec();
-                self.fatal(f, &hdr);
+            let pdu_bytes = &rest[..frame.plen];
+            if let Err(f) = self.handle(&frame, pdu_bytes, now) {
+                self.fatal(f, &pdu_bytes[..frame.hlen]);
             }
             pos += frame.plen;
         }
-        rx.drain(..pos);
-        self.rx = rx;
+        pos
     }
 
     fn fatal(&mut self, f: Fatal, header: &[u8]) {
@@ -468,21 +527,30 @@ impl TcpConn {
         for resp in r.drain(..) {
             let success_flag = self.queue.sqflow_disabled() && resp.cqe.status.is_success();
             if !resp.data.is_empty() {
-                pdu::encode_c2h_data(
-                    &mut self.out,
-                    &self.tx,
-                    resp.cqe.cid,
-                    0,
-                    &resp.data,
-                    true,
-                    success_flag,
-                );
-                self.queue.recycle(resp.data);
+                self.send_data(resp.cqe.cid, resp.data, success_flag);
                 if success_flag {
                     continue;
                 }
             }
             pdu::encode_capsule_resp(&mut self.out, &resp.cqe.to_bytes(), self.tx.hdgst);
+        }
+    }
+
+    /// Sends read data in one C2HData PDU. Large data goes out as its own
+    /// segment of the gathered send, not copied.
+    fn send_data(&mut self, cid: u16, data: Vec<u8>, success: bool) {
+        if data.len() < ZERO_COPY_MIN {
+            pdu::encode_c2h_data(&mut self.out, &self.tx, cid, 0, &data, true, success);
+            self.queue.recycle(data);
+            return;
+        }
+        pdu::encode_c2h_data_header(&mut self.out, &self.tx, cid, 0, data.len(), true, success);
+        let digest = self.tx.ddgst.then(|| pdu::crc32c(&data));
+        let next = self.queue.alloc_buf();
+        self.segs.push(std::mem::replace(&mut self.out, next));
+        self.segs.push(data);
+        if let Some(d) = digest {
+            self.out.extend_from_slice(&d.to_le_bytes());
         }
     }
 }

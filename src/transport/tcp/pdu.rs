@@ -380,13 +380,14 @@ impl TxParams {
     }
 }
 
-/// Appends a C2HData PDU: header, padding, data and data digest.
-pub fn encode_c2h_data(
+/// Appends a C2HData PDU header and the padding up to its data; the caller
+/// sends `datal` bytes of data next, then the data digest if enabled.
+pub fn encode_c2h_data_header(
     out: &mut Vec<u8>,
     tx: &TxParams,
     cccid: u16,
     datao: u32,
-    data: &[u8],
+    datal: usize,
     last: bool,
     success: bool,
 ) {
@@ -411,16 +412,29 @@ pub fn encode_c2h_data(
         fl,
         DATA_HLEN,
         pdo,
-        pdo + data.len() + dd,
+        pdo + datal + dd,
     );
     {
         let h = &mut out[s..];
         put16(h, 8, cccid);
         put32(h, 12, datao);
-        put32(h, 16, data.len() as u32);
+        put32(h, 16, datal as u32);
     }
     header_digest(out, s, tx.hdgst);
     out.resize(s + pdo, 0);
+}
+
+/// Appends a whole C2HData PDU: header, padding, data and data digest.
+pub fn encode_c2h_data(
+    out: &mut Vec<u8>,
+    tx: &TxParams,
+    cccid: u16,
+    datao: u32,
+    data: &[u8],
+    last: bool,
+    success: bool,
+) {
+    encode_c2h_data_header(out, tx, cccid, datao, data.len(), last, success);
     out.extend_from_slice(data);
     if tx.ddgst {
         out.extend_from_slice(&crc32c(data).to_le_bytes());

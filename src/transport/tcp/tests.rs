@@ -96,8 +96,11 @@ impl Host {
 
     fn send(&mut self, b: &[u8]) {
         self.conn.receive(b, self.now);
-        let out = self.conn.take_output(Vec::new());
-        self.rx.extend_from_slice(&out);
+        let mut bufs = Vec::new();
+        self.conn.take_output(&mut bufs);
+        for b in bufs {
+            self.rx.extend_from_slice(&b);
+        }
     }
 
     fn recv(&mut self) -> Option<Got> {
