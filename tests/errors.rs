@@ -1,0 +1,557 @@
+//! Every command error status the target returns, provoked over loopback:
+//! invalid opcode, invalid field, invalid namespace, LBA out of range,
+//! transfer beyond MDTS, compare failure, fused command errors, SGL errors,
+//! command sequence errors, data digest errors. (Connect statuses, host
+//! access, keep-alive and log/feature statuses are in admin.rs.)
+
+mod common;
+
+use common::*;
+use nvmf_initiator::command::{self, Command, Cqe};
+use nvmf_initiator::pdu::{self, Pdu};
+use nvmf_initiator::{Controller, Queue};
+
+/// Sends `cmd` exactly as given (CID and SGL included) with `data` in the
+/// capsule, and returns its completion and any C2HData received before it.
+/// Panics on an R2T (the callers never ask for one).
+fn raw_cmd(q: &mut Queue, cmd: &Command, data: &[u8]) -> (Cqe, Vec<u8>) {
+    let tx = q.tx_config();
+    q.send_raw(&pdu::encode_capsule_cmd(&cmd.to_bytes(), data, &tx))
+        .unwrap();
+    let mut got = Vec::new();
+    loop {
+        match q.recv_raw_pdu() {
+            Ok(Pdu::CapsuleResp(r)) => {
+                let cqe = Cqe::parse(&r.cqe);
+                assert_eq!(cqe.cid, cmd.cid, "response for another command");
+                return (cqe, got);
+            }
+            Ok(Pdu::C2hData(d)) => {
+                assert_eq!(d.cccid, cmd.cid);
+                got.extend(d.data);
+            }
+            Ok(other) => panic!("unexpected PDU {other:?}"),
+            Err(e) => panic!("waiting for the response to {cmd:?}: {e}"),
+        }
+    }
+}
+
+fn with_sgl(mut cmd: Command, cid: u16, id: u8, len: u32) -> Command {
+    cmd.cid = cid;
+    cmd.dptr = command::sgl_descriptor(0, len, id);
+    cmd
+}
+
+#[track_caller]
+fn assert_cqe(cqe: &Cqe, status: u16) {
+    assert_eq!(
+        cqe.status(),
+        status,
+        "status {:#06x} ({}), expected {status:#06x} ({})",
+        cqe.status(),
+        command::status_str(cqe.status()),
+        command::status_str(status)
+    );
+}
+
+fn setup() -> (TestTarget, Controller) {
+    let t = start_basic();
+    let mut o = opts();
+    o.in_capsule_max = 1 << 20;
+    let c = connect_with(t.addr(), NQN, &o, 1);
+    (t, c)
+}
+
+/// After an error the queue still works.
+fn still_works(c: &mut Controller) {
+    write_read_check(&mut c.io[0], NS_RAM512, 512, 4000, 4000, 4096);
+    c.keep_alive().unwrap();
+}
+
+#[test]
+fn invalid_opcode() {
+    let (_t, mut c) = setup();
+    for op in [0x00u8, 0x01, 0x04, 0x05, 0x10, 0x11, 0x80, 0x81, 0xC4, 0xFE] {
+        let r = c.admin.execute(Command::new(op), None, 0).unwrap();
+        assert_eq!(r.status, sc::INVALID_OPCODE, "admin opcode {op:#04x}");
+        assert!(r.dnr);
+    }
+    for op in [0x04u8, 0x0D, 0x0E, 0x11, 0x15, 0x7C, 0x80, 0x81, 0x84, 0xFC] {
+        let mut cmd = Command::new(op);
+        cmd.nsid = NS_RAM512;
+        let r = c.io[0].execute(cmd, None, 0).unwrap();
+        assert_eq!(r.status, sc::INVALID_OPCODE, "I/O opcode {op:#04x}");
+        assert!(r.dnr);
+        // With an inactive namespace, still an invalid opcode.
+        cmd.nsid = 77;
+        let r = c.io[0].execute(cmd, None, 0).unwrap();
+        assert_eq!(
+            r.status,
+            sc::INVALID_OPCODE,
+            "I/O opcode {op:#04x}, nsid 77"
+        );
+    }
+    // Bidirectional opcodes (bits 1:0 = 11b) are not supported.
+    let cmd = with_sgl(
+        Command::new(0x03),
+        0x100,
+        command::SGL_TRANSPORT_DATA_BLOCK,
+        0,
+    );
+    let (cqe, _) = raw_cmd(&mut c.io[0], &cmd, &[]);
+    assert_cqe(&cqe, sc::INVALID_OPCODE);
+    // Unknown fabrics command types, on both queues.
+    for fctype in [0x08u8, 0x0C, 0x10, 0x7C] {
+        let r = c.admin.execute(Command::fabrics(fctype), None, 0).unwrap();
+        assert_eq!(r.status, sc::INVALID_OPCODE, "fabrics FCTYPE {fctype:#04x}");
+        let r = c.io[0].execute(Command::fabrics(fctype), None, 0).unwrap();
+        assert_eq!(r.status, sc::INVALID_OPCODE, "fabrics FCTYPE {fctype:#04x}");
+    }
+    still_works(&mut c);
+}
+
+#[test]
+fn invalid_field() {
+    let (_t, mut c) = setup();
+    let q = &mut c.io[0];
+    q.write(NS_RAM512, 0, &pattern(1, 4096), 512).unwrap();
+    // PRPs (PSDT 00b) and the reserved PSDT 11b are not allowed on fabrics.
+    for flags in [0x00u8, 0xC0] {
+        let mut cmd = Command::read(NS_RAM512, 0, 0);
+        cmd.flags = flags;
+        let r = q.execute(cmd, None, 512).unwrap();
+        assert_eq!(r.status, sc::INVALID_FIELD, "flags {flags:#04x}");
+        assert!(r.dnr);
+        assert!(r.data.is_empty());
+    }
+    // FUSE 11b is reserved.
+    let mut cmd = Command::read(NS_RAM512, 0, 0);
+    cmd.flags |= 0x03;
+    assert_eq!(q.execute(cmd, None, 512).unwrap().status, sc::INVALID_FIELD);
+    // Only Compare may be the first half of a fused operation.
+    let mut cmd = Command::read(NS_RAM512, 0, 0);
+    cmd.flags |= command::FUSE_FIRST;
+    assert_eq!(q.execute(cmd, None, 512).unwrap().status, sc::INVALID_FIELD);
+    // Write Zeroes is not a valid second half.
+    let mut cmd = Command::write_zeroes(NS_RAM512, 0, 0, false);
+    cmd.flags |= command::FUSE_SECOND;
+    let st = q.execute(cmd, None, 0).unwrap().status;
+    assert!(
+        st == sc::INVALID_FIELD || st == sc::ABORTED_MISSING_FUSED,
+        "lone fused Write Zeroes: {st:#06x}"
+    );
+    // Copy with a descriptor format other than 0.
+    let r = q
+        .execute(Command::copy(NS_RAM512, 100, 0, 1), Some(vec![0u8; 40]), 0)
+        .unwrap();
+    assert_eq!(r.status, sc::INVALID_FIELD, "copy descriptor format 1");
+    // Fused Compare and Write of different ranges.
+    let mut cmp = Command::compare(NS_RAM512, 0, 0);
+    cmp.flags |= command::FUSE_FIRST;
+    let mut wr = Command::write(NS_RAM512, 1, 0);
+    wr.flags |= command::FUSE_SECOND;
+    let d = pattern(1, 512);
+    let c1 = q.submit(cmp, Some(d.clone()), 0).unwrap();
+    let c2 = q.submit(wr, Some(d), 0).unwrap();
+    let r1 = q.wait_for(c1).unwrap();
+    let r2 = q.wait_for(c2).unwrap();
+    assert_eq!(
+        r1.status,
+        sc::INVALID_FIELD,
+        "fused compare of another range"
+    );
+    assert_eq!(r2.status, sc::ABORTED_FAILED_FUSED);
+    // Nothing was written.
+    assert_same(
+        &q.read(NS_RAM512, 0, 7, 512).unwrap(),
+        &pattern(1, 4096),
+        "data after rejected fused commands",
+    );
+    // Get Log Page with a dword-unaligned offset.
+    let r = c
+        .admin
+        .execute(Command::get_log_page(2, 0, 512, 6, 0, false), None, 512)
+        .unwrap();
+    assert_eq!(r.status, sc::INVALID_FIELD);
+    still_works(&mut c);
+}
+
+#[test]
+fn fused_commands_missing_their_other_half() {
+    let (_t, mut c) = setup();
+    let q = &mut c.io[0];
+    let d = pattern(3, 1024);
+    q.write(NS_RAM512, 10, &d, 512).unwrap();
+    // A first half followed by an unrelated command: the compare is aborted
+    // (Missing Fused Command) and the other command runs normally.
+    let mut cmp = Command::compare(NS_RAM512, 10, 1);
+    cmp.flags |= command::FUSE_FIRST;
+    let c1 = q.submit(cmp, Some(d.clone()), 0).unwrap();
+    let c2 = q
+        .submit(Command::read(NS_RAM512, 10, 1), None, 1024)
+        .unwrap();
+    assert_eq!(q.wait_for(c1).unwrap().status, sc::ABORTED_MISSING_FUSED);
+    let r2 = q.wait_for(c2).unwrap();
+    assert_eq!(r2.status, 0);
+    assert_same(&r2.data, &d, "read after an abandoned fused compare");
+    // A second half alone.
+    let mut wr = Command::write(NS_RAM512, 10, 1);
+    wr.flags |= command::FUSE_SECOND;
+    let r = q.execute(wr, Some(pattern(4, 1024)), 0).unwrap();
+    assert_eq!(r.status, sc::ABORTED_MISSING_FUSED);
+    assert_same(&q.read(NS_RAM512, 10, 1, 512).unwrap(), &d, "data kept");
+    still_works(&mut c);
+}
+
+#[test]
+fn invalid_namespace() {
+    let (_t, mut c) = setup();
+    let q = &mut c.io[0];
+    for nsid in [0u32, 4, 77, 1024, 0xFFFF_FFFE, 0xFFFF_FFFF] {
+        expect_status_dnr(q.read(nsid, 0, 0, 512), sc::INVALID_NS);
+        expect_status_dnr(q.write(nsid, 0, &[0u8; 512], 512), sc::INVALID_NS);
+        expect_status_dnr(q.write_zeroes(nsid, 0, 0), sc::INVALID_NS);
+        expect_status_dnr(q.verify(nsid, 0, 0), sc::INVALID_NS);
+        expect_status_dnr(q.dsm_deallocate(nsid, &[(0, 1)]), sc::INVALID_NS);
+        expect_status_dnr(q.copy(nsid, 8, &[(0, 1)]), sc::INVALID_NS);
+        expect_status_dnr(q.compare(nsid, 0, &[0u8; 512], 512), sc::INVALID_NS);
+    }
+    // Flush of an inactive namespace; FFFFFFFFh means all namespaces.
+    expect_status_dnr(q.flush(77), sc::INVALID_NS);
+    q.flush(0xFFFF_FFFF).unwrap();
+    still_works(&mut c);
+}
+
+#[test]
+fn lba_out_of_range() {
+    let (_t, mut c) = setup();
+    let q = &mut c.io[0];
+    let end = RAM_SIZE / 512;
+    for (slba, nlb0) in [
+        (end, 0u16),
+        (end - 1, 1),
+        (end - 100, 200),
+        (u64::MAX, 0),
+        (u64::MAX - 1, 5),
+    ] {
+        expect_status_dnr(q.read(NS_RAM512, slba, nlb0, 512), sc::LBA_OUT_OF_RANGE);
+        let data = vec![7u8; (nlb0 as usize + 1) * 512];
+        expect_status_dnr(q.write(NS_RAM512, slba, &data, 512), sc::LBA_OUT_OF_RANGE);
+        expect_status_dnr(q.compare(NS_RAM512, slba, &data, 512), sc::LBA_OUT_OF_RANGE);
+        expect_status_dnr(q.write_zeroes(NS_RAM512, slba, nlb0), sc::LBA_OUT_OF_RANGE);
+        expect_status_dnr(q.verify(NS_RAM512, slba, nlb0), sc::LBA_OUT_OF_RANGE);
+        expect_status_dnr(
+            q.dsm_deallocate(NS_RAM512, &[(0, 1), (slba, nlb0 as u32 + 1)]),
+            sc::LBA_OUT_OF_RANGE,
+        );
+    }
+    // The last block is fine.
+    write_read_check(q, NS_RAM512, 512, end - 1, 5, 512);
+    // A DSM with one bad range changes none of the good ones.
+    q.write(NS_RAM512, 0, &pattern(9, 512), 512).unwrap();
+    expect_status_dnr(
+        q.dsm_deallocate(NS_RAM512, &[(0, 1), (end, 1)]),
+        sc::LBA_OUT_OF_RANGE,
+    );
+    assert_same(
+        &q.read(NS_RAM512, 0, 0, 512).unwrap(),
+        &pattern(9, 512),
+        "after a bad DSM",
+    );
+    // 4 KiB blocks: the boundary in blocks, not bytes.
+    let end4 = RAM_SIZE / 4096;
+    expect_status_dnr(q.read(NS_RAM4K, end4, 0, 4096), sc::LBA_OUT_OF_RANGE);
+    write_read_check(q, NS_RAM4K, 4096, end4 - 1, 6, 4096);
+    still_works(&mut c);
+}
+
+#[test]
+fn transfers_beyond_mdts() {
+    let (_t, mut c) = setup();
+    let q = &mut c.io[0];
+    let too_big = MAX_IO as usize + 512;
+    // The host's buffer (SGL length) is larger than MDTS.
+    expect_status_dnr(
+        q.read(NS_RAM512, 0, (too_big / 512 - 1) as u16, 512),
+        sc::INVALID_FIELD,
+    );
+    expect_status_dnr(
+        q.write(NS_RAM512, 0, &vec![1u8; too_big], 512),
+        sc::INVALID_FIELD,
+    );
+    expect_status_dnr(
+        q.compare(NS_RAM512, 0, &vec![1u8; too_big], 512),
+        sc::INVALID_FIELD,
+    );
+    // 4 KiB blocks: MDTS / 4096 + 1 blocks.
+    expect_status_dnr(
+        q.read(NS_RAM4K, 0, (MAX_IO / 4096) as u16, 4096),
+        sc::INVALID_FIELD,
+    );
+    // NLB beyond MDTS with a small buffer.
+    let cmd = with_sgl(
+        Command::read(NS_RAM512, 0, (too_big / 512 - 1) as u16),
+        0x200,
+        command::SGL_TRANSPORT_DATA_BLOCK,
+        4096,
+    );
+    let (cqe, data) = raw_cmd(q, &cmd, &[]);
+    assert_cqe(&cqe, sc::INVALID_FIELD);
+    assert!(data.is_empty());
+    // Exactly MDTS is fine, both ways.
+    write_read_check(q, NS_RAM512, 512, 0, 1, MAX_IO as usize);
+    // Write Zeroes and Verify move no data: no MDTS limit.
+    q.write_zeroes(NS_RAM512, 0, 0xFFFF).unwrap();
+    q.verify(NS_RAM512, 0, 0xFFFF).unwrap();
+    still_works(&mut c);
+}
+
+#[test]
+fn sgl_errors() {
+    let (_t, mut c) = setup();
+    let q = &mut c.io[0];
+    // A read must use a transport SGL: an in-capsule (offset) descriptor,
+    // a keyed descriptor or a segment descriptor are the wrong type.
+    for id in [command::SGL_DATA_BLOCK_OFFSET, 0x40, 0x20, 0x30] {
+        let cmd = with_sgl(Command::read(NS_RAM512, 0, 0), 0x300, id, 512);
+        let (cqe, data) = raw_cmd(q, &cmd, &[]);
+        assert_cqe(&cqe, sc::SGL_TYPE_INVALID);
+        assert!(cqe.dnr());
+        assert!(data.is_empty());
+    }
+    // A write with a segment descriptor.
+    let cmd = with_sgl(Command::write(NS_RAM512, 0, 0), 0x301, 0x20, 512);
+    let (cqe, _) = raw_cmd(q, &cmd, &[]);
+    assert_cqe(&cqe, sc::SGL_TYPE_INVALID);
+    // In-capsule SGL longer than the data in the capsule.
+    let cmd = with_sgl(
+        Command::write(NS_RAM512, 0, 1),
+        0x302,
+        command::SGL_DATA_BLOCK_OFFSET,
+        1024,
+    );
+    let (cqe, _) = raw_cmd(q, &cmd, &[5u8; 512]);
+    assert_cqe(&cqe, sc::SGL_LENGTH_INVALID);
+    // In-capsule data shorter than the blocks to write.
+    let cmd = with_sgl(
+        Command::write(NS_RAM512, 0, 1),
+        0x303,
+        command::SGL_DATA_BLOCK_OFFSET,
+        512,
+    );
+    let (cqe, _) = raw_cmd(q, &cmd, &[5u8; 512]);
+    assert_cqe(&cqe, sc::SGL_LENGTH_INVALID);
+    // A read buffer smaller than the blocks to read.
+    let cmd = with_sgl(
+        Command::read(NS_RAM512, 0, 1),
+        0x304,
+        command::SGL_TRANSPORT_DATA_BLOCK,
+        512,
+    );
+    let (cqe, data) = raw_cmd(q, &cmd, &[]);
+    assert_cqe(&cqe, sc::SGL_LENGTH_INVALID);
+    assert!(data.is_empty());
+    // DSM with fewer range bytes than NR says.
+    let cmd = with_sgl(
+        Command::dsm(NS_RAM512, 3, true),
+        0x305,
+        command::SGL_DATA_BLOCK_OFFSET,
+        32,
+    );
+    let (cqe, _) = raw_cmd(q, &cmd, &command::dsm_ranges(&[(0, 1), (2, 1)]));
+    assert_cqe(&cqe, sc::SGL_LENGTH_INVALID);
+    // Copy with fewer descriptor bytes than NR says.
+    let cmd = with_sgl(
+        Command::copy(NS_RAM512, 64, 2, 0),
+        0x306,
+        command::SGL_DATA_BLOCK_OFFSET,
+        32,
+    );
+    let (cqe, _) = raw_cmd(q, &cmd, &command::copy_ranges_format0(&[(0, 0)]));
+    assert_cqe(&cqe, sc::SGL_LENGTH_INVALID);
+    // Identify into a buffer described in-capsule.
+    let cmd = with_sgl(
+        Command::identify(1, 0, 0, 0),
+        0x307,
+        command::SGL_DATA_BLOCK_OFFSET,
+        4096,
+    );
+    let (cqe, _) = raw_cmd(&mut c.admin, &cmd, &[]);
+    assert_cqe(&cqe, sc::SGL_TYPE_INVALID);
+    still_works(&mut c);
+}
+
+#[test]
+fn command_sequence_errors() {
+    let t = start_basic();
+    let o = opts();
+    // Commands before Connect.
+    let mut q = Queue::connect_transport(t.addr(), &o).unwrap();
+    expect_status_dnr(q.property_get(command::PROP_CAP, true), sc::CMD_SEQ_ERROR);
+    expect_status_dnr(q.identify(1, 0, 0, 0), sc::CMD_SEQ_ERROR);
+    expect_status_dnr(q.keep_alive(), sc::CMD_SEQ_ERROR);
+    let r = q.execute(Command::read(1, 0, 0), None, 512).unwrap();
+    assert_eq!(r.status, sc::CMD_SEQ_ERROR);
+    // The queue can still be connected afterwards.
+    let data = nvmf_initiator::queue::connect_data(&o.hostid, 0xFFFF, NQN, &o.hostnqn).unwrap();
+    let cntlid = q
+        .execute(Command::connect(0, 31, 0, 0), Some(data), 0)
+        .unwrap()
+        .check()
+        .expect("Connect after rejected commands")
+        .dw0 as u16;
+    // Admin commands before CC.EN.
+    expect_status_dnr(q.identify(1, 0, 0, 0), sc::CMD_SEQ_ERROR);
+    expect_status_dnr(q.get_log_page(2, 0, 512, 0, 0), sc::CMD_SEQ_ERROR);
+    expect_status_dnr(q.set_number_of_queues(1, 1), sc::CMD_SEQ_ERROR);
+    // Properties work.
+    q.property_get(command::PROP_CAP, true).unwrap();
+    // I/O queue before CC.EN.
+    expect_status_dnr(
+        Queue::connect(t.addr(), 1, NQN, cntlid, &o),
+        sc::CMD_SEQ_ERROR,
+    );
+}
+
+#[test]
+fn data_digest_errors_complete_with_transient_transport_error() {
+    let t = start_basic();
+    let mut o = opts();
+    o.data_digest = true;
+    o.hdr_digest = true;
+    o.in_capsule_max = 1 << 20;
+    let mut c = connect_with(t.addr(), NQN, &o, 1);
+    let q = &mut c.io[0];
+    let before = pattern(10, 2048);
+    q.write(NS_RAM512, 50, &before, 512).unwrap();
+    let tx = q.tx_config();
+
+    // In-capsule data with a bad data digest.
+    let new = pattern(11, 2048);
+    let cmd = with_sgl(
+        Command::write(NS_RAM512, 50, 3),
+        0x400,
+        command::SGL_DATA_BLOCK_OFFSET,
+        2048,
+    );
+    let mut bytes = pdu::encode_capsule_cmd(&cmd.to_bytes(), &new, &tx);
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xFF;
+    q.send_raw(&bytes).unwrap();
+    match q.recv_raw_pdu().unwrap() {
+        Pdu::CapsuleResp(r) => {
+            let cqe = Cqe::parse(&r.cqe);
+            assert_eq!(cqe.cid, 0x400);
+            assert_cqe(&cqe, sc::TRANSIENT_TRANSPORT);
+            assert!(!cqe.dnr(), "a transient transport error may be retried");
+        }
+        other => panic!("expected CapsuleResp, got {other:?}"),
+    }
+    assert_same(
+        &q.read(NS_RAM512, 50, 3, 512).unwrap(),
+        &before,
+        "after bad in-capsule digest",
+    );
+
+    // H2CData with a bad data digest.
+    let cmd = with_sgl(
+        Command::write(NS_RAM512, 50, 3),
+        0x401,
+        command::SGL_TRANSPORT_DATA_BLOCK,
+        2048,
+    );
+    q.send_raw(&pdu::encode_capsule_cmd(&cmd.to_bytes(), &[], &tx))
+        .unwrap();
+    let r2t = match q.recv_raw_pdu().unwrap() {
+        Pdu::R2t(r) => r,
+        other => panic!("expected R2T, got {other:?}"),
+    };
+    let mut bytes = pdu::encode_data_pdu(
+        pdu::PDU_H2C_DATA,
+        0x401,
+        r2t.ttag,
+        0,
+        &new[..1024],
+        false,
+        false,
+        &tx,
+    );
+    let n = bytes.len();
+    bytes[n - 2] ^= 0x01;
+    bytes.extend(pdu::encode_data_pdu(
+        pdu::PDU_H2C_DATA,
+        0x401,
+        r2t.ttag,
+        1024,
+        &new[1024..],
+        true,
+        false,
+        &tx,
+    ));
+    q.send_raw(&bytes).unwrap();
+    match q.recv_raw_pdu().unwrap() {
+        Pdu::CapsuleResp(r) => {
+            let cqe = Cqe::parse(&r.cqe);
+            assert_eq!(cqe.cid, 0x401);
+            assert_cqe(&cqe, sc::TRANSIENT_TRANSPORT);
+        }
+        other => panic!("expected CapsuleResp, got {other:?}"),
+    }
+    assert_same(
+        &q.read(NS_RAM512, 50, 3, 512).unwrap(),
+        &before,
+        "after bad H2CData digest",
+    );
+    // The connection is fine: a retry succeeds.
+    q.write(NS_RAM512, 50, &new, 512).unwrap();
+    assert_same(
+        &q.read(NS_RAM512, 50, 3, 512).unwrap(),
+        &new,
+        "retried write",
+    );
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn errors_do_not_disturb_commands_in_flight() {
+    let (_t, mut c) = setup();
+    let q = &mut c.io[0];
+    let mut rng = Rng::new(5);
+    let mut expect = std::collections::HashMap::new();
+    for i in 0..96u64 {
+        let (cmd, data, want) = match rng.below(4) {
+            0 => (
+                Command::read(NS_RAM512, RAM_SIZE / 512, 0),
+                None,
+                sc::LBA_OUT_OF_RANGE,
+            ),
+            1 => (Command::read(99, 0, 0), None, sc::INVALID_NS),
+            2 => {
+                let mut w = Command::new(0x80);
+                w.nsid = 1;
+                (w, None, sc::INVALID_OPCODE)
+            }
+            _ => (
+                Command::write(NS_RAM512, 6000 + i, 0),
+                Some(pattern(i, 512)),
+                0,
+            ),
+        };
+        let len = if cmd.opcode == command::NVM_READ {
+            512
+        } else {
+            0
+        };
+        let cid = q.submit(cmd, data, len).unwrap();
+        expect.insert(cid, want);
+        if expect.len() >= 32 {
+            let r = q.wait().unwrap();
+            assert_eq!(r.status, expect.remove(&r.cid).unwrap(), "cid {}", r.cid);
+        }
+    }
+    while !expect.is_empty() {
+        let r = q.wait().unwrap();
+        assert_eq!(r.status, expect.remove(&r.cid).unwrap());
+    }
+    still_works(&mut c);
+}
