@@ -2,10 +2,11 @@
 //! raw bytes: no sockets, no threads.
 
 use super::conn::{ConnParams, TcpConn};
+use super::host;
 use super::pdu::{self, fes, flags, pdu_type};
 use crate::config::Config;
 use crate::fabrics::Queue;
-use crate::nvme::{le16, le32, put16, put32, sgl_id, Command, Completion, Sgl, Status};
+use crate::nvme::{le16, le32, put16, sgl_id, Command, Completion, Sgl, Status};
 use crate::subsystem::Target;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,10 +152,7 @@ impl Host {
     }
 
     fn icreq(&mut self, hdgst: bool, ddgst: bool) {
-        let mut b = vec![0u8; 128];
-        b[2] = 128;
-        put32(&mut b, 4, 128);
-        b[11] = hdgst as u8 | ((ddgst as u8) << 1);
+        let b = host::icreq(hdgst, ddgst);
         self.send(&b);
         match self.recv() {
             Some(Got::IcResp(p)) => {
@@ -168,24 +166,7 @@ impl Host {
     }
 
     fn capsule_bytes(&self, cmd: &Command, data: &[u8]) -> Vec<u8> {
-        let hd = if self.hdgst { 4 } else { 0 };
-        let dd = if self.ddgst && !data.is_empty() { 4 } else { 0 };
-        let mut b = vec![0u8; 72];
-        b[0] = pdu_type::CAPSULE_CMD;
-        b[1] = (if hd > 0 { flags::HDGSTF } else { 0 }) | (if dd > 0 { flags::DDGSTF } else { 0 });
-        b[2] = 72;
-        b[3] = if data.is_empty() { 0 } else { (72 + hd) as u8 };
-        put32(&mut b, 4, (72 + hd + data.len() + dd) as u32);
-        b[8..72].copy_from_slice(&cmd.to_bytes());
-        if hd > 0 {
-            let c = pdu::crc32c(&b);
-            b.extend_from_slice(&c.to_le_bytes());
-        }
-        b.extend_from_slice(data);
-        if dd > 0 {
-            b.extend_from_slice(&pdu::crc32c(data).to_le_bytes());
-        }
-        b
+        host::capsule(cmd, data, self.hdgst, self.ddgst)
     }
 
     /// Sends a command; `inline` puts write data in the capsule, otherwise
@@ -193,49 +174,14 @@ impl Host {
     fn submit(&mut self, mut cmd: Command, inline: &[u8], xfer: u32) -> u16 {
         self.cid = self.cid.wrapping_add(1);
         cmd.cid = self.cid;
-        cmd.flags |= 0x40;
-        let sgl = if inline.is_empty() {
-            Sgl {
-                address: 0,
-                length: xfer,
-                id: sgl_id::TRANSPORT_DATA_BLOCK,
-            }
-        } else {
-            Sgl {
-                address: 0,
-                length: inline.len() as u32,
-                id: sgl_id::DATA_BLOCK_OFFSET,
-            }
-        };
-        cmd.dptr = sgl.to_bytes();
+        host::set_sgl(&mut cmd, inline.len(), xfer);
         let b = self.capsule_bytes(&cmd, inline);
         self.send(&b);
         cmd.cid
     }
 
     fn h2c(&mut self, cid: u16, ttag: u16, off: u32, data: &[u8], last: bool) {
-        let hd = if self.hdgst { 4 } else { 0 };
-        let dd = if self.ddgst { 4 } else { 0 };
-        let mut b = vec![0u8; 24];
-        b[0] = pdu_type::H2C_DATA;
-        b[1] = (if hd > 0 { flags::HDGSTF } else { 0 })
-            | (if dd > 0 { flags::DDGSTF } else { 0 })
-            | (if last { flags::LAST_PDU } else { 0 });
-        b[2] = 24;
-        b[3] = (24 + hd) as u8;
-        put32(&mut b, 4, (24 + hd + data.len() + dd) as u32);
-        put16(&mut b, 8, cid);
-        put16(&mut b, 10, ttag);
-        put32(&mut b, 12, off);
-        put32(&mut b, 16, data.len() as u32);
-        if hd > 0 {
-            let c = pdu::crc32c(&b);
-            b.extend_from_slice(&c.to_le_bytes());
-        }
-        b.extend_from_slice(data);
-        if dd > 0 {
-            b.extend_from_slice(&pdu::crc32c(data).to_le_bytes());
-        }
+        let b = host::h2c_data(cid, ttag, off, data, last, self.hdgst, self.ddgst);
         self.send(&b);
     }
 
@@ -281,19 +227,7 @@ impl Host {
         kato: u32,
         cattr: u8,
     ) -> Completion {
-        let mut data = vec![0u8; 1024];
-        data[..16].copy_from_slice(&[7u8; 16]);
-        put16(&mut data, 16, cntlid);
-        crate::nvme::put_str(&mut data, 256, 256, subnqn, 0);
-        crate::nvme::put_str(&mut data, 512, 256, hostnqn, 0);
-        let cmd = Command {
-            opcode: 0x7F,
-            nsid: 0x01,
-            cdw10: (qid as u32) << 16,
-            cdw11: 31 | ((cattr as u32) << 16),
-            cdw12: kato,
-            ..Default::default()
-        };
+        let (cmd, data) = host::connect(qid, cntlid, subnqn, hostnqn, kato, cattr);
         self.exec(cmd, &data, 0).0
     }
 
@@ -335,16 +269,7 @@ impl Host {
     }
 }
 
-fn rw(op: u8, nsid: u32, slba: u64, nlb: u32) -> Command {
-    Command {
-        opcode: op,
-        nsid,
-        cdw10: slba as u32,
-        cdw11: (slba >> 32) as u32,
-        cdw12: nlb - 1,
-        ..Default::default()
-    }
-}
+use host::rw;
 
 #[test]
 fn admin_connect_enable_identify() {
