@@ -1,0 +1,441 @@
+//! Many queues and controllers at once on several reactors, deep queues,
+//! queues and controllers that disappear while commands are in flight, and
+//! keep-alive expiry — against the real target over loopback.
+
+mod common;
+
+use std::collections::HashMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nvmf_initiator::command::Command;
+use nvmf_initiator::{Controller, Queue};
+
+const NS_FILE: u32 = 4;
+
+/// [`basic_toml`] plus a 64 MiB file namespace 4 (through io_uring).
+fn toml_with_file(dir: &std::path::Path) -> String {
+    format!(
+        "{}\n[[subsystem.namespace]]\nnsid = 4\nbackend = \"file\"\npath = \"{}\"\nsize = \"64MiB\"\nblock_size = 4096\n",
+        basic_toml("max_io_queues = 8\nmax_queue_depth = 128"),
+        dir.join("ns4.img").display()
+    )
+}
+
+/// Drives one I/O queue at queue depth `qd` over a private LBA range of a
+/// namespace: rounds of writes (sizes from one block to 64 KiB, in-capsule
+/// and R2T) then reads, every byte checked.
+fn hammer(
+    q: &mut Queue,
+    nsid: u32,
+    bs: u32,
+    first_lba: u64,
+    slots: usize,
+    qd: usize,
+    rounds: u64,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let slot_blocks = 65536 / bs as u64;
+    let mut contents: Vec<Option<(u64, usize)>> = vec![None; slots];
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..slots).collect();
+        rng.shuffle(&mut order);
+        // Writes, qd in flight.
+        let mut inflight = HashMap::new();
+        for &slot in &order {
+            if inflight.len() >= qd {
+                let r = q.wait().expect("write completion");
+                assert_eq!(r.status, 0, "write failed");
+                inflight.remove(&r.cid);
+            }
+            let nblocks = 1 + rng.below(slot_blocks) as usize;
+            let len = nblocks * bs as usize;
+            let s = seed ^ (round << 40) ^ slot as u64;
+            let lba = first_lba + slot as u64 * slot_blocks;
+            let cid = q
+                .submit(
+                    Command::write(nsid, lba, nblocks as u16 - 1),
+                    Some(pattern(s, len)),
+                    0,
+                )
+                .expect("submit write");
+            inflight.insert(cid, slot);
+            contents[slot] = Some((s, len));
+        }
+        while !inflight.is_empty() {
+            let r = q.wait().expect("write completion");
+            assert_eq!(r.status, 0, "write failed");
+            inflight.remove(&r.cid);
+        }
+        // Reads, qd in flight, checked.
+        rng.shuffle(&mut order);
+        let mut reads: HashMap<u16, (u64, usize)> = HashMap::new();
+        let check = |r: nvmf_initiator::Response, reads: &mut HashMap<u16, (u64, usize)>| {
+            assert_eq!(r.status, 0, "read failed");
+            let (s, len) = reads.remove(&r.cid).expect("a read we sent");
+            assert_same(&r.data, &pattern(s, len), "data read back under load");
+        };
+        for &slot in &order {
+            let Some((s, len)) = contents[slot] else {
+                continue;
+            };
+            if reads.len() >= qd {
+                let r = q.wait().expect("read completion");
+                check(r, &mut reads);
+            }
+            let lba = first_lba + slot as u64 * slot_blocks;
+            let nblocks = len / bs as usize;
+            let cid = q
+                .submit(
+                    Command::read(nsid, lba, nblocks as u16 - 1),
+                    None,
+                    len as u32,
+                )
+                .expect("submit read");
+            reads.insert(cid, (s, len));
+        }
+        while !reads.is_empty() {
+            let r = q.wait().expect("read completion");
+            check(r, &mut reads);
+        }
+    }
+}
+
+#[test]
+fn several_io_queues_on_several_reactors_at_queue_depth_32_and_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(&toml_with_file(dir.path()));
+    assert_eq!(t.config.target.cores.len(), test_cores().len());
+    let mut o = opts();
+    o.in_capsule_max = 1 << 20;
+    let mut c = connect_with(t.addr(), NQN, &o, 6);
+    assert_eq!(c.io.len(), 6);
+    let queues = std::mem::take(&mut c.io);
+    let workers: Vec<_> = queues
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut q)| {
+            thread::spawn(move || {
+                // Two queues per namespace, each on its own range.
+                let (nsid, bs) = match i % 3 {
+                    0 => (NS_RAM512, 512),
+                    1 => (NS_RAM4K, 4096),
+                    _ => (NS_FILE, 4096),
+                };
+                let per_queue = 32u64 * 65536 / bs as u64;
+                let first = (i / 3) as u64 * per_queue;
+                hammer(
+                    &mut q,
+                    nsid,
+                    bs,
+                    first,
+                    32,
+                    32 + i * 8,
+                    3,
+                    0xA000 + i as u64,
+                );
+                q
+            })
+        })
+        .collect();
+    for w in workers {
+        let q = w.join().expect("I/O worker");
+        c.io.push(q);
+    }
+    // The admin queue was idle meanwhile and still answers.
+    c.keep_alive().unwrap();
+    let smart = c.get_log_page(2, 0xFFFF_FFFF, 512, 0, 0).unwrap();
+    assert!(le64(&smart, 64) >= 6 * 3 * 32, "host read commands counted");
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn many_controllers_at_once() {
+    let t = start_basic();
+    let addr = t.addr();
+    let workers: Vec<_> = (0..12u64)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut o = if i % 2 == 0 {
+                    opts()
+                } else {
+                    opts_for_host(i as u8)
+                };
+                o.hdr_digest = i % 3 == 0;
+                o.data_digest = i % 4 == 0;
+                let mut c = connect_with(addr, NQN, &o, 2);
+                let id = c.cntlid;
+                for (j, q) in c.io.iter_mut().enumerate() {
+                    let first = (i * 2 + j as u64) * 1024;
+                    hammer(q, NS_RAM512, 512, first, 8, 16, 2, i << 8 | j as u64);
+                }
+                c.shutdown().unwrap();
+                id
+            })
+        })
+        .collect();
+    let mut ids: Vec<u16> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        12,
+        "controller IDs are unique among live controllers"
+    );
+}
+
+#[test]
+fn closing_an_io_queue_with_commands_in_flight_disturbs_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(&toml_with_file(dir.path()));
+    let addr = t.addr();
+    let mut o = opts();
+    o.in_capsule_max = 1 << 20;
+    let mut c = connect_with(addr, NQN, &o, 3);
+    let id = c.cntlid;
+    // Another controller working all along.
+    let other = {
+        let o = o.clone();
+        thread::spawn(move || {
+            let mut c = connect_with(addr, NQN, &o, 1);
+            hammer(&mut c.io[0], NS_RAM4K, 4096, 8192, 16, 32, 6, 0xBEEF);
+            c.shutdown().unwrap();
+        })
+    };
+    // Queues 2 and 3 keep working while queue 1 is closed again and again.
+    let mut steady: Vec<Queue> = c.io.drain(1..).collect();
+    let steady_workers: Vec<_> = steady
+        .drain(..)
+        .enumerate()
+        .map(|(i, mut q)| {
+            thread::spawn(move || {
+                let nsid = if i == 0 { NS_RAM512 } else { NS_FILE };
+                let bs = if i == 0 { 512 } else { 4096 };
+                hammer(&mut q, nsid, bs, 4096, 16, 32, 6, 0xC000 + i as u64);
+                q
+            })
+        })
+        .collect();
+    let mut q1 = c.io.pop().unwrap();
+    let mut rng = Rng::new(17);
+    for round in 0..15 {
+        // Writes through R2T and in-capsule, reads, to RAM and to the file.
+        for k in 0..40u64 {
+            let (nsid, bs) = if k % 2 == 0 {
+                (NS_RAM4K, 4096)
+            } else {
+                (NS_FILE, 4096)
+            };
+            let lba = 10000 + k * 16;
+            let r = if rng.chance(2) {
+                q1.submit(Command::write(nsid, lba, 15), Some(pattern(k, 16 * bs)), 0)
+            } else {
+                q1.submit(Command::read(nsid, lba, 15), None, 16 * bs as u32)
+            };
+            r.expect("submit on queue 1");
+        }
+        // Sometimes wait for a few completions first.
+        for _ in 0..rng.below(5) {
+            q1.wait().expect("completion on queue 1");
+        }
+        q1.close();
+        // Queue ID 1 is released when the target has cleaned up.
+        let mut next = None;
+        let released = wait_until(Duration::from_secs(15), || {
+            match Queue::connect(addr, 1, NQN, id, &o) {
+                Ok(q) => {
+                    next = Some(q);
+                    true
+                }
+                Err(_) => false,
+            }
+        });
+        assert!(released, "round {round}: queue ID 1 never released");
+        q1 = next.unwrap();
+        q1.set_in_capsule_max(8192);
+        write_read_check(&mut q1, NS_RAM4K, 4096, 12000, round, 8192);
+    }
+    for w in steady_workers {
+        w.join().expect("steady queue worker");
+    }
+    other.join().expect("other controller");
+    c.keep_alive().unwrap();
+    c.io.push(q1);
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn closing_the_admin_queue_tears_down_the_controller() {
+    let t = start_basic();
+    let addr = t.addr();
+    let mut bystander = connect(addr, 1);
+    let mut c = connect(addr, 3);
+    let id = c.cntlid;
+    // Commands in flight on the I/O queues when the admin queue goes.
+    for q in c.io.iter_mut() {
+        for k in 0..16u64 {
+            q.submit(
+                Command::write(NS_RAM512, k * 8, 7),
+                Some(pattern(k, 4096)),
+                0,
+            )
+            .unwrap();
+        }
+    }
+    let Controller { admin, mut io, .. } = c;
+    admin.close();
+    for q in io.iter_mut() {
+        // Completions may arrive first; then the target closes the queue.
+        loop {
+            match q.wait() {
+                // Done before the teardown, or refused because of it.
+                Ok(r) => assert!(
+                    [0, sc::CMD_SEQ_ERROR, 0x0008].contains(&r.status),
+                    "status {:#06x} for a write racing the teardown",
+                    r.status
+                ),
+                Err(nvmf_initiator::Error::Invalid(_)) => {
+                    wait_closed(q, "I/O queue of a closed admin queue");
+                    break;
+                }
+                Err(nvmf_initiator::Error::Closed) => break,
+                Err(e) => panic!("I/O queue {} after its admin queue closed: {e}", q.qid()),
+            }
+        }
+    }
+    // The controller ID is gone for new I/O queues.
+    expect_status_dnr(
+        Queue::connect(addr, 1, NQN, id, &opts()),
+        sc::CONNECT_INVALID_PARAM,
+    );
+    // Others are unaffected.
+    write_read_check(&mut bystander.io[0], NS_RAM512, 512, 9000, 1, 65536);
+    bystander.shutdown().unwrap();
+}
+
+fn wait_closed(q: &mut Queue, what: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        match q.wait_closed(Duration::from_secs(15)) {
+            Ok(()) => return start.elapsed(),
+            Err(nvmf_initiator::Error::Timeout) => {
+                panic!("{what}: still open after {:?}", start.elapsed())
+            }
+            // Bytes before the close would be a bug: nothing is outstanding.
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn keep_alive_timeout_closes_the_admin_and_io_queues() {
+    let t = start_basic();
+    let addr = t.addr();
+    let mut bystander = connect(addr, 1);
+    let mut o = opts();
+    o.kato_ms = 1000;
+    let connected = Instant::now();
+    let mut c = connect_with(addr, NQN, &o, 2);
+    let id = c.cntlid;
+    assert_eq!(c.get_features(0x0F, 0, 0).unwrap().dw0, 1000);
+    // No keep-alives from here on.
+    let admin_after = wait_closed(&mut c.admin, "admin queue");
+    let total = connected.elapsed();
+    assert!(
+        total >= Duration::from_millis(900),
+        "closed {total:?} after Connect, before KATO"
+    );
+    for q in c.io.iter_mut() {
+        let qid = q.qid();
+        wait_closed(q, &format!("I/O queue {qid}"));
+    }
+    eprintln!("keep-alive expiry closed the admin queue {admin_after:?} after the wait began");
+    expect_status_dnr(
+        Queue::connect(addr, 1, NQN, id, &opts()),
+        sc::CONNECT_INVALID_PARAM,
+    );
+    // The bystander (no KATO) and new controllers are fine.
+    write_read_check(&mut bystander.io[0], NS_RAM512, 512, 0, 1, 4096);
+    connect(addr, 1).shutdown().unwrap();
+    bystander.shutdown().unwrap();
+}
+
+#[test]
+fn keep_alive_timer_armed_by_set_features_expires() {
+    let t = start_basic();
+    let mut c = connect(t.addr(), 1);
+    c.set_features(0x0F, 0, 1000, 0, false).unwrap();
+    wait_closed(&mut c.admin, "admin queue");
+    wait_closed(&mut c.io[0], "I/O queue");
+}
+
+#[test]
+fn keep_alives_keep_the_controller_alive() {
+    let t = start_basic();
+    let mut o = opts();
+    o.kato_ms = 1000;
+    let mut c = connect_with(t.addr(), NQN, &o, 1);
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        thread::sleep(Duration::from_millis(300));
+        c.keep_alive().expect("keep-alive within KATO");
+        write_read_check(&mut c.io[0], NS_RAM512, 512, n, n, 512);
+        n += 1;
+    }
+    assert!(!c.admin.is_closed());
+    assert!(!c.io[0].is_closed());
+    c.identify(1, 0, 0, 0).unwrap();
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn a_controller_survives_the_end_of_another_on_the_same_reactor() {
+    // Controllers torn down by keep-alive while another does I/O: the
+    // teardown must not touch the survivor's queues.
+    let t = start_basic();
+    let addr = t.addr();
+    let worker = thread::spawn(move || {
+        let mut o = opts();
+        o.in_capsule_max = 1 << 20;
+        let mut c = connect_with(addr, NQN, &o, 2);
+        for (i, q) in c.io.iter_mut().enumerate() {
+            hammer(q, NS_RAM4K, 4096, 100 + i as u64 * 512, 16, 32, 4, i as u64);
+        }
+        c.shutdown().unwrap();
+    });
+    let mut doomed = Vec::new();
+    for _ in 0..4 {
+        let mut o = opts();
+        o.kato_ms = 500;
+        doomed.push(connect_with(addr, NQN, &o, 2));
+    }
+    for c in doomed.iter_mut() {
+        wait_closed(&mut c.admin, "doomed admin queue");
+        for q in c.io.iter_mut() {
+            wait_closed(q, "doomed I/O queue");
+        }
+    }
+    worker.join().expect("surviving controller");
+}
+
+#[test]
+fn reconnecting_after_a_disconnect_sees_the_data() {
+    let t = start_basic();
+    let data = pattern(1234, 131072);
+    {
+        let mut c = connect(t.addr(), 1);
+        c.io[0].write(NS_RAM4K, 500, &data, 4096).unwrap();
+        // Abrupt: no shutdown, sockets dropped.
+        drop(c);
+    }
+    let mut c = connect(t.addr(), 1);
+    assert_same(
+        &c.io[0].read(NS_RAM4K, 500, 31, 4096).unwrap(),
+        &data,
+        "data after reconnect",
+    );
+    c.shutdown().unwrap();
+}
