@@ -90,6 +90,11 @@ impl Region {
             .checked_next_multiple_of(page)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "region too large"))?;
         let ptr = map(map_len, libc::MAP_NORESERVE).ok_or_else(crate::last_error)?;
+        // Transparent huge pages where the kernel offers them on request
+        // (`madvise` mode): fewer faults and TLB misses for a RAM disk. Only
+        // advice; failure changes nothing.
+        // SAFETY: the range is exactly the mapping just created above.
+        unsafe { libc::madvise(ptr.as_ptr().cast(), map_len, libc::MADV_HUGEPAGE) };
         Ok(Region {
             ptr,
             len,

@@ -35,16 +35,22 @@ fn eventfd_counts_and_drains() {
 fn cpu_clocks_advance_with_work() {
     let t0 = cpu::thread_cpu_time();
     let p0 = cpu::process_cpu_time();
+    // Spin until the thread clock shows 5 ms of work; a loaded machine may
+    // take much longer in wall time, so the only limit is a generous cap.
     let start = Instant::now();
     let mut x = 0u64;
-    while start.elapsed() < Duration::from_millis(30) {
-        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    while cpu::thread_cpu_time() - t0 < Duration::from_millis(5)
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        for _ in 0..1000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
     }
     let t1 = cpu::thread_cpu_time();
     let p1 = cpu::process_cpu_time();
-    assert!(t1 > t0);
     assert!(t1 - t0 >= Duration::from_millis(5), "{:?}", t1 - t0);
-    assert!(p1 >= p0 + (t1 - t0) / 2);
+    // The process clock includes this thread's work.
+    assert!(p1 - p0 >= t1 - t0, "{:?} vs {:?}", p1 - p0, t1 - t0);
     // Sleeping costs no CPU time.
     let s0 = cpu::thread_cpu_time();
     std::thread::sleep(Duration::from_millis(50));
