@@ -181,6 +181,13 @@ impl Queue {
                     && now.saturating_duration_since(a.last_ka).as_millis() > a.kato_ms as u128
                 {
                     a.ctrl.kill();
+                    log::warn!(
+                        "controller {} of {} (host {}): keep-alive timeout of {} ms expired; tearing it down",
+                        a.ctrl.cntlid,
+                        a.ctrl.subsys.nqn,
+                        a.ctrl.hostnqn,
+                        a.kato_ms
+                    );
                     return Tick::Close("keep-alive timeout expired");
                 }
                 Tick::Continue
@@ -314,6 +321,7 @@ impl Queue {
             return invalid(self, out, ipo::DATA_HOSTNQN);
         }
         if !subsys.host_allowed(&hostnqn) {
+            log::warn!("host {hostnqn} refused: not allowed to use {}", subsys.nqn);
             let cqe = self.cqe(
                 cmd.cid,
                 Status::CONNECT_INVALID_HOST.dnr(),
@@ -354,6 +362,11 @@ impl Queue {
             };
             ctrl.register_stats(self.stats.clone());
             let id = ctrl.cntlid;
+            log::info!(
+                "controller {id} of {} created for host {hostnqn} (keep-alive {} ms)",
+                subsys.nqn,
+                c.kato
+            );
             self.role = Role::Admin(Box::new(AdminState::new(ctrl, c.kato, now)));
             self.finish_connect(cmd, &c, entries, id, out);
         } else {
@@ -473,6 +486,11 @@ impl Drop for Queue {
             Role::Io(c) => c.release_qid(self.qid),
             Role::Admin(a) => {
                 // The association ends with its admin queue.
+                log::info!(
+                    "controller {} of {} closed",
+                    a.ctrl.cntlid,
+                    a.ctrl.subsys.nqn
+                );
                 a.ctrl.kill();
                 self.target
                     .controllers
