@@ -23,11 +23,10 @@ fn toml_with_file(dir: &std::path::Path) -> String {
     )
 }
 
-/// Drives one I/O queue at queue depth `qd` over a private LBA range of a
-/// namespace: rounds of writes (sizes from one block to 64 KiB, in-capsule
-/// and R2T) then reads, every byte checked.
-fn hammer(
-    q: &mut Queue,
+/// Work for [`hammer`]: `slots` slots of 64 KiB from `first_lba` of a
+/// namespace, `rounds` rounds at queue depth `qd`.
+#[derive(Clone, Copy)]
+struct Load {
     nsid: u32,
     bs: u32,
     first_lba: u64,
@@ -35,7 +34,21 @@ fn hammer(
     qd: usize,
     rounds: u64,
     seed: u64,
-) {
+}
+
+/// Drives one I/O queue at queue depth `qd` over a private LBA range of a
+/// namespace: rounds of writes (sizes from one block to 64 KiB, in-capsule
+/// and R2T) then reads, every byte checked.
+fn hammer(q: &mut Queue, l: Load) {
+    let Load {
+        nsid,
+        bs,
+        first_lba,
+        slots,
+        qd,
+        rounds,
+        seed,
+    } = l;
     let mut rng = Rng::new(seed);
     let slot_blocks = 65536 / bs as u64;
     let mut contents: Vec<Option<(u64, usize)>> = vec![None; slots];
@@ -128,13 +141,15 @@ fn several_io_queues_on_several_reactors_at_queue_depth_32_and_more() {
                 let first = (i / 3) as u64 * per_queue;
                 hammer(
                     &mut q,
-                    nsid,
-                    bs,
-                    first,
-                    32,
-                    32 + i * 8,
-                    3,
-                    0xA000 + i as u64,
+                    Load {
+                        nsid,
+                        bs,
+                        first_lba: first,
+                        slots: 32,
+                        qd: 32 + i * 8,
+                        rounds: 3,
+                        seed: 0xA000 + i as u64,
+                    },
                 );
                 q
             })
@@ -169,7 +184,18 @@ fn many_controllers_at_once() {
                 let id = c.cntlid;
                 for (j, q) in c.io.iter_mut().enumerate() {
                     let first = (i * 2 + j as u64) * 1024;
-                    hammer(q, NS_RAM512, 512, first, 8, 16, 2, i << 8 | j as u64);
+                    hammer(
+                        q,
+                        Load {
+                            nsid: NS_RAM512,
+                            bs: 512,
+                            first_lba: first,
+                            slots: 8,
+                            qd: 16,
+                            rounds: 2,
+                            seed: i << 8 | j as u64,
+                        },
+                    );
                 }
                 c.shutdown().unwrap();
                 id
@@ -200,7 +226,18 @@ fn closing_an_io_queue_with_commands_in_flight_disturbs_nothing_else() {
         let o = o.clone();
         thread::spawn(move || {
             let mut c = connect_with(addr, NQN, &o, 1);
-            hammer(&mut c.io[0], NS_RAM4K, 4096, 8192, 16, 32, 6, 0xBEEF);
+            hammer(
+                &mut c.io[0],
+                Load {
+                    nsid: NS_RAM4K,
+                    bs: 4096,
+                    first_lba: 8192,
+                    slots: 16,
+                    qd: 32,
+                    rounds: 6,
+                    seed: 0xBEEF,
+                },
+            );
             c.shutdown().unwrap();
         })
     };
@@ -213,7 +250,18 @@ fn closing_an_io_queue_with_commands_in_flight_disturbs_nothing_else() {
             thread::spawn(move || {
                 let nsid = if i == 0 { NS_RAM512 } else { NS_FILE };
                 let bs = if i == 0 { 512 } else { 4096 };
-                hammer(&mut q, nsid, bs, 4096, 16, 32, 6, 0xC000 + i as u64);
+                hammer(
+                    &mut q,
+                    Load {
+                        nsid,
+                        bs,
+                        first_lba: 4096,
+                        slots: 16,
+                        qd: 32,
+                        rounds: 6,
+                        seed: 0xC000 + i as u64,
+                    },
+                );
                 q
             })
         })
@@ -317,15 +365,13 @@ fn closing_the_admin_queue_tears_down_the_controller() {
 
 fn wait_closed(q: &mut Queue, what: &str) -> Duration {
     let start = Instant::now();
-    loop {
-        match q.wait_closed(Duration::from_secs(15)) {
-            Ok(()) => return start.elapsed(),
-            Err(nvmf_initiator::Error::Timeout) => {
-                panic!("{what}: still open after {:?}", start.elapsed())
-            }
-            // Bytes before the close would be a bug: nothing is outstanding.
-            Err(e) => panic!("{what}: {e}"),
+    match q.wait_closed(Duration::from_secs(15)) {
+        Ok(()) => start.elapsed(),
+        Err(nvmf_initiator::Error::Timeout) => {
+            panic!("{what}: still open after {:?}", start.elapsed())
         }
+        // Bytes before the close would be a bug: nothing is outstanding.
+        Err(e) => panic!("{what}: {e}"),
     }
 }
 
@@ -402,7 +448,18 @@ fn a_controller_survives_the_end_of_another_on_the_same_reactor() {
         o.in_capsule_max = 1 << 20;
         let mut c = connect_with(addr, NQN, &o, 2);
         for (i, q) in c.io.iter_mut().enumerate() {
-            hammer(q, NS_RAM4K, 4096, 100 + i as u64 * 512, 16, 32, 4, i as u64);
+            hammer(
+                q,
+                Load {
+                    nsid: NS_RAM4K,
+                    bs: 4096,
+                    first_lba: 100 + i as u64 * 512,
+                    slots: 16,
+                    qd: 32,
+                    rounds: 4,
+                    seed: i as u64,
+                },
+            );
         }
         c.shutdown().unwrap();
     });

@@ -1,0 +1,490 @@
+//! The built binaries: `nvmf-target check` and `--config` on broken and good
+//! config files (exact `FILE:LINE:COL: sentence` lines and exit statuses),
+//! the target serving from its command line, and the initiator tools
+//! `nvmf-discover` and `nvmf-identify` against a running target.
+
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nvmf_target::config::{derived_namespace_ids, derived_serial, format_uuid};
+
+fn target_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nvmf-target"))
+}
+
+/// A binary of the initiator-tools package, built next to nvmf-target.
+fn tool(name: &str) -> PathBuf {
+    let dir = target_bin()
+        .parent()
+        .expect("the target binary has a directory")
+        .to_path_buf();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the whole workspace first (`cargo build --workspace`, \
+         or run the tests with `cargo test --workspace`)",
+        p.display()
+    );
+    p
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+const BAD_VALUES: &str = r#"[target]
+cores = [0]
+max_io_size = 5000
+in_capsule_data_size = 100
+
+[[listener]]
+transport = "tcp"
+address = "127.0.0.1"
+port = 4420
+
+[[subsystem]]
+nqn = "not an nqn"
+allow_any_host = true
+
+[[subsystem.namespace]]
+backend = "ram"
+size = "1MiB"
+block_size = 1000
+"#;
+
+const BAD_SYNTAX: &str = "[target]\ncores = [0\n";
+
+const BAD_KEYS: &str = r#"[target]
+corez = [0]
+
+[[listener]]
+transport = "rdma"
+address = "127.0.0.1"
+port = 4420
+
+[[subsystem]]
+nqn = "nqn.2026-01.io.x:y"
+allow_any_host = true
+
+[[subsystem.namespace]]
+backend = "ram"
+"#;
+
+fn expected_errors(f: &str) -> Vec<String> {
+    let lines: &[&str] = match Path::new(f).file_name().unwrap().to_str().unwrap() {
+        "values.toml" => &[
+            "3:15: target.max_io_size: 5000 is not a power of two",
+            "4:24: target.in_capsule_data_size: 100 is not a multiple of 16",
+            "12:7: subsystem[0].nqn: \"not an nqn\" is not a valid NQN: it contains the character ' '",
+            "18:14: subsystem[0].namespace[0].block_size: 1000 is not a supported block size (512 or 4096)",
+        ],
+        "syntax.toml" => &["3:1: TOML syntax error: invalid array: expected `]`"],
+        "keys.toml" => &[
+            "2:1: target: unknown key \"corez\" (did you mean \"cores\"?)",
+            "5:13: listener[0].transport: RDMA listeners are not supported yet",
+            "13:1: subsystem[0].namespace[0]: missing required field \"size\" (the ram backend needs a size)",
+        ],
+        other => panic!("no expectations for {other}"),
+    };
+    lines.iter().map(|l| format!("{f}:{l}")).collect()
+}
+
+fn stderr_lines(o: &Output) -> Vec<String> {
+    text(&o.stderr).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn check_reports_every_error_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        write(dir.path(), "values.toml", BAD_VALUES),
+        write(dir.path(), "syntax.toml", BAD_SYNTAX),
+        write(dir.path(), "keys.toml", BAD_KEYS),
+    ];
+    for f in &files {
+        let o = run(Command::new(target_bin()).arg("check").arg(f));
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "exit status of check {}",
+            f.display()
+        );
+        assert_eq!(
+            stderr_lines(&o),
+            expected_errors(&f.display().to_string()),
+            "check {}",
+            f.display()
+        );
+        assert!(o.stdout.is_empty(), "stdout: {}", text(&o.stdout));
+    }
+    // Several files at once: every error of every file, in order.
+    let o = run(Command::new(target_bin()).arg("check").args(&files));
+    assert_eq!(o.status.code(), Some(1));
+    let want: Vec<String> = files
+        .iter()
+        .flat_map(|f| expected_errors(&f.display().to_string()))
+        .collect();
+    assert_eq!(stderr_lines(&o), want);
+
+    // A good file among bad ones is reported ok; alone it passes.
+    let good = write(dir.path(), "good.toml", &basic_toml(""));
+    let o = run(Command::new(target_bin())
+        .arg("check")
+        .arg(&good)
+        .arg(&files[1]));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o.stdout), format!("{}: ok\n", good.display()));
+    let o = run(Command::new(target_bin()).arg("check").arg(&good));
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    // A missing file.
+    let missing = dir.path().join("missing.toml");
+    let o = run(Command::new(target_bin()).arg("check").arg(&missing));
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr_lines(&o);
+    assert_eq!(err.len(), 1);
+    assert!(
+        err[0].starts_with(&format!(
+            "{}:1:1: cannot read the config file: ",
+            missing.display()
+        )),
+        "{err:?}"
+    );
+    // No file at all is a usage error.
+    let o = run(Command::new(target_bin()).arg("check"));
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn the_shipped_example_configs_pass_check() {
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&configs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let o = run(Command::new(target_bin()).arg("check").args(&files));
+    // configs/multi-core.toml names cores 0 and 1: it only checks on a
+    // machine with two CPUs.
+    if test_cores().len() >= 2 {
+        assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+        for f in &files {
+            assert!(
+                text(&o.stdout).contains(&format!("{}: ok", f.display())),
+                "{}",
+                text(&o.stdout)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bad_config_stops_the_target_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in [
+        ("values.toml", BAD_VALUES),
+        ("syntax.toml", BAD_SYNTAX),
+        ("keys.toml", BAD_KEYS),
+    ] {
+        let f = write(dir.path(), name, body);
+        let start = Instant::now();
+        let o = run(Command::new(target_bin()).arg("--config").arg(&f));
+        assert_eq!(o.status.code(), Some(1), "exit status for {name}");
+        assert_eq!(stderr_lines(&o), expected_errors(&f.display().to_string()));
+        assert!(start.elapsed() < Duration::from_secs(30));
+    }
+    // A valid config whose listener cannot be bound: a clear error, exit 1.
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let f = write(
+        dir.path(),
+        "busy.toml",
+        &basic_toml("").replace("port = 4420", &format!("port = {port}")),
+    );
+    let o = run(Command::new(target_bin()).arg("--config").arg(&f));
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "stderr: {err}"
+    );
+    // --cores naming a core the machine lacks.
+    let good = write(dir.path(), "good.toml", &basic_toml(""));
+    let o = run(Command::new(target_bin())
+        .arg("--config")
+        .arg(&good)
+        .args(["--cores", "4096"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("core 4096 does not exist"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// The target binary, killed when dropped.
+struct Served {
+    child: Child,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `nvmf-target --config` on a free port and waits until it accepts
+/// connections.
+fn serve(dir: &Path) -> (Served, SocketAddr) {
+    for attempt in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let f = write(
+            dir,
+            &format!("serve{attempt}.toml"),
+            &basic_toml("").replace("port = 4420", &format!("port = {port}")),
+        );
+        let child = Command::new(target_bin())
+            .arg("--config")
+            .arg(&f)
+            .args(["--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nvmf-target");
+        let mut served = Served { child };
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let up = wait_until(Duration::from_secs(20), || {
+            if let Ok(Some(_)) = served.child.try_wait() {
+                return true;
+            }
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        assert!(up, "nvmf-target did not start listening on {addr}");
+        match served.child.try_wait() {
+            Ok(Some(status)) => {
+                let mut err = String::new();
+                if let Some(mut e) = served.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                // Someone took the port in between: try another one.
+                assert!(
+                    err.contains("cannot listen"),
+                    "nvmf-target exited ({status}): {err}"
+                );
+            }
+            _ => return (served, addr),
+        }
+    }
+    panic!("could not find a free port for nvmf-target");
+}
+
+#[test]
+fn the_target_binary_serves_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_served, addr) = serve(dir.path());
+    let mut c = connect(addr, 2);
+    assert_eq!(c.id.subnqn, NQN);
+    for (i, q) in c.io.iter_mut().enumerate() {
+        write_read_check(q, NS_RAM4K, 4096, i as u64 * 64, i as u64, 131072);
+    }
+    c.shutdown().unwrap();
+    let log = nvmf_initiator::discover(addr, &opts()).unwrap();
+    assert!(log.entries.iter().any(|e| e.subnqn == NQN));
+}
+
+#[test]
+fn nvmf_discover_prints_the_discovery_log() {
+    let t = start(&format!(
+        "{}\n[[subsystem]]\nnqn = \"nqn.2026-01.io.nvmf-target:second\"\nallow_any_host = true\n\n[[subsystem.namespace]]\nbackend = \"null\"\nsize = \"1MiB\"\n",
+        basic_toml("")
+    ));
+    let port = t.addr().port().to_string();
+    for extra in [&[][..], &["-g", "-G"][..]] {
+        let o = run(Command::new(tool("nvmf-discover"))
+            .args(["-a", "127.0.0.1", "-s", &port, "--timeout-ms", "20000"])
+            .args(extra));
+        assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+        let out = text(&o.stdout);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            out.contains("Discovery Log Number of Records 3, Generation counter"),
+            "{out}"
+        );
+        for nqn in [NQN, "nqn.2026-01.io.nvmf-target:second", DISCOVERY_NQN] {
+            assert!(
+                lines.contains(&format!("subnqn:  {nqn}").as_str()),
+                "{nqn} missing:\n{out}"
+            );
+        }
+        assert_eq!(
+            lines.iter().filter(|l| **l == "traddr:  127.0.0.1").count(),
+            3,
+            "{out}"
+        );
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| **l == format!("trsvcid: {port}"))
+                .count(),
+            3,
+            "{out}"
+        );
+        assert!(lines.contains(&"trtype:  tcp"), "{out}");
+        assert!(lines.contains(&"adrfam:  ipv4"), "{out}");
+        assert!(lines.contains(&"subtype: nvme subsystem"), "{out}");
+        assert!(
+            lines.contains(&"subtype: current discovery subsystem"),
+            "{out}"
+        );
+    }
+    // JSON output names the same subsystems.
+    let o = run(Command::new(tool("nvmf-discover")).args([
+        "-a",
+        "127.0.0.1",
+        "-s",
+        &port,
+        "-o",
+        "json",
+    ]));
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains(&format!("\"subnqn\":\"{NQN}\"")), "{out}");
+    assert!(out.contains("\"traddr\":\"127.0.0.1\""), "{out}");
+    // Nothing listening: a clear failure.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = run(Command::new(tool("nvmf-discover")).args([
+        "-a",
+        "127.0.0.1",
+        "-s",
+        &closed.to_string(),
+        "--timeout-ms",
+        "2000",
+    ]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).starts_with("nvmf-discover: "),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn nvmf_identify_prints_controller_and_namespaces() {
+    let t = start(&basic_toml("max_io_size = \"256KiB\""));
+    let port = t.addr().port().to_string();
+    let o = run(Command::new(tool("nvmf-identify")).args([
+        "-a",
+        "127.0.0.1",
+        "-s",
+        &port,
+        "-n",
+        NQN,
+        "--timeout-ms",
+        "20000",
+    ]));
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    let has = |l: &str| assert!(lines.contains(&l), "line {l:?} missing:\n{out}");
+    has("NVME Identify Controller:");
+    has("mdts      : 6");
+    has(&format!("subnqn    : {NQN}"));
+    has(&format!("sn        : {}", derived_serial(NQN)));
+    has("mn        : nvmf-target");
+    has("cntrltype : 1");
+    has("ioccsz    : 516");
+    has("iorcsz    : 1");
+    has("icdoff    : 0");
+    has("kas       : 10");
+    has("nn        : 1024");
+    for nsid in [1u32, 2, 3] {
+        has(&format!("NVME Identify Namespace {nsid}:"));
+        has(&format!(
+            "NVME Namespace Identification Descriptors NS {nsid}:"
+        ));
+        let (uuid, _, _) = derived_namespace_ids(NQN, nsid);
+        has(&format!("uuid    : {}", format_uuid(&uuid)));
+    }
+    has(&format!("nsze    : {:#x}", RAM_SIZE / 512));
+    // The same UUIDs on a restarted target.
+    drop(t);
+    let t = start(&basic_toml("max_io_size = \"256KiB\""));
+    let port = t.addr().port().to_string();
+    let o = run(Command::new(tool("nvmf-identify")).args([
+        "-a",
+        "127.0.0.1",
+        "-s",
+        &port,
+        "-n",
+        NQN,
+        "-g",
+        "-G",
+    ]));
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    let again = text(&o.stdout);
+    let uuids = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("uuid") || l.starts_with("nguid") || l.starts_with("eui64"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(uuids(&out), uuids(&again));
+    // Per namespace: NGUID and EUI-64 in Identify Namespace, and the three
+    // descriptors.
+    assert_eq!(uuids(&out).len(), 15, "{out}");
+    // The discovery controller, and a subsystem that does not exist.
+    let o = run(Command::new(tool("nvmf-identify")).args([
+        "-a",
+        "127.0.0.1",
+        "-s",
+        &port,
+        "-n",
+        DISCOVERY_NQN,
+    ]));
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    assert!(text(&o.stdout).lines().any(|l| l == "cntrltype : 2"));
+    let o = run(Command::new(tool("nvmf-identify")).args([
+        "-a",
+        "127.0.0.1",
+        "-s",
+        &port,
+        "-n",
+        "nqn.2026-01.io.example:none",
+    ]));
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("nqn.2026-01.io.example:none"), "{err}");
+    assert!(
+        err.contains("0x0182") || err.contains("Invalid Param"),
+        "{err}"
+    );
+}
