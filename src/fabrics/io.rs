@@ -206,7 +206,9 @@ impl Queue {
         let (reply, count) = match cmd.opcode {
             io_op::READ => {
                 let (off, len) = self.rw_range(&ns, cmd)?;
-                if (cmd.sgl().length as usize) < len {
+                // SGLS bit 18 is clear: the host's buffer must be exactly
+                // the transfer, neither shorter nor longer.
+                if cmd.sgl().length as usize != len {
                     return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
                 }
                 steps.push_back(Step::Read {
@@ -218,7 +220,7 @@ impl Queue {
             }
             io_op::WRITE => {
                 let (off, len) = self.rw_range(&ns, cmd)?;
-                if data.len() < len {
+                if data.len() != len {
                     return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
                 }
                 steps.push_back(Step::WriteHost { off, len });
@@ -260,7 +262,7 @@ impl Queue {
             }
             io_op::COMPARE => {
                 let (off, len) = self.rw_range(&ns, cmd)?;
-                if data.len() < len {
+                if data.len() != len {
                     return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
                 }
                 steps.push_back(Step::Read {
@@ -350,7 +352,7 @@ impl Queue {
             Err(Status::INVALID_FIELD.dnr())
         };
         let (off, len) = match checked {
-            Ok(r) if cdata.len() >= r.1 && wdata.len() >= r.1 => r,
+            Ok(r) if cdata.len() == r.1 && wdata.len() == r.1 => r,
             other => {
                 let st = other.err().unwrap_or(Status::DATA_SGL_LENGTH_INVALID.dnr());
                 self.complete(&first, st, 0, out);
