@@ -149,7 +149,9 @@ impl Queue {
 
     pub(super) fn io_command(&mut self, cmd: &Command, data: Vec<u8>, out: &mut Vec<Response>) {
         if let Role::Io(c) = &self.role {
-            if c.is_dead() {
+            // A controller torn down, or disabled by the host (CC.EN = 0,
+            // a controller reset deletes its I/O queues), executes no I/O.
+            if !c.is_ready() {
                 self.recycle(data);
                 return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR, 0, out);
             }
