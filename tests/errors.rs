@@ -381,6 +381,102 @@ fn sgl_errors() {
     still_works(&mut c);
 }
 
+/// SGLS bit 18 (SGL longer than the data) is clear in Identify Controller,
+/// so an SGL longer than the transfer is Data SGL Length Invalid, and nothing
+/// is transferred or written.
+#[test]
+fn sgl_longer_than_the_transfer() {
+    let (_t, mut c) = setup();
+    assert_eq!(c.id.sgls & (1 << 18), 0, "SGLS bit 18");
+    let q = &mut c.io[0];
+    let before = pattern(20, 1024);
+    q.write(NS_RAM512, 200, &before, 512).unwrap();
+    // A read of one block into a two-block buffer.
+    let cmd = with_sgl(
+        Command::read(NS_RAM512, 200, 0),
+        0x500,
+        command::SGL_TRANSPORT_DATA_BLOCK,
+        1024,
+    );
+    let (cqe, data) = raw_cmd(q, &cmd, &[]);
+    assert_cqe(&cqe, sc::SGL_LENGTH_INVALID);
+    assert!(data.is_empty(), "data sent for a rejected read");
+    // In-capsule data longer than the blocks written.
+    let cmd = with_sgl(
+        Command::write(NS_RAM512, 200, 0),
+        0x501,
+        command::SGL_DATA_BLOCK_OFFSET,
+        1024,
+    );
+    let (cqe, _) = raw_cmd(q, &cmd, &pattern(21, 1024));
+    assert_cqe(&cqe, sc::SGL_LENGTH_INVALID);
+    // The same through R2T.
+    q.set_in_capsule_max(0);
+    let r = q
+        .execute(
+            Command::write(NS_RAM512, 200, 0),
+            Some(pattern(22, 1024)),
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        r.status,
+        sc::SGL_LENGTH_INVALID,
+        "R2T write longer than NLB"
+    );
+    // Compare data longer than the blocks compared.
+    let r = q
+        .execute(Command::compare(NS_RAM512, 200, 0), Some(before.clone()), 0)
+        .unwrap();
+    assert_eq!(r.status, sc::SGL_LENGTH_INVALID, "compare longer than NLB");
+    assert_same(
+        &q.read(NS_RAM512, 200, 1, 512).unwrap(),
+        &before,
+        "data unchanged",
+    );
+    still_works(&mut c);
+}
+
+#[test]
+fn io_commands_on_a_disabled_controller_are_refused() {
+    let (_t, mut c) = setup();
+    let before = pattern(30, 4096);
+    c.io[0].write(NS_RAM512, 300, &before, 512).unwrap();
+    // Controller reset: CC.EN 1 -> 0.
+    let cc = c.property_get(command::PROP_CC, false).unwrap();
+    c.property_set(command::PROP_CC, false, 0).unwrap();
+    assert_eq!(c.property_get(command::PROP_CSTS, false).unwrap() & 1, 0);
+    // The I/O queue must not write any more (Linux nvmet answers Command
+    // Sequence Error); closing the queue would be fine too.
+    match c.io[0].write(NS_RAM512, 300, &pattern(31, 4096), 512) {
+        Err(nvmf_initiator::Error::Status { status, .. }) => {
+            assert_eq!(status, sc::CMD_SEQ_ERROR, "write on a disabled controller")
+        }
+        Err(nvmf_initiator::Error::Closed) => {}
+        other => panic!("write on a disabled controller: {other:?}"),
+    }
+    // Enabled again, the data is what it was before the reset.
+    c.property_set(command::PROP_CC, false, cc).unwrap();
+    assert_eq!(c.property_get(command::PROP_CSTS, false).unwrap() & 1, 1);
+    // The host replaces its I/O queue, as after any reset.
+    c.io.pop().unwrap().close();
+    let (addr, id) = (c.admin.peer_addr(), c.cntlid);
+    let mut q = None;
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || {
+            q = Queue::connect(addr, 1, NQN, id, &opts()).ok();
+            q.is_some()
+        }),
+        "no new I/O queue after re-enabling"
+    );
+    let mut q = q.unwrap();
+    assert_same(
+        &q.read(NS_RAM512, 300, 7, 512).unwrap(),
+        &before,
+        "data written while disabled",
+    );
+}
+
 #[test]
 fn command_sequence_errors() {
     let t = start_basic();
