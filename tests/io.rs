@@ -519,3 +519,36 @@ fn queue_depth_on_one_queue_with_mixed_commands() {
     }
     c.shutdown().unwrap();
 }
+
+#[test]
+fn sqhd_advances_with_every_command() {
+    let t = start_basic();
+    let mut o = opts();
+    o.queue_size = 8;
+    let mut c = connect_with(t.addr(), NQN, &o, 1);
+    let q = &mut c.io[0];
+    assert_eq!(q.queue_size(), 8);
+    // The Connect took entry 0; command k (from 1) moves the head to k + 1.
+    for k in 1..=20u16 {
+        let r = match k % 3 {
+            0 => q.flush(NS_RAM512).unwrap(),
+            1 => q
+                .execute(Command::read(NS_RAM512, 0, 0), None, 512)
+                .unwrap(),
+            // Failed commands are consumed too.
+            _ => q.execute(Command::read(99, 0, 0), None, 512).unwrap(),
+        };
+        assert_eq!(r.sqhd, (k + 1) % 8, "SQHD after command {k}");
+        assert_eq!(r.sqid, 1);
+    }
+    // On the admin queue (32 entries) as well.
+    let mut a = Queue::connect(t.addr(), 0, NQN, 0xFFFF, &opts()).unwrap();
+    for k in 1..=40u16 {
+        let r = a
+            .execute(Command::property_get(command::PROP_VS, false), None, 0)
+            .unwrap();
+        assert_eq!(r.sqhd, (k + 1) % 32, "admin SQHD after command {k}");
+        assert_eq!(r.sqid, 0);
+    }
+    c.shutdown().unwrap();
+}
