@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Kernel-host tests: the Linux kernel's NVMe/TCP host, in a QEMU guest (scripts/vm/run.sh),
+# against nvmf-target running here on the loopback.
+#
+#   tests/kernel/run.sh [GUEST_SCRIPT...]     default: tests/kernel/guest-*.sh
+#
+# Builds the target, writes a config (two RAM subsystems: 512-byte and 4096-byte blocks),
+# starts the target in the background, runs each guest script in its own VM, stops the
+# target, and exits non-zero when any check failed, printing the target's log. Logs are
+# kept in target/kernel-tests/ (console.log, target.log, target.toml).
+#
+# When something the harness needs is missing (root or sudo for apt-get, a Debian-like
+# system), it fails under CI=true and otherwise skips with the reason.
+#
+# Environment:
+#   NVMF_KTEST_PORT, NVMF_KTEST_DISCOVERY_PORT   target ports (default 4420, 8009)
+#   NVMF_KTEST_LOG_LEVEL                         target log level (default info)
+#   NVMF_KTEST_REFERENCE=1                       run the guest tests against the kernel's
+#                                                nvmet in the guest instead (no nvmf-target)
+#   NVMF_VM_*                                    see scripts/vm/run.sh
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$repo"
+
+say() { echo "kernel-tests: $*"; }
+skip_or_fail() {
+  if [ "${CI:-}" = true ]; then
+    say "FAIL: $*"
+    exit 1
+  fi
+  say "SKIP: $*"
+  exit 0
+}
+
+command -v apt-get >/dev/null || skip_or_fail "needs a Debian-like host (apt-get) for the guest's packages"
+if [ "$(id -u)" -ne 0 ] && ! sudo -n true 2>/dev/null; then
+  skip_or_fail "needs root or password-less sudo to install QEMU and fetch packages"
+fi
+[ -w "${NVMF_VM_CACHE:-/var/cache/nvmf-target-vm}" ] || [ -w "$(dirname "${NVMF_VM_CACHE:-/var/cache/nvmf-target-vm}")" ] ||
+  skip_or_fail "cache ${NVMF_VM_CACHE:-/var/cache/nvmf-target-vm} not writable (set NVMF_VM_CACHE)"
+
+port="${NVMF_KTEST_PORT:-4420}"
+dport="${NVMF_KTEST_DISCOVERY_PORT:-8009}"
+nqn512=nqn.2026-01.io.nvmf-target:ram512
+nqn4k=nqn.2026-01.io.nvmf-target:ram4k
+scripts=("$@")
+if [ "${#scripts[@]}" -eq 0 ]; then
+  scripts=(tests/kernel/guest-*.sh)
+fi
+
+logs="$repo/target/kernel-tests"
+mkdir -p "$logs"
+rm -f "$logs"/*.log
+
+t0=$SECONDS
+say "building the guest image"
+scripts/vm/build-initramfs.sh >/dev/null
+if [ "${NVMF_KTEST_REFERENCE:-0}" = 1 ]; then
+  # The same guest tests against the kernel's own target (nvmet) inside the guest.
+  say "reference run: the guest tests its own nvmet target"
+  rc=0
+  for s in "${scripts[@]}"; do
+    NVMF_GUEST_REFERENCE=1 NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096" \
+      NVMF_VM_LOG="$logs/$(basename "$s" .sh).reference.console.log" scripts/vm/run.sh "$s" || rc=1
+  done
+  exit "$rc"
+fi
+say "building nvmf-target"
+cargo build --release --bin nvmf-target
+bin="$repo/target/release/nvmf-target"
+
+cfg="$logs/target.toml"
+cat >"$cfg" <<EOF
+# Written by tests/kernel/run.sh.
+[target]
+cores = [0]
+
+[[listener]]
+transport = "tcp"
+address = "127.0.0.1"
+port = $port
+
+[[listener]]
+transport = "tcp"
+address = "127.0.0.1"
+port = $dport
+
+[[subsystem]]
+nqn = "$nqn512"
+allow_any_host = true
+
+[[subsystem.namespace]]
+backend = "ram"
+size = "512MiB"
+block_size = 512
+
+[[subsystem]]
+nqn = "$nqn4k"
+allow_any_host = true
+
+[[subsystem.namespace]]
+backend = "ram"
+size = "512MiB"
+block_size = 4096
+EOF
+"$bin" check "$cfg"
+
+listening() { # PORT: is a socket listening on 127.0.0.1:PORT or 0.0.0.0:PORT?
+  local hex
+  hex="$(printf '%04X' "$1")"
+  grep -qE "^ *[0-9]+: (0100007F|00000000):$hex [0-9A-F]{8}:0000 0A " /proc/net/tcp
+}
+for p in "$port" "$dport"; do
+  if listening "$p"; then
+    say "FAIL: port $p is already in use on 127.0.0.1 (another target running?); set NVMF_KTEST_PORT/NVMF_KTEST_DISCOVERY_PORT"
+    exit 1
+  fi
+done
+
+target_log="$logs/target.log"
+target_pid=""
+# shellcheck disable=SC2317 # called by the trap
+stop_target() {
+  [ -n "$target_pid" ] || return 0
+  if kill -0 "$target_pid" 2>/dev/null; then
+    kill -TERM "$target_pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+      kill -0 "$target_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$target_pid" 2>/dev/null; then
+      say "target did not stop on SIGTERM within 5s: killing it"
+      kill -KILL "$target_pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$target_pid" 2>/dev/null || true
+  target_pid=""
+}
+trap stop_target EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+show_target_log() {
+  local n
+  n="$(wc -l <"$target_log")"
+  echo "---- target log ($target_log, $n lines; the last 400) ----"
+  tail -n 400 "$target_log"
+  echo "---- end of target log ----"
+}
+
+say "starting $bin --config $cfg"
+"$bin" --config "$cfg" --log-level "${NVMF_KTEST_LOG_LEVEL:-info}" >"$target_log" 2>&1 &
+target_pid=$!
+for _ in $(seq 100); do
+  if listening "$port" && listening "$dport"; then break; fi
+  if ! kill -0 "$target_pid" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+if ! listening "$port" || ! listening "$dport"; then
+  say "FAIL: the target is not listening on 127.0.0.1:$port and :$dport"
+  show_target_log
+  exit 1
+fi
+
+export NVMF_GUEST_PORT="$port" NVMF_GUEST_DISCOVERY_PORT="$dport"
+export NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096"
+failed=()
+for s in "${scripts[@]}"; do
+  name="$(basename "$s" .sh)"
+  say "running $s in the guest"
+  rc=0
+  NVMF_VM_LOG="$logs/$name.console.log" scripts/vm/run.sh "$s" || rc=$?
+  if ! kill -0 "$target_pid" 2>/dev/null; then
+    say "FAIL: the target exited during $s"
+    failed+=("$s (target died)")
+    break
+  fi
+  if [ "$rc" -ne 0 ]; then
+    say "FAIL: $s exited $rc"
+    failed+=("$s (exit $rc)")
+  fi
+done
+stop_target
+
+if grep -qE 'panicked at|RUST_BACKTRACE' "$target_log"; then
+  say "FAIL: the target panicked"
+  failed+=("target panic")
+fi
+if [ "${#failed[@]}" -gt 0 ]; then
+  show_target_log
+  say "FAILED after $((SECONDS - t0))s: ${failed[*]} (logs in $logs)"
+  exit 1
+fi
+say "all passed in $((SECONDS - t0))s (logs in $logs)"
