@@ -116,7 +116,7 @@ impl Queue {
             admin_op::IDENTIFY => self.identify(cmd, &ctrl, out),
             admin_op::GET_LOG_PAGE => self.get_log_page(cmd, &ctrl, out),
             admin_op::GET_FEATURES => self.get_features(cmd, &ctrl, out),
-            admin_op::SET_FEATURES => self.set_features(cmd, &ctrl, &data, out),
+            admin_op::SET_FEATURES => self.set_features(cmd, &ctrl, &data, now, out),
             admin_op::KEEP_ALIVE => {
                 self.admin().last_ka = now;
                 self.complete(cmd, Status::SUCCESS, 0, out)
@@ -418,6 +418,7 @@ impl Queue {
         cmd: &Command,
         ctrl: &ControllerShared,
         _data: &[u8],
+        now: Instant,
         out: &mut Vec<Response>,
     ) {
         let f = cmd.cdw10 as u8;
@@ -453,6 +454,8 @@ impl Queue {
                     return self.complete(cmd, Status::KEEP_ALIVE_INVALID.dnr(), 0, out);
                 }
                 a.kato_ms = v;
+                // A new timeout restarts the timer.
+                a.last_ka = now;
             }
             fid::NUM_QUEUES => {
                 let nsq = v & 0xFFFF;
