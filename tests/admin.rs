@@ -430,7 +430,7 @@ fn identify_controller_fields() {
     let t = start(&basic_toml(
         "in_capsule_data_size = 16384\nmax_io_size = \"1MiB\"\nmax_queue_depth = 100",
     ));
-    let mut c = connect(t.addr(), 0);
+    let c = connect(t.addr(), 0);
     let id = c.id.clone();
     let raw = &id.raw;
     assert_eq!(id.ioccsz, (16384 + 64) / 16, "IOCCSZ");
