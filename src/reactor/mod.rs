@@ -115,28 +115,17 @@ impl Runtime {
         };
         let mut threads = Vec::new();
         let mut listeners = Some(listeners);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
         for (i, (core, inbox)) in cores.iter().copied().zip(inboxes).enumerate() {
-            let ring = Ring::new(RING_ENTRIES)?;
-            let mut r = Reactor {
-                index: i,
-                ring,
-                inbox,
-                links: links.clone(),
-                target: target.clone(),
-                params,
-                idle: cfg.target.idle,
-                listeners: if i == 0 {
-                    listeners.take().unwrap_or_default()
-                } else {
-                    Vec::new()
-                },
-                conns: Vec::new(),
-                free: Vec::new(),
-                iov_pool: Vec::new(),
-                dirty: Vec::new(),
-                io_reqs: Vec::new(),
-                stop: false,
+            let links = links.clone();
+            let target = target.clone();
+            let idle = cfg.target.idle;
+            let my_listeners = if i == 0 {
+                listeners.take().unwrap_or_default()
+            } else {
+                Vec::new()
             };
+            let ready = ready_tx.clone();
             let name = format!("reactor-{i}");
             let t = std::thread::Builder::new()
                 .name(name.clone())
@@ -145,19 +134,63 @@ impl Runtime {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
                         log::warn!("{name}: could not pin to core {core}; running unpinned");
                     }
+                    // The ring is created here: it belongs to this thread only.
+                    let ring = match Ring::new_local(RING_ENTRIES) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = ready.send(Err(io::Error::new(
+                                e.kind(),
+                                format!("{name}: io_uring: {e}"),
+                            )));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    drop(ready);
+                    let mut r = Reactor {
+                        index: i,
+                        ring,
+                        inbox,
+                        links,
+                        target,
+                        params,
+                        idle,
+                        listeners: my_listeners,
+                        conns: Vec::new(),
+                        free: Vec::new(),
+                        iov_pool: Vec::new(),
+                        dirty: Vec::new(),
+                        io_reqs: Vec::new(),
+                        stop: false,
+                    };
                     if let Err(e) = r.run() {
                         log::error!("{name}: stopped on error: {e}");
                     }
                 })?;
             threads.push(t);
         }
-        Ok(Runtime {
+        drop(ready_tx);
+        let mut rt = Runtime {
             links,
             threads,
             listen_addrs,
             stopped,
             target,
-        })
+        };
+        for _ in 0..rt.threads.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    rt.stop_all();
+                    return Err(e);
+                }
+                Err(_) => {
+                    rt.stop_all();
+                    return Err(io::Error::other("a reactor thread exited during start-up"));
+                }
+            }
+        }
+        Ok(rt)
     }
 
     /// The addresses the listeners are bound to, in config order.
@@ -276,7 +309,7 @@ impl Reactor {
             if self.idle == IdlePolicy::Adaptive && now.duration_since(last_work) > SPIN_WINDOW {
                 self.ring.submit_and_wait(Some(TICK))?;
             } else {
-                self.ring.submit()?;
+                self.ring.poll()?;
             }
         }
         for i in 0..self.conns.len() {

@@ -165,7 +165,13 @@ pub struct Ring {
     in_flight: usize,
     /// Completions reaped internally (to relieve a full CQ) and not yet handed out.
     backlog: Vec<Completion>,
+    /// Created by [`Ring::new_local`]: completions wait in the kernel until this
+    /// thread enters it.
+    local: bool,
 }
+
+/// `IORING_ENTER_GETEVENTS`.
+const ENTER_GETEVENTS: u32 = 1;
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -207,14 +213,67 @@ impl Ring {
                 "io_uring lacks EXT_ARG/NODROP (Linux 5.11+ needed)",
             ));
         }
+        Ok(Self::wrap(ring, entries, false))
+    }
+
+    fn wrap(ring: IoUring, entries: u32, local: bool) -> Ring {
         let n = entries as usize;
-        Ok(Ring {
+        Ring {
             ring,
             slots: Vec::with_capacity(n),
             free: Vec::with_capacity(n),
             in_flight: 0,
             backlog: Vec::new(),
-        })
+            local,
+        }
+    }
+
+    /// A ring for a polling thread that is its only user: the kernel defers
+    /// completion work to this thread instead of interrupting it
+    /// (`SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG`), and [`Ring::poll`]
+    /// collects it. Must be created, and then used only, on that thread.
+    /// Falls back to [`Ring::new`] where the kernel lacks these flags (6.1+).
+    pub fn new_local(entries: u32) -> io::Result<Ring> {
+        let built = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(entries);
+        match built {
+            Ok(ring) if ring.params().is_feature_ext_arg() && ring.params().is_feature_nodrop() => {
+                Ok(Self::wrap(ring, entries, true))
+            }
+            _ => Self::new(entries),
+        }
+    }
+
+    /// Submits queued SQEs and collects completions the kernel holds for
+    /// this thread, without blocking: one `io_uring_enter` when there is
+    /// something to submit or collect, none otherwise.
+    pub fn poll(&mut self) -> io::Result<()> {
+        if !self.local || !self.ring.submission().taskrun() {
+            return self.submit().map(drop);
+        }
+        let to_submit = self.ring.submission().len() as u32;
+        let mut tries = 0;
+        loop {
+            // SAFETY: no argument pointer is passed; GETEVENTS with a minimum of zero
+            // completions only runs deferred completion work and never waits.
+            let r = unsafe {
+                self.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(to_submit, 0, ENTER_GETEVENTS, None)
+            };
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if errno(&e) == libc::EINTR => {}
+                Err(e) if matches!(errno(&e), libc::EBUSY | libc::EAGAIN) && tries < 8 => {
+                    tries += 1;
+                    self.stash();
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Queues `op`; the ring owns its buffers until the matching [`Completion`] is drained.
