@@ -578,7 +578,6 @@ fn a_pdu_split_into_tiny_pieces_is_reassembled() {
 /// FEI is defined for Invalid PDU Header Field and Unsupported Parameter
 /// only; for the other fatal error statuses it is reserved (zero).
 #[test]
-#[ignore = "target bug: C2HTermReq FEI is non-zero (12, 16) for FES 04h/05h, where it is reserved (src/transport/tcp/conn.rs h2c_data)"]
 fn term_req_fei_is_reserved_for_data_errors() {
     let t = start_basic();
     let (mut c, ttag) = r2t_conn(t.addr(), 5, 4096);

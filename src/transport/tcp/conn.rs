@@ -225,7 +225,12 @@ impl TcpConn {
     }
 
     fn fatal(&mut self, f: Fatal, header: &[u8]) {
-        pdu::encode_c2h_term_req(&mut self.out, f.fes, f.fei, header);
+        // FEI is defined only for these two; for the others it is reserved.
+        let fei = match f.fes {
+            fes::INVALID_HEADER_FIELD | fes::UNSUPPORTED_PARAMETER => f.fei,
+            _ => 0,
+        };
+        pdu::encode_c2h_term_req(&mut self.out, f.fes, fei, header);
         self.close(format!(
             "fatal transport error (FES {:#x}): {}",
             f.fes, f.reason
