@@ -494,12 +494,14 @@ impl Queue {
 /// with the local address this host reached us at.
 fn reachable_addr(listener: SocketAddr, local: SocketAddr) -> SocketAddr {
     if listener.ip().is_unspecified() {
-        let ip = match (listener.ip(), local.ip()) {
-            (IpAddr::V4(_), IpAddr::V6(v6)) => v6
+        // An IPv4 host reaching a dual-stack "::" listener is seen at an
+        // IPv4-mapped address: advertise the plain IPv4 address it used.
+        let ip = match local.ip() {
+            IpAddr::V6(v6) => v6
                 .to_ipv4_mapped()
                 .map(IpAddr::V4)
                 .unwrap_or(IpAddr::V6(v6)),
-            (_, ip) => ip,
+            ip => ip,
         };
         SocketAddr::new(ip, listener.port())
     } else {
