@@ -1121,3 +1121,98 @@ fn identify_controller_parses_the_same_through_the_library() {
     assert_eq!(ns.nsze, RAM_SIZE / 512);
     c.shutdown().unwrap();
 }
+
+#[test]
+fn discovery_over_ipv6_and_on_a_wildcard_ipv6_listener() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    }
+    let toml = basic_toml("").replace(
+        "[[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1\"\nport = 4420\n",
+        "[[listener]]\ntransport = \"tcp\"\naddress = \"::1\"\nport = 4420\n\n[[listener]]\ntransport = \"tcp\"\naddress = \"::\"\nport = 4421\n",
+    );
+    let t = start(&toml);
+    let v6 = t.addrs[0];
+    let wild = t.addrs[1];
+    assert!(v6.is_ipv6() && wild.ip().is_unspecified());
+    let via: std::net::SocketAddr = format!("[::1]:{}", wild.port()).parse().unwrap();
+    for addr in [v6, via] {
+        let log = nvmf_initiator::discover(addr, &opts()).unwrap();
+        assert_eq!(log.entries.len(), 4, "{:?}", log.entries);
+        for e in &log.entries {
+            assert_eq!(e.adrfam, 2, "ADRFAM IPv6");
+            assert_eq!(e.traddr, "::1", "a reachable IPv6 address");
+        }
+        let ports: Vec<String> = log.entries.iter().map(|e| e.trsvcid.clone()).collect();
+        assert!(ports.contains(&v6.port().to_string()));
+        assert!(ports.contains(&wild.port().to_string()));
+    }
+    let mut c = connect(via, 1);
+    write_read_check(&mut c.io[0], NS_RAM512, 512, 0, 1, 8192);
+    c.shutdown().unwrap();
+}
+
+/// A listener on the IANA discovery port (8009) advertises only the
+/// discovery subsystem; the NVM subsystems are listed on the other ports.
+#[test]
+fn the_discovery_port_lists_no_nvm_subsystems() {
+    let toml = basic_toml("").replace(
+        "port = 4420\n",
+        "port = 4420\n\n[[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1\"\nport = 8009\n",
+    );
+    let mut cfg = nvmf_target::config::Config::parse(&toml, "test.toml").unwrap();
+    cfg.listeners[0].addr.set_port(0);
+    cfg.target.cores = test_cores();
+    let rt = match nvmf_target::reactor::Runtime::start(&cfg) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("port 8009 is not available here ({e}): skipped");
+            return;
+        }
+    };
+    let addrs = rt.listen_addrs().to_vec();
+    assert_eq!(addrs[1].port(), 8009);
+    let log = nvmf_initiator::discover(addrs[1], &opts()).unwrap();
+    let got: Vec<(String, String)> = log
+        .entries
+        .iter()
+        .map(|e| (e.subnqn.clone(), e.trsvcid.clone()))
+        .collect();
+    let p = addrs[0].port().to_string();
+    assert!(got.contains(&(NQN.to_string(), p.clone())), "{got:?}");
+    assert!(got.contains(&(DISCOVERY_NQN.to_string(), p)), "{got:?}");
+    assert!(
+        got.contains(&(DISCOVERY_NQN.to_string(), "8009".to_string())),
+        "{got:?}"
+    );
+    assert!(
+        !got.contains(&(NQN.to_string(), "8009".to_string())),
+        "an NVM subsystem advertised on the discovery port: {got:?}"
+    );
+    assert_eq!(got.len(), 3);
+    rt.shutdown();
+}
+
+/// An IPv4 host reaching a dual-stack wildcard listener ("::") sees itself
+/// connected to an IPv4-mapped address; the discovery log must give it the
+/// plain IPv4 address (ADRFAM IPv4), which is what it can connect to.
+#[test]
+fn ipv4_host_on_a_dual_stack_wildcard_listener() {
+    if std::net::TcpListener::bind("[::]:0").is_err() {
+        eprintln!("no IPv6 here: skipped");
+        return;
+    }
+    let toml = basic_toml("").replace("address = \"127.0.0.1\"", "address = \"::\"");
+    let t = start(&toml);
+    let via: std::net::SocketAddr = format!("127.0.0.1:{}", t.addr().port()).parse().unwrap();
+    if std::net::TcpStream::connect(via).is_err() {
+        eprintln!("the IPv6 wildcard listener is IPv6-only here: skipped");
+        return;
+    }
+    let log = nvmf_initiator::discover(via, &opts()).unwrap();
+    for e in &log.entries {
+        assert_eq!(e.traddr, "127.0.0.1", "{e:?}");
+        assert_eq!(e.adrfam, 1, "ADRFAM IPv4 for {}", e.traddr);
+    }
+}
