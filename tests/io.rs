@@ -66,6 +66,8 @@ fn nlb0(len: usize, bs: u32) -> u16 {
 fn exercise_namespace(q: &mut Queue, nsid: u32, bs: u32, seed: u64) {
     let b = bs as usize;
     let blocks = |n: usize| n * b;
+    // The queue's own in-capsule limit, restored after R2T-only parts.
+    let icmax = q.in_capsule_max();
     // Read/Write: in-capsule and R2T, then R2T only.
     let mut lba = 0u64;
     for pass in 0..2 {
@@ -77,7 +79,7 @@ fn exercise_namespace(q: &mut Queue, nsid: u32, bs: u32, seed: u64) {
             lba += (len / b) as u64;
         }
     }
-    q.set_in_capsule_max(IN_CAPSULE as u32);
+    q.set_in_capsule_max(icmax);
     // Unaligned to anything in particular: an odd LBA near the end.
     let nblocks = q_blocks(nsid, bs);
     write_read_check(q, nsid, bs, nblocks - 3, seed + 7, blocks(3));
@@ -136,7 +138,7 @@ fn exercise_namespace(q: &mut Queue, nsid: u32, bs: u32, seed: u64) {
     q.set_in_capsule_max(0);
     q.compare(nsid, cbase, &cdata, bs).unwrap();
     expect_status(q.compare(nsid, cbase, &other, bs), sc::COMPARE_FAILURE);
-    q.set_in_capsule_max(IN_CAPSULE as u32);
+    q.set_in_capsule_max(icmax);
 
     // Fused Compare-and-Write: success, then a miscompare aborts the write.
     let new = pattern(seed + 300, blocks(4));
@@ -550,5 +552,43 @@ fn sqhd_advances_with_every_command() {
         assert_eq!(r.sqhd, (k + 1) % 32, "admin SQHD after command {k}");
         assert_eq!(r.sqid, 0);
     }
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn largest_transfers_with_an_8_mib_mdts() {
+    let t = start(&basic_toml("max_io_size = \"8MiB\""));
+    for (hd, dd) in [(false, false), (true, true)] {
+        let mut o = opts();
+        o.hdr_digest = hd;
+        o.data_digest = dd;
+        let mut c = connect_with(t.addr(), NQN, &o, 1);
+        assert_eq!(c.id.mdts, 11);
+        assert_eq!(c.max_transfer_size(), 1 << 20, "the library caps at 1 MiB");
+        let q = &mut c.io[0];
+        assert!(q.maxh2cdata() >= 4096);
+        // 8 MiB in one command each way: one H2CData PDU far larger than a
+        // receive buffer, one C2HData PDU as large.
+        let data = pattern(8 + dd as u64, 8 << 20);
+        q.write(NS_RAM4K, 1024, &data, 4096).unwrap();
+        let got = q.read(NS_RAM4K, 1024, 2047, 4096).unwrap();
+        assert_same(&got, &data, "8 MiB read back");
+        // One block more is beyond MDTS.
+        expect_status_dnr(q.read(NS_RAM4K, 0, 2048, 4096), sc::INVALID_FIELD);
+        c.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn all_data_through_r2t_without_in_capsule_data() {
+    let t = start(&basic_toml("in_capsule_data_size = 0"));
+    let mut o = opts();
+    o.in_capsule_max = 1 << 20;
+    let mut c = connect_with(t.addr(), NQN, &o, 1);
+    assert_eq!(c.id.ioccsz, 4, "IOCCSZ: the 64-byte command only");
+    assert_eq!(c.io[0].in_capsule_max(), 0);
+    // Writes, DSM ranges, Copy descriptors and compare data all go
+    // through R2T; the admin queue still takes 8 KiB in the capsule.
+    exercise_namespace(&mut c.io[0], NS_RAM512, 512, 900);
     c.shutdown().unwrap();
 }
