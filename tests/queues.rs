@@ -524,3 +524,54 @@ fn reconnecting_after_a_disconnect_sees_the_data() {
     );
     c.shutdown().unwrap();
 }
+
+/// A host that stops reading its responses (its socket buffer fills up and
+/// the target's sends stall) must not hold up other connections on the same
+/// reactor; when it reads again, everything arrives intact.
+#[test]
+fn a_host_that_stops_reading_blocks_nobody_else() {
+    let mut cfg =
+        nvmf_target::config::Config::parse(&basic_toml("max_io_size = \"1MiB\""), "t.toml")
+            .unwrap();
+    cfg.listeners[0].addr.set_port(0);
+    cfg.target.cores = vec![0]; // one reactor for everybody
+    let t = start_config(cfg);
+    let addr = t.addr();
+    let mut stalled = connect(addr, 1);
+    let data = pattern(66, 1 << 20);
+    stalled.io[0].write(NS_RAM4K, 0, &data, 4096).unwrap();
+    // 48 MiB of reads requested, none of it read for now.
+    let mut cids = Vec::new();
+    for _ in 0..48 {
+        cids.push(
+            stalled.io[0]
+                .submit(Command::read(NS_RAM4K, 0, 255), None, 1 << 20)
+                .unwrap(),
+        );
+    }
+    thread::sleep(Duration::from_millis(200));
+    // Meanwhile another host is served normally on the same reactor.
+    let mut other = connect(addr, 2);
+    for (i, q) in other.io.iter_mut().enumerate() {
+        hammer(
+            q,
+            Load {
+                nsid: NS_RAM512,
+                bs: 512,
+                first_lba: 20000 + i as u64 * 4096,
+                slots: 16,
+                qd: 16,
+                rounds: 2,
+                seed: 70 + i as u64,
+            },
+        );
+    }
+    other.shutdown().unwrap();
+    // The stalled host catches up.
+    for cid in cids {
+        let r = stalled.io[0].wait_for(cid).unwrap();
+        assert_eq!(r.status, 0);
+        assert_same(&r.data, &data, "read delivered after the stall");
+    }
+    stalled.shutdown().unwrap();
+}
