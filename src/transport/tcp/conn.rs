@@ -32,6 +32,19 @@ enum State {
     Closing,
 }
 
+/// An H2CData PDU whose data is arriving: bytes go straight into the
+/// write's buffer as they come, with a running data digest.
+struct H2cStream {
+    tag: u16,
+    flags: u8,
+    /// Data bytes still to come.
+    data_left: usize,
+    /// Data digest bytes still to come, and those seen so far.
+    digest_left: usize,
+    digest: [u8; 4],
+    crc: u32,
+}
+
 /// A write waiting for its data through R2T / H2CData.
 struct PendingWrite {
     cmd: Command,
@@ -49,6 +62,8 @@ pub struct TcpConn {
     maxh2cdata: u32,
     /// A partial PDU carried over between receives.
     rx: Vec<u8>,
+    /// The H2CData PDU being received in place, if any.
+    stream: Option<H2cStream>,
     /// Output being built; finished segments (headers, data buffers) wait
     /// in `segs` to go out as one gathered send.
     out: Vec<u8>,
@@ -70,6 +85,7 @@ impl TcpConn {
             tx: TxParams::default(),
             maxh2cdata: params.max_io_size.max(4096),
             rx: Vec::new(),
+            stream: None,
             out: Vec::new(),
             segs: Vec::new(),
             pending: Vec::new(),
@@ -147,45 +163,106 @@ impl TcpConn {
     /// Feeds received bytes; processes every complete PDU.
     pub fn receive(&mut self, bytes: &[u8], now: Instant) {
         let mut bytes = bytes;
-        // First complete a PDU left partial by the previous receive, copying
-        // only the bytes it still lacks.
-        while !self.rx.is_empty() && !bytes.is_empty() && self.state != State::Closing {
-            let have = self.rx.len();
-            let want = if have < pdu::COMMON_HEADER_LEN {
-                pdu::COMMON_HEADER_LEN
+        while !bytes.is_empty() && self.state != State::Closing {
+            if self.stream.is_some() {
+                bytes = self.stream_in(bytes, now);
+            } else if !self.rx.is_empty() {
+                bytes = self.top_up(bytes, now);
             } else {
-                let plen = crate::nvme::le32(&self.rx, 4) as usize;
-                if plen < pdu::COMMON_HEADER_LEN || plen > pdu::MAX_PLEN as usize {
-                    have // nonsense: let the framer report it
-                } else {
-                    plen
+                // Parse in place; keep only a trailing partial PDU.
+                let used = self.process(bytes, now);
+                bytes = &bytes[used..];
+                if self.stream.is_none() && self.state != State::Closing {
+                    self.rx.extend_from_slice(bytes);
+                    return;
                 }
-            };
-            let take = want.saturating_sub(have).min(bytes.len());
-            self.rx.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.rx.len() < want {
-                return;
             }
-            if want > pdu::COMMON_HEADER_LEN || have >= pdu::COMMON_HEADER_LEN {
+        }
+    }
+
+    /// Adds to the carried-over partial PDU only the bytes it still lacks
+    /// (for H2CData, just its header: the data is then streamed), and
+    /// processes it once complete. Returns the unused bytes.
+    fn top_up<'a>(&mut self, bytes: &'a [u8], now: Instant) -> &'a [u8] {
+        let have = self.rx.len();
+        let want = if have < pdu::COMMON_HEADER_LEN {
+            pdu::COMMON_HEADER_LEN
+        } else {
+            let plen = crate::nvme::le32(&self.rx, 4) as usize;
+            let pdo = self.rx[3] as usize;
+            let header = self.rx[2] as usize
+                + if self.rx[1] & flags::HDGSTF != 0 {
+                    4
+                } else {
+                    0
+                };
+            if !(pdu::COMMON_HEADER_LEN..=pdu::MAX_PLEN as usize).contains(&plen) {
+                have // nonsense: let the framer report it now
+            } else if self.rx[0] == pdu_type::H2C_DATA && pdo >= header && pdo < plen {
+                pdo
+            } else {
+                plen
+            }
+        };
+        let take = want.saturating_sub(have).min(bytes.len());
+        self.rx.extend_from_slice(&bytes[..take]);
+        let rest = &bytes[take..];
+        if self.rx.len() < want || (want == pdu::COMMON_HEADER_LEN && have < want) {
+            return rest;
+        }
+        let rx = std::mem::take(&mut self.rx);
+        let used = self.process(&rx, now);
+        if used == 0 && self.stream.is_none() && self.state != State::Closing {
+            // The framer needs the whole PDU after all: keep collecting it.
+            let plen = (crate::nvme::le32(&rx, 4) as usize).min(pdu::MAX_PLEN as usize);
+            self.rx = rx;
+            let take = plen.saturating_sub(self.rx.len()).min(rest.len());
+            self.rx.extend_from_slice(&rest[..take]);
+            if self.rx.len() >= plen {
                 let rx = std::mem::take(&mut self.rx);
-                let used = self.process(&rx, now);
-                if used < rx.len() && self.state != State::Closing {
-                    // Only the header arrived so far (plen not yet reached).
-                    self.rx = rx;
-                } else {
-                    self.recycle_rx(rx);
-                }
+                self.process(&rx, now);
+                self.recycle_rx(rx);
+            }
+            return &rest[take..];
+        }
+        self.recycle_rx(rx);
+        rest
+    }
+
+    /// Feeds bytes of the H2CData PDU being streamed; returns what is left.
+    fn stream_in<'a>(&mut self, bytes: &'a [u8], now: Instant) -> &'a [u8] {
+        let Some(st) = self.stream.as_mut() else {
+            return bytes;
+        };
+        let n = st.data_left.min(bytes.len());
+        let (data, mut rest) = bytes.split_at(n);
+        if n > 0 {
+            if self.neg.ddgst {
+                st.crc = crc32c::crc32c_append(st.crc, data);
+            }
+            st.data_left -= n;
+            let tag = st.tag;
+            if let Some(w) = self.pending.get_mut(tag as usize).and_then(|w| w.as_mut()) {
+                w.buf[w.received..w.received + n].copy_from_slice(data);
+                w.received += n;
             }
         }
-        if self.state == State::Closing || bytes.is_empty() {
-            return;
+        let Some(st) = self.stream.as_mut() else {
+            return rest;
+        };
+        if st.data_left == 0 && st.digest_left > 0 {
+            let k = st.digest_left.min(rest.len());
+            let at = 4 - st.digest_left;
+            st.digest[at..at + k].copy_from_slice(&rest[..k]);
+            st.digest_left -= k;
+            rest = &rest[k..];
         }
-        // Then parse in place, keeping only a trailing partial PDU.
-        let used = self.process(bytes, now);
-        if self.state != State::Closing && used < bytes.len() {
-            self.rx.extend_from_slice(&bytes[used..]);
+        if st.data_left == 0 && st.digest_left == 0 {
+            let st = self.stream.take().expect("checked above");
+            let digest_ok = !self.neg.ddgst || u32::from_le_bytes(st.digest) == st.crc;
+            self.h2c_finish(st.tag, st.flags, digest_ok, now);
         }
+        rest
     }
 
     fn recycle_rx(&mut self, mut rx: Vec<u8>) {
@@ -213,6 +290,14 @@ impl TcpConn {
                 }
             };
             if rest.len() < frame.plen {
+                let streamable = frame.ch.pdu_type == pdu_type::H2C_DATA && frame.data_len > 0;
+                if streamable && rest.len() >= frame.data_off {
+                    if let Err(f) = self.h2c_begin(&frame, rest, now) {
+                        self.fatal(f, &rest[..frame.hlen]);
+                        break;
+                    }
+                    pos = buf.len();
+                }
                 break;
             }
             let pdu_bytes = &rest[..frame.plen];
@@ -437,20 +522,9 @@ impl TcpConn {
         pdu::encode_r2t(&mut self.out, self.tx.hdgst, cmd.cid, tag, 0, len);
     }
 
-    fn h2c_data(
-        &mut self,
-        p: &[u8],
-        data: &[u8],
-        fl: u8,
-        digest_ok: bool,
-        now: Instant,
-    ) -> Result<(), Fatal> {
-        let h = pdu::H2CData::parse(p);
-        let slot = self
-            .pending
-            .get_mut(h.ttag as usize)
-            .and_then(|s| s.as_mut());
-        let Some(w) = slot else {
+    /// Checks an H2CData header against its write; returns the tag.
+    fn h2c_check(&self, h: &pdu::H2CData, data_len: usize) -> Result<u16, Fatal> {
+        let Some(w) = self.pending.get(h.ttag as usize).and_then(|s| s.as_ref()) else {
             return Err(Fatal::new(
                 fes::INVALID_HEADER_FIELD,
                 10,
@@ -464,7 +538,7 @@ impl TcpConn {
                 format!("CCCID {} does not match transfer tag {}", h.cccid, h.ttag),
             ));
         }
-        if h.datal as usize != data.len() {
+        if h.datal as usize != data_len {
             return Err(Fatal::new(
                 fes::INVALID_HEADER_FIELD,
                 16,
@@ -497,10 +571,49 @@ impl TcpConn {
                 format!("DATAO {} but {} expected next", h.datao, w.received),
             ));
         }
-        w.buf[h.datao as usize..end as usize].copy_from_slice(data);
-        w.received = end as usize;
-        w.digest_error |= !digest_ok;
-        let done = w.received == w.buf.len();
+        Ok(h.ttag)
+    }
+
+    /// A whole H2CData PDU.
+    fn h2c_data(
+        &mut self,
+        p: &[u8],
+        data: &[u8],
+        fl: u8,
+        digest_ok: bool,
+        now: Instant,
+    ) -> Result<(), Fatal> {
+        let tag = self.h2c_check(&pdu::H2CData::parse(p), data.len())?;
+        if let Some(w) = self.pending[tag as usize].as_mut() {
+            w.buf[w.received..w.received + data.len()].copy_from_slice(data);
+            w.received += data.len();
+        }
+        self.h2c_check_last(tag, fl)?;
+        self.h2c_finish(tag, fl, digest_ok, now);
+        Ok(())
+    }
+
+    /// The header of an H2CData PDU whose data is still arriving: check it
+    /// and stream what is here of the data.
+    fn h2c_begin(&mut self, frame: &pdu::Frame, rest: &[u8], now: Instant) -> Result<(), Fatal> {
+        let tag = self.h2c_check(&pdu::H2CData::parse(rest), frame.data_len)?;
+        self.stream = Some(H2cStream {
+            tag,
+            flags: frame.ch.flags,
+            data_left: frame.data_len,
+            digest_left: if frame.ddgst { 4 } else { 0 },
+            digest: [0; 4],
+            crc: 0,
+        });
+        let left = self.stream_in(&rest[frame.data_off..], now);
+        debug_assert!(left.is_empty());
+        Ok(())
+    }
+
+    fn h2c_check_last(&self, tag: u16, fl: u8) -> Result<(), Fatal> {
+        let done = self.pending[tag as usize]
+            .as_ref()
+            .is_some_and(|w| w.received == w.buf.len());
         if done && fl & flags::LAST_PDU == 0 {
             return Err(Fatal::new(
                 fes::INVALID_HEADER_FIELD,
@@ -508,17 +621,30 @@ impl TcpConn {
                 "last H2CData PDU without LAST_PDU",
             ));
         }
-        if done {
-            let w = self.pending[h.ttag as usize].take().expect("checked above");
-            self.free_tags.push(h.ttag);
-            if w.digest_error {
-                self.reject(&w.cmd, TRANSIENT_TRANSPORT_ERROR);
-                self.queue.recycle(w.buf);
-            } else {
-                self.execute(w.cmd, w.buf, now);
-            }
-        }
         Ok(())
+    }
+
+    /// After the data of an H2CData PDU: record a digest error and, once
+    /// all the write's data is in, execute it.
+    fn h2c_finish(&mut self, tag: u16, fl: u8, digest_ok: bool, now: Instant) {
+        if let Err(f) = self.h2c_check_last(tag, fl) {
+            return self.fatal(f, &[]);
+        }
+        let Some(w) = self.pending[tag as usize].as_mut() else {
+            return;
+        };
+        w.digest_error |= !digest_ok;
+        if w.received < w.buf.len() {
+            return;
+        }
+        let w = self.pending[tag as usize].take().expect("checked above");
+        self.free_tags.push(tag);
+        if w.digest_error {
+            self.reject(&w.cmd, TRANSIENT_TRANSPORT_ERROR);
+            self.queue.recycle(w.buf);
+        } else {
+            self.execute(w.cmd, w.buf, now);
+        }
     }
 
     fn execute(&mut self, cmd: Command, data: Vec<u8>, now: Instant) {

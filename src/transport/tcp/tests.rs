@@ -620,3 +620,73 @@ fn bytes_split_at_every_boundary_still_frame() {
     };
     assert!(c.status.is_success());
 }
+
+#[test]
+fn h2c_data_streams_in_any_chunking_with_digests() {
+    let t = target();
+    let mut a = Host::new(&t);
+    let cntlid = a.admin_up(false, false);
+    let mut q = Host::new(&t);
+    q.icreq(true, true);
+    assert!(q
+        .connect(1, cntlid, SUBNQN, HOSTNQN, 0, 0)
+        .status
+        .is_success());
+    let data: Vec<u8> = (0..65536u32).map(|i| (i * 13 % 253) as u8).collect();
+    for (round, chunk) in [1usize, 7, 24, 28, 29, 1000, 4097, 70000]
+        .into_iter()
+        .enumerate()
+    {
+        let lba = round as u64 * 128;
+        let cid = q.submit(rw(0x01, 1, lba, 128), &[], 65536);
+        let Some(Got::R2t { ttag, .. }) = q.recv() else {
+            panic!("no R2T")
+        };
+        // Two H2CData PDUs, concatenated, fed `chunk` bytes at a time.
+        let mut wire = host::h2c_data(cid, ttag, 0, &data[..40000], false, true, true);
+        wire.extend(host::h2c_data(
+            cid,
+            ttag,
+            40000,
+            &data[40000..],
+            true,
+            true,
+            true,
+        ));
+        for piece in wire.chunks(chunk) {
+            q.send(piece);
+        }
+        let Some(Got::Resp(c)) = q.recv() else {
+            panic!("no completion (chunk {chunk})")
+        };
+        assert!(c.status.is_success(), "chunk {chunk}: {:?}", c.status);
+        let (c, back) = q.exec(rw(0x02, 1, lba, 128), &[], 65536);
+        assert!(c.status.is_success());
+        assert!(back == data, "data differs after chunk size {chunk}");
+    }
+    // A corrupted data digest in a streamed PDU fails the command only.
+    let cid = q.submit(rw(0x01, 1, 0, 8), &[], 4096);
+    let Some(Got::R2t { ttag, .. }) = q.recv() else {
+        panic!("no R2T")
+    };
+    let mut wire = host::h2c_data(cid, ttag, 0, &[9u8; 4096], true, true, true);
+    let n = wire.len();
+    wire[n - 2] ^= 0x40;
+    for piece in wire.chunks(100) {
+        q.send(piece);
+    }
+    let Some(Got::Resp(c)) = q.recv() else {
+        panic!("no completion")
+    };
+    assert_eq!(c.status.code(), Status(0x22));
+    assert!(!q.conn.is_closing());
+    // An unknown transfer tag is caught from the header alone.
+    q.send(&host::h2c_data(cid, 99, 0, &[0u8; 4096], true, true, true)[..40]);
+    assert!(matches!(
+        q.recv(),
+        Some(Got::Term {
+            fes: fes::INVALID_HEADER_FIELD,
+            fei: 10
+        })
+    ));
+}
