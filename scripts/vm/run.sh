@@ -79,7 +79,7 @@ if [ $# -gt 0 ]; then printf '%s\0' "$@" >"$tmp/payload/test/args"; fi
 
 append="console=ttyS0 panic=-1 quiet loglevel=4 random.trust_cpu=on mitigations=off"
 append+=" i8042.noaux i8042.nokbd i8042.nopnp tsc=reliable no_timer_check noresume"
-append+=" nvme_core.admin_timeout=10 nvme_core.io_timeout=20 nvme_core.multipath=N"
+append+=" nvme_core.admin_timeout=10 nvme_core.io_timeout=20"
 append+=" ${NVMF_VM_APPEND:-}"
 
 console="$tmp/console.log"
@@ -95,7 +95,7 @@ timeout -k 5 "$timeout_s" qemu-system-x86_64 \
   -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
   </dev/null >"$tmp/qemu.out" 2>&1 &
 qemu_pid=$!
-tail -n +1 -f --pid="$qemu_pid" "$console" | tr -d '\r' &
+tail -n +1 -f --pid="$qemu_pid" "$console" | sed -u 's/\r$//' &
 tail_pid=$!
 qemu_rc=0
 wait "$qemu_pid" || qemu_rc=$?

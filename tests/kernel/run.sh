@@ -4,10 +4,12 @@
 #
 #   tests/kernel/run.sh [GUEST_SCRIPT...]     default: tests/kernel/guest-*.sh
 #
-# Builds the target, writes a config (two RAM subsystems: 512-byte and 4096-byte blocks),
-# starts the target in the background, runs each guest script in its own VM, stops the
-# target, and exits non-zero when any check failed, printing the target's log. Logs are
-# kept in target/kernel-tests/ (console.log, target.log, target.toml).
+# Builds the target, writes a config (RAM subsystems with 512-byte and 4096-byte blocks, one
+# open to a single host NQN, a null one, a file-backed one), starts the target in the
+# background, runs each guest script in its own VM, stops the target, and exits non-zero
+# when any check failed, printing the target's log. Guest scripts may ask for host actions
+# with a console line "HOST-REQUEST: restart-target" (SIGKILL, then start it again).
+# Logs are kept in target/kernel-tests/ (*.console.log, target.log, target.toml).
 #
 # When something the harness needs is missing (root or sudo for apt-get, a Debian-like
 # system), it fails under CI=true and otherwise skips with the reason.
@@ -15,6 +17,10 @@
 # Environment:
 #   NVMF_KTEST_PORT, NVMF_KTEST_DISCOVERY_PORT   target ports (default 4420, 8009)
 #   NVMF_KTEST_LOG_LEVEL                         target log level (default info)
+#   NVMF_KTEST_CORES                             the target's cores (default "0"; "0, 1"
+#                                                spreads queues over two reactors)
+#   NVMF_KTEST_TARGET_EXTRA                      more lines for the config's [target], e.g.
+#                                                max_io_size = "1MiB"
 #   NVMF_KTEST_REFERENCE=1                       run the guest tests against the kernel's
 #                                                nvmet in the guest instead (no nvmf-target)
 #   NVMF_VM_*                                    see scripts/vm/run.sh
@@ -44,9 +50,16 @@ port="${NVMF_KTEST_PORT:-4420}"
 dport="${NVMF_KTEST_DISCOVERY_PORT:-8009}"
 nqn512=nqn.2026-01.io.nvmf-target:ram512
 nqn4k=nqn.2026-01.io.nvmf-target:ram4k
+nqn_restricted=nqn.2026-01.io.nvmf-target:restricted
+nqn_null=nqn.2026-01.io.nvmf-target:null0
+nqn_file=nqn.2026-01.io.nvmf-target:file0
+allowed_host=nqn.2014-08.org.nvmexpress:uuid:6b1e8c1e-0d55-4f55-9d1e-5ad0c0dec0de
 scripts=("$@")
 if [ "${#scripts[@]}" -eq 0 ]; then
-  scripts=(tests/kernel/guest-*.sh)
+  scripts=(tests/kernel/guest-basic.sh)
+  for s in tests/kernel/guest-*.sh; do
+    [ "$s" = tests/kernel/guest-basic.sh ] || scripts+=("$s")
+  done
 fi
 
 logs="$repo/target/kernel-tests"
@@ -61,7 +74,9 @@ if [ "${NVMF_KTEST_REFERENCE:-0}" = 1 ]; then
   say "reference run: the guest tests its own nvmet target"
   rc=0
   for s in "${scripts[@]}"; do
-    NVMF_GUEST_REFERENCE=1 NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096" \
+    # Only guest-basic.sh knows how to set nvmet up.
+    [ "$(basename "$s")" = guest-basic.sh ] || continue
+    NVMF_VM_FILES=tests/kernel/lib-guest.sh NVMF_GUEST_REFERENCE=1 NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096" \
       NVMF_VM_LOG="$logs/$(basename "$s" .sh).reference.console.log" scripts/vm/run.sh "$s" || rc=1
   done
   exit "$rc"
@@ -74,7 +89,8 @@ cfg="$logs/target.toml"
 cat >"$cfg" <<EOF
 # Written by tests/kernel/run.sh.
 [target]
-cores = [0]
+cores = [${NVMF_KTEST_CORES:-0}]
+${NVMF_KTEST_TARGET_EXTRA:-}
 
 [[listener]]
 transport = "tcp"
@@ -103,7 +119,40 @@ allow_any_host = true
 backend = "ram"
 size = "512MiB"
 block_size = 4096
+
+# Only one host may see or connect to this one.
+[[subsystem]]
+nqn = "$nqn_restricted"
+allow_any_host = false
+hosts = ["$allowed_host"]
+
+[[subsystem.namespace]]
+backend = "ram"
+size = "64MiB"
+block_size = 512
+
+[[subsystem]]
+nqn = "$nqn_null"
+allow_any_host = true
+
+[[subsystem.namespace]]
+backend = "null"
+size = "1GiB"
+
+# Survives a restart of the target (the crash-and-restart test).
+[[subsystem]]
+nqn = "$nqn_file"
+allow_any_host = true
+
+[[subsystem.namespace]]
+backend = "file"
+path = "$logs/file0.img"
+size = "512MiB"
+block_size = 4096
+direct = false
 EOF
+rm -f "$logs/file0.img"
+truncate -s 512M "$logs/file0.img"
 "$bin" check "$cfg"
 
 listening() { # PORT: is a socket listening on 127.0.0.1:PORT or 0.0.0.0:PORT?
@@ -149,28 +198,68 @@ show_target_log() {
   echo "---- end of target log ----"
 }
 
-say "starting $bin --config $cfg"
-"$bin" --config "$cfg" --log-level "${NVMF_KTEST_LOG_LEVEL:-info}" >"$target_log" 2>&1 &
-target_pid=$!
-for _ in $(seq 100); do
-  if listening "$port" && listening "$dport"; then break; fi
-  if ! kill -0 "$target_pid" 2>/dev/null; then break; fi
-  sleep 0.1
-done
-if ! listening "$port" || ! listening "$dport"; then
-  say "FAIL: the target is not listening on 127.0.0.1:$port and :$dport"
+start_target() {
+  say "starting $bin --config $cfg"
+  echo "---- kernel-tests: target started $(date +%T) ----" >>"$target_log"
+  "$bin" --config "$cfg" --log-level "${NVMF_KTEST_LOG_LEVEL:-info}" >>"$target_log" 2>&1 &
+  target_pid=$!
+  for _ in $(seq 100); do
+    if listening "$port" && listening "$dport"; then break; fi
+    if ! kill -0 "$target_pid" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  if ! listening "$port" || ! listening "$dport"; then
+    say "FAIL: the target is not listening on 127.0.0.1:$port and :$dport"
+    return 1
+  fi
+}
+
+# A guest script asks for host actions with console lines "HOST-REQUEST: ACTION".
+host_request() {
+  case "$1" in
+  restart-target)
+    say "guest asked: kill -KILL the target and start it again"
+    kill -KILL "$target_pid" 2>/dev/null || true
+    wait "$target_pid" 2>/dev/null || true
+    echo "---- kernel-tests: target killed (SIGKILL) $(date +%T) ----" >>"$target_log"
+    start_target || restart_failed=1
+    ;;
+  *) say "unknown host request: $1" ;;
+  esac
+}
+
+: >"$target_log"
+if ! start_target; then
   show_target_log
   exit 1
 fi
 
 export NVMF_GUEST_PORT="$port" NVMF_GUEST_DISCOVERY_PORT="$dport"
 export NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096"
+export NVMF_GUEST_RESTRICTED_NQN="$nqn_restricted" NVMF_GUEST_ALLOWED_HOSTNQN="$allowed_host"
+export NVMF_GUEST_NULL_NQN="$nqn_null" NVMF_GUEST_FILE_NQN="$nqn_file"
+export NVMF_VM_FILES=tests/kernel/lib-guest.sh
 failed=()
+restart_failed=0
+shopt -s lastpipe
 for s in "${scripts[@]}"; do
   name="$(basename "$s" .sh)"
   say "running $s in the guest"
-  rc=0
-  NVMF_VM_LOG="$logs/$name.console.log" scripts/vm/run.sh "$s" || rc=$?
+  set +e
+  NVMF_VM_LOG="$logs/$name.console.log" scripts/vm/run.sh "$s" 2>&1 |
+    while IFS= read -r line; do
+      printf '%s\n' "$line"
+      case "$line" in
+      "HOST-REQUEST: "*) host_request "${line#HOST-REQUEST: }" ;;
+      esac
+    done
+  rc="${PIPESTATUS[0]}"
+  set -e
+  if [ "$restart_failed" -ne 0 ]; then
+    say "FAIL: the target did not start again after a restart"
+    failed+=("$s (target restart)")
+    break
+  fi
   if ! kill -0 "$target_pid" 2>/dev/null; then
     say "FAIL: the target exited during $s"
     failed+=("$s (target died)")

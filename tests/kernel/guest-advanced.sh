@@ -1,0 +1,410 @@
+#!/bin/bash
+# Runs inside the QEMU guest (scripts/vm/run.sh), after guest-basic.sh's kind of checks:
+# host access control and the discovery log per host, a null namespace, controller reset,
+# keep-alive while idle, queue sizes, two controllers on one subsystem (multipath), discard
+# (fstrim, blkdiscard against DLFEAT), I/O on four controllers at once, connect/disconnect
+# churn, disconnect under I/O, a network outage longer than the keep-alive timeout, a
+# persistent discovery controller, and a target crash and restart under a mounted XFS on a
+# file-backed namespace (the host reconnects and the files survive). The restart is asked of tests/kernel/run.sh with a console line
+# "HOST-REQUEST: restart-target".
+# The last line is "kernel-host: N passed, N failed"; the exit status is 1 if any failed.
+set -euo pipefail
+
+# shellcheck source=tests/kernel/lib-guest.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib-guest.sh"
+
+RAM512="${SUBSYSTEMS[0]%=*}"
+RAM4K="${SUBSYSTEMS[1]%=*}"
+RESTRICTED="${NVMF_GUEST_RESTRICTED_NQN:-nqn.2026-01.io.nvmf-target:restricted}"
+ALLOWED_HOSTNQN="${NVMF_GUEST_ALLOWED_HOSTNQN:-nqn.2014-08.org.nvmexpress:uuid:6b1e8c1e-0d55-4f55-9d1e-5ad0c0dec0de}"
+ALLOWED_HOSTID="${ALLOWED_HOSTNQN##*:}"
+NULLNQN="${NVMF_GUEST_NULL_NQN:-nqn.2026-01.io.nvmf-target:null0}"
+FILENQN="${NVMF_GUEST_FILE_NQN:-nqn.2026-01.io.nvmf-target:file0}"
+
+host_request() { # ask tests/kernel/run.sh on the host to do something
+  echo "HOST-REQUEST: $1" >/dev/console
+}
+
+wait_state() { # CTRL STATE SECONDS: wait until the controller is in STATE
+  local s=""
+  for _ in $(seq $(($3 * 5))); do
+    s="$(cat "/sys/class/nvme/$1/state" 2>/dev/null || echo gone)"
+    [ "$s" = "$2" ] && return 0
+    sleep 0.2
+  done
+  echo "controller $1 is '$s', not '$2', after $3 s"
+  return 1
+}
+
+# --- access control -----------------------------------------------------------------------------
+discover_hides_restricted() {
+  local out
+  out="$(run nvme discover -t tcp -a "$TARGET" -s "$DPORT" 2>&1)"
+  echo "$out"
+  expect "subnqn: +$RAM512\$" "$out"
+  if grep -q "$RESTRICTED" <<<"$out"; then
+    echo "the discovery log shows $RESTRICTED to a host it does not allow"
+    return 1
+  fi
+}
+
+discover_shows_restricted() {
+  local out
+  out="$(run nvme discover -t tcp -a "$TARGET" -s "$DPORT" --hostnqn="$ALLOWED_HOSTNQN" \
+    --hostid="$ALLOWED_HOSTID" 2>&1)"
+  echo "$out"
+  expect "subnqn: +$RESTRICTED\$" "$out"
+}
+
+connect_restricted_refused() {
+  local out
+  if out="$(run nvme connect "${CONNECT_OPTS[@]}" -n "$RESTRICTED" 2>&1)"; then
+    echo "$out"
+    echo "a host that is not in hosts = [...] connected"
+    return 1
+  fi
+  echo "$out"
+  [ -z "$(ctrl_for "$RESTRICTED")" ]
+  dmesg | tail -n 5
+}
+
+connect_restricted_allowed() {
+  connect "$RESTRICTED" --hostnqn="$ALLOWED_HOSTNQN" --hostid="$ALLOWED_HOSTID"
+  local c
+  c="$(ctrl_for "$RESTRICTED")"
+  run cat "/sys/class/nvme/$c/hostnqn"
+  [ "$(cat "/sys/class/nvme/$c/hostnqn")" = "$ALLOWED_HOSTNQN" ]
+}
+
+# --- null namespace -----------------------------------------------------------------------------
+null_io() {
+  head -c 1048576 /dev/urandom >/tmp/rand.dat
+  run dd if=/tmp/rand.dat of="/dev/$NS" bs=64k oflag=direct status=none
+  run dd if="/dev/$NS" of=/tmp/back.dat bs=64k count=16 iflag=direct status=none
+  head -c 1048576 /dev/zero >/tmp/zero.dat
+  run cmp /tmp/zero.dat /tmp/back.dat
+  run fio --name=null --filename="/dev/$NS" --size=64M --ioengine=libaio --direct=1 \
+    --rw=randrw --bs=4k --iodepth=32 --runtime=3 --time_based --output-format=terse --minimal
+}
+
+# --- reset, keep-alive, queues ------------------------------------------------------------------
+reset_keeps_data() {
+  head -c 1048576 /dev/urandom >/tmp/rand.dat
+  run dd if=/tmp/rand.dat of="/dev/$NS" bs=1M seek=10 oflag=direct status=none
+  run nvme reset "/dev/$CTRL"
+  wait_state "$CTRL" live 30
+  run dd if="/dev/$NS" of=/tmp/back.dat bs=1M skip=10 count=1 iflag=direct status=none
+  run cmp /tmp/rand.dat /tmp/back.dat
+  dmesg | grep "$CTRL" | tail -n 5
+}
+
+reset_under_io() {
+  run fio --name=resetio --filename="/dev/$NS" --size=16M --offset=64M --ioengine=libaio \
+    --direct=1 --rw=randwrite --bs=4k --iodepth=16 --verify=crc32c --verify_fatal=1 \
+    --do_verify=1 --output-format=terse --minimal >/tmp/fio-reset.out 2>&1 &
+  local fio_pid=$!
+  sleep 2
+  run nvme reset "/dev/$CTRL"
+  local rc=0
+  wait "$fio_pid" || rc=$?
+  cat /tmp/fio-reset.out
+  wait_state "$CTRL" live 30
+  return "$rc"
+}
+
+idle_keep_alive() { # connected with -k 5: idle for 3 keep-alive periods, still live
+  wait_state "$CTRL" live 1
+  echo "kato: $(cat "/sys/class/nvme/$CTRL/kato" 2>/dev/null || echo '?')"
+  sleep 16
+  wait_state "$CTRL" live 1
+  if dmesg | grep -iE "$CTRL.*(keep-alive|keep alive)"; then
+    echo "keep-alive trouble in the kernel log"
+    return 1
+  fi
+  run dd if="/dev/$NS" of=/dev/null bs=4k count=1 iflag=direct status=none
+}
+
+queue_depth_io() { # IODEPTH
+  fio_verify qd "/dev/$NS" 8M --offset=32M --bs=4k --iodepth="$1"
+  cat "/sys/block/$NS/queue/nr_requests"
+}
+
+# --- two controllers, one subsystem ---------------------------------------------------------------
+multipath() { # a second path from a second host address (nvme-cli 2.3 ignores -D)
+  ip addr show dev eth0 | grep -q 10.0.2.16/ || run ip addr add 10.0.2.16/24 dev eth0
+  run nvme connect "${CONNECT_OPTS[@]}" -n "$RAM4K" --host-traddr=10.0.2.15
+  run nvme connect "${CONNECT_OPTS[@]}" -n "$RAM4K" --host-traddr=10.0.2.16
+  local ctrls=() c
+  for c in /sys/class/nvme/nvme*; do
+    [ "$(cat "$c/subsysnqn")" = "$RAM4K" ] && ctrls+=("$(basename "$c"):$(cat "$c/cntlid"):$(cat "$c/state")")
+  done
+  echo "controllers (name:cntlid:state): ${ctrls[*]}"
+  [ "${#ctrls[@]}" -eq 2 ] || return 1
+  [ "${ctrls[0]#*:}" != "${ctrls[1]#*:}" ] || {
+    echo "both controllers have the same cntlid"
+    return 1
+  }
+  run nvme list-subsys
+  run nvme id-ctrl "/dev/${ctrls[0]%%:*}" | grep -E '^(cmic|cntlid) '
+  run nvme id-ns "/dev/${ctrls[0]%%:*}" -n 1 | grep -E '^nmic '
+  local paths
+  paths="$(find /sys/block -maxdepth 1 -name 'nvme*c*n1' | wc -l)"
+  echo "namespace paths (nvmeXcYn1) $paths"
+  NS="$(ns_for "${ctrls[0]%%:*}")"
+  run ls "/sys/block/$NS/multipath" 2>/dev/null || true
+  [ "$paths" -eq 2 ] || {
+    echo "expected one namespace with two paths (native multipath)"
+    return 1
+  }
+  fio_verify mp "/dev/$NS" 8M --offset=64M --bs=4k --numjobs=2 --offset_increment=8M
+}
+
+# --- discard --------------------------------------------------------------------------------------
+discard_matches_dlfeat() { # after a deallocate, reads return what DLFEAT promises
+  local dlfeat
+  dlfeat=$(($(nvme id-ns "/dev/$NS" | sed -n 's/^dlfeat *: *//p')))
+  echo "dlfeat $dlfeat; discard_max_bytes $(cat "/sys/block/$NS/queue/discard_max_bytes")"
+  head -c 1048576 /dev/urandom >/tmp/rand.dat
+  run dd if=/tmp/rand.dat of="/dev/$NS" bs=1M seek=20 oflag=direct status=none
+  run blkdiscard -o $((20 << 20)) -l $((1 << 20)) "/dev/$NS"
+  run dd if="/dev/$NS" of=/tmp/back.dat bs=1M skip=20 count=1 iflag=direct status=none
+  case $((dlfeat & 7)) in
+  1)
+    head -c 1048576 /dev/zero >/tmp/zero.dat
+    run cmp /tmp/zero.dat /tmp/back.dat
+    ;;
+  2) [ "$(tr -d '\377' </tmp/back.dat | wc -c)" -eq 0 ] ;;
+  *) echo "DLFEAT does not say what deallocated blocks read as" ;;
+  esac
+}
+
+fstrim_ext4() {
+  FSTYPE=ext4
+  run mkfs.ext4 -F -q -E nodiscard "/dev/$NS"
+  mount_fs
+  write_files
+  run rm -f "$MNT/file3" "$MNT/file4"
+  run fstrim -v "$MNT"
+  verify_files_but 3 4
+  umount_fs
+  run fsck.ext4 -fn "/dev/$NS"
+}
+
+verify_files_but() { # the files written by write_files, less the ones removed
+  local skip
+  skip="$(printf 'file%s|' "$@")"
+  grep -vE "\./(${skip%|})\$" "$MNT/SHA256SUMS" >/tmp/sums.left
+  (cd "$MNT" && run sha256sum -c --quiet /tmp/sums.left)
+}
+
+# --- discovery controller -------------------------------------------------------------------------
+persistent_discovery() {
+  local out c=""
+  out="$(run nvme discover -t tcp -a "$TARGET" -s "$DPORT" --persistent --keep-alive-tmo=5 2>&1)"
+  echo "$out"
+  for x in /sys/class/nvme/nvme*; do
+    [ "$(cat "$x/subsysnqn")" = "$DISCOVERY_NQN" ] && c="$(basename "$x")"
+  done
+  [ -n "$c" ] || {
+    echo "no persistent discovery controller"
+    return 1
+  }
+  echo "discovery controller $c"
+  out="$(run nvme id-ctrl "/dev/$c" 2>&1)"
+  expect "^cntrltype +: 2" "$out"
+  expect "^subnqn +: $DISCOVERY_NQN\$" "$out"
+  sleep 12
+  wait_state "$c" live 1
+  run nvme get-log "/dev/$c" --log-id=0x70 --log-len=1024 | head -5
+  run nvme disconnect -d "$c"
+}
+
+# --- several controllers at once, churn, disconnect under I/O, network outage ------------------------
+concurrent_io() { # fio with verify on four subsystems' namespaces at the same time
+  local nqn devs=() pids=() rc=0 i=0
+  for nqn in "$RAM512" "$RAM4K" "$FILENQN" "$NULLNQN"; do
+    connect "$nqn" >/dev/null
+    devs+=("/dev/$(ns_for "$(ctrl_for "$nqn")")")
+  done
+  echo "devices: ${devs[*]}"
+  for d in "${devs[@]}"; do
+    i=$((i + 1))
+    local v=(--verify=crc32c --verify_fatal=1 --do_verify=1)
+    [ "$d" = "${devs[3]}" ] && v=()
+    fio --name="c$i" --filename="$d" --size=8M --offset=400M --ioengine=libaio --direct=1 \
+      --rw=randwrite --bs=4k --iodepth=32 "${v[@]}" --output-format=terse --minimal \
+      >"/tmp/fio-c$i.out" 2>&1 &
+    pids+=($!)
+  done
+  i=0
+  for p in "${pids[@]}"; do
+    i=$((i + 1))
+    wait "$p" || {
+      echo "fio on ${devs[$((i - 1))]} failed:"
+      rc=1
+    }
+    cut -c1-200 "/tmp/fio-c$i.out"
+  done
+  for nqn in "$RAM512" "$RAM4K" "$FILENQN" "$NULLNQN"; do disconnect "$nqn" >/dev/null || rc=1; done
+  return "$rc"
+}
+
+churn() { # connect and disconnect 10 times, a little I/O each time
+  local i
+  for i in $(seq 10); do
+    connect "$RAM512" >/dev/null
+    NS="$(ns_for "$(ctrl_for "$RAM512")")"
+    dd if="/dev/$NS" of=/dev/null bs=64k count=4 iflag=direct status=none
+    disconnect "$RAM512" >/dev/null
+  done
+  echo "10 connect/disconnect cycles"
+}
+
+disconnect_under_io() { # disconnect with fio running: fio fails, nothing hangs, target fine
+  connect "$RAM512" >/dev/null
+  NS="$(ns_for "$(ctrl_for "$RAM512")")"
+  fio --name=dio --filename="/dev/$NS" --size=64M --ioengine=libaio --direct=1 --rw=randrw \
+    --bs=16k --iodepth=32 --runtime=30 --time_based --output-format=terse --minimal \
+    >/tmp/fio-dio.out 2>&1 &
+  local fio_pid=$!
+  sleep 3
+  run nvme disconnect -n "$RAM512"
+  local rc=0
+  wait "$fio_pid" || rc=$?
+  echo "fio exit $rc (an error is expected)"
+  [ -z "$(ctrl_for "$RAM512")" ]
+  # The target still serves: connect again and verify some I/O.
+  connect "$RAM512" >/dev/null
+  NS="$(ns_for "$(ctrl_for "$RAM512")")"
+  fio_verify after "/dev/$NS" 4M --offset=100M --bs=4k
+  disconnect "$RAM512"
+}
+
+network_outage() { # the link goes down for 3 keep-alive periods: both sides time out, the host reconnects
+  connect "$RAM512" --keep-alive-tmo=5 --ctrl-loss-tmo=60 >/dev/null
+  CTRL="$(ctrl_for "$RAM512")"
+  NS="$(ns_for "$CTRL")"
+  head -c 1048576 /dev/urandom >/tmp/rand.dat
+  run dd if=/tmp/rand.dat of="/dev/$NS" bs=1M seek=30 oflag=direct status=none
+  run ip link set eth0 down
+  sleep 16
+  echo "state while the link is down: $(cat "/sys/class/nvme/$CTRL/state")"
+  run ip link set eth0 up
+  wait_state "$CTRL" live 45
+  run dd if="/dev/$NS" of=/tmp/back.dat bs=1M skip=30 count=1 iflag=direct status=none
+  run cmp /tmp/rand.dat /tmp/back.dat
+  dmesg | grep "$CTRL" | tail -n 8
+  disconnect "$RAM512"
+}
+
+# --- target crash and restart ---------------------------------------------------------------------
+write_back_cache() { # a buffered file namespace has a volatile write cache: the host flushes
+  local out
+  out="$(run nvme id-ctrl "/dev/$CTRL" 2>&1)"
+  expect "^vwc +: 0x7" "$out"
+  run cat "/sys/block/$NS/queue/write_cache"
+  [ "$(cat "/sys/block/$NS/queue/write_cache")" = "write back" ]
+  run nvme get-feature "/dev/$CTRL" -f 6
+  run nvme flush "/dev/$NS" -n 1
+}
+
+restart_prepare() {
+  FSTYPE=xfs
+  mkfs_xfs
+  mount_fs
+  write_files
+  run sync
+}
+
+restart_target() {
+  local before
+  before="$(dmesg | grep -c "$CTRL" || true)"
+  host_request restart-target
+  # The controller notices the lost connection, then reconnects every 2 s.
+  for _ in $(seq 100); do
+    [ "$(cat "/sys/class/nvme/$CTRL/state")" != live ] && break
+    sleep 0.2
+  done
+  echo "state after the crash: $(cat "/sys/class/nvme/$CTRL/state")"
+  wait_state "$CTRL" live 40
+  dmesg | grep "$CTRL" | tail -n +"$((before + 1))"
+}
+
+restart_verify() {
+  verify_files
+  run dd if=/dev/urandom of="$MNT/after-restart" bs=1M count=4 status=none
+  run sync
+  umount_fs
+  fsck_xfs
+}
+
+say "host $(cat /etc/nvme/hostnqn), target $TARGET:$PORT (discovery $DPORT)"
+
+say "=== access control: $RESTRICTED allows only $ALLOWED_HOSTNQN"
+check "discovery log hides $RESTRICTED from other hosts" discover_hides_restricted || true
+check "discovery log shows $RESTRICTED to the allowed host" discover_shows_restricted || true
+check "connect to $RESTRICTED as another host is refused" connect_restricted_refused || true
+if check "connect to $RESTRICTED as the allowed host" connect_restricted_allowed; then
+  check "disconnect $RESTRICTED" disconnect "$RESTRICTED" || true
+fi
+
+say "=== null namespace $NULLNQN"
+NQN="$NULLNQN"
+if check "connect $NULLNQN" connect "$NULLNQN"; then
+  set_dev
+  check "null: writes accepted, reads return zeroes, fio 3 s" null_io || true
+  check "disconnect $NULLNQN" disconnect "$NULLNQN" || true
+fi
+
+say "=== $RAM512: reset, keep-alive, queue sizes"
+NQN="$RAM512"
+if check "connect -k 5 -Q 1024 (more than MQES)" connect "$RAM512" --keep-alive-tmo=5 --queue-size=1024; then
+  set_dev
+  check "queue size clamped: fio verify at iodepth 128" queue_depth_io 128 || true
+  check "idle for 16 s with keep-alive 5 s: still live" idle_keep_alive || true
+  check "nvme reset keeps the data" reset_keeps_data || true
+  check "nvme reset under fio: fio completes and verifies" reset_under_io || true
+  check "disconnect" disconnect "$RAM512" || true
+fi
+if check "connect -Q 16" connect "$RAM512" --queue-size=16; then
+  set_dev
+  check "fio verify at iodepth 64 on a 16-entry queue" queue_depth_io 64 || true
+  check "discard: reads after deallocate match DLFEAT" discard_matches_dlfeat || true
+  check "ext4: fstrim, files intact, fsck clean" fstrim_ext4 || true
+  check "disconnect" disconnect "$RAM512" || true
+fi
+
+say "=== $RAM4K: two controllers (multipath)"
+NQN="$RAM4K"
+check "two controllers, one namespace with two paths" multipath || true
+check "disconnect both" bash -c "nvme disconnect -n '$RAM4K' | grep -q 'disconnected 2 controller'" || true
+for c in /sys/class/nvme/nvme*; do
+  [ -e "$c" ] && [ "$(cat "$c/subsysnqn")" = "$RAM4K" ] && nvme disconnect -d "$(basename "$c")" >/dev/null 2>&1
+done
+
+say "=== several controllers, churn, disconnect under I/O, network outage"
+check "fio verify on four namespaces at once" concurrent_io || true
+check "connect/disconnect 10 times" churn || true
+check "disconnect under I/O, then connect and verify" disconnect_under_io || true
+check "link down 16 s (keep-alive 5 s): host reconnects, data intact" network_outage || true
+
+say "=== persistent discovery controller"
+check "discover --persistent: stays live 12 s with keep-alive 5 s" persistent_discovery || true
+
+say "=== $FILENQN: target crash (SIGKILL) and restart under a mounted XFS"
+NQN="$FILENQN"
+if check "connect $FILENQN" connect "$FILENQN"; then
+  set_dev
+  check "volatile write cache reported; the kernel flushes" write_back_cache || true
+  if check "mkfs.xfs, mount, write files" restart_prepare; then
+    if check "host reconnects after the target restarts" restart_target; then
+      check "files intact after the restart, more writes, xfs_repair -n clean" restart_verify || true
+    else
+      umount -f "$MNT" 2>/dev/null || true
+    fi
+  fi
+  check "disconnect $FILENQN" disconnect "$FILENQN" || true
+fi
+
+summary
+[ "$failed" -eq 0 ]

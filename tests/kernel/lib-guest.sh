@@ -1,0 +1,451 @@
+# Shared by the guest test scripts (tests/kernel/guest-*.sh), sourced in the guest as
+# /test/lib-guest.sh: settings from NVMF_GUEST_* variables, the check runner, and helpers.
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # settings used by the scripts that source this
+
+# NVMF_GUEST_REFERENCE=1: test the kernel's own target (nvmet) in this guest instead, with
+# the same subsystems, to tell target bugs from test bugs.
+REFERENCE="${NVMF_GUEST_REFERENCE:-0}"
+if [ "$REFERENCE" = 1 ]; then
+  TARGET=127.0.0.1
+else
+  TARGET="${NVMF_GUEST_TARGET_ADDR:-10.0.2.2}"
+fi
+PORT="${NVMF_GUEST_PORT:-4420}"
+DPORT="${NVMF_GUEST_DISCOVERY_PORT:-8009}"
+read -r -a SUBSYSTEMS <<<"${NVMF_GUEST_SUBSYSTEMS:-nqn.2026-01.io.nvmf-target:ram512=512 nqn.2026-01.io.nvmf-target:ram4k=4096}"
+CHECK_TIMEOUT="${NVMF_GUEST_CHECK_TIMEOUT:-240}"
+VERBOSE="${NVMF_GUEST_VERBOSE:-0}"
+# A target that stops answering must fail the run quickly, not after the default 600 s.
+CONNECT_OPTS=(-t tcp -a "$TARGET" -s "$PORT" --ctrl-loss-tmo=20 --reconnect-delay=2)
+DISCOVERY_NQN=nqn.2014-08.org.nvmexpress.discovery
+# Namespace identifiers ns-descs must show (nvmet has no EUI-64).
+read -r -a NIDS <<<"${NVMF_GUEST_EXPECT_NIDS:-eui64 nguid uuid}"
+# Features get-feature must return: Arbitration, Power Management, Temperature Threshold,
+# Error Recovery, Number of Queues, Write Atomicity, Async Event Config, Keep Alive Timer
+# (nvmet implements only the last three of them and 7).
+FEATURES=(1 2 4 5 7 0xa 0xb 0xf)
+if [ "$REFERENCE" = 1 ]; then
+  NIDS=(nguid uuid)
+  FEATURES=(7 0xb 0xf)
+fi
+
+passed=0
+failed=0
+failures=()
+T0=$(date +%s)
+MNT=/mnt/nvmf
+mkdir -p "$MNT"
+
+say() { echo "[guest +$(($(date +%s) - T0))s] $*"; }
+indent() { sed 's/^/    | /'; }
+
+# check DESCRIPTION COMMAND [ARGS...]: runs COMMAND (a function or program) under `set -e`
+# with a time limit; prints "ok" or "FAIL" with its output and the kernel messages it caused.
+check() {
+  local desc="$1"
+  shift
+  local out rc=0 start dmesg_before waited=0
+  out="$(mktemp)"
+  dmesg_before="$(dmesg | wc -l)"
+  start=$(date +%s)
+  set +e
+  (
+    set -e
+    "$@"
+  ) >"$out" 2>&1 &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 0.2
+    waited=$(($(date +%s) - start))
+    if [ "$waited" -ge "$CHECK_TIMEOUT" ]; then
+      kill -9 "$pid" 2>/dev/null
+      echo "FAIL $desc: timed out after ${CHECK_TIMEOUT}s: $*"
+      indent <"$out"
+      echo "    kernel log:"
+      dmesg | tail -n +"$((dmesg_before + 1))" | indent
+      failed=$((failed + 1))
+      failures+=("$desc (timeout)")
+      summary
+      exit 1
+    fi
+  done
+  wait "$pid"
+  rc=$?
+  set -e
+  if [ "$rc" -eq 0 ]; then
+    passed=$((passed + 1))
+    echo "ok   $desc ($(($(date +%s) - start))s)"
+    if [ "$VERBOSE" = 1 ]; then indent <"$out"; fi
+  else
+    failed=$((failed + 1))
+    failures+=("$desc")
+    echo "FAIL $desc: exit $rc: $*"
+    indent <"$out"
+    echo "    kernel log:"
+    dmesg | tail -n +"$((dmesg_before + 1))" | indent
+  fi
+  rm -f "$out"
+  return "$rc"
+}
+
+summary() {
+  say "done"
+  if [ "$failed" -gt 0 ]; then
+    echo "failed checks:"
+    printf '  - %s\n' "${failures[@]}"
+  fi
+  echo "kernel-host: $passed passed, $failed failed"
+}
+
+run() { # echo a command, then run it
+  echo "+ $*"
+  "$@"
+}
+
+expect() { # expect PATTERN TEXT...: grep -E for PATTERN in the text
+  local pat="$1"
+  shift
+  if ! grep -qE -- "$pat" <<<"$*"; then
+    echo "expected /$pat/ in the output above"
+    return 1
+  fi
+}
+
+# --- device lookup ------------------------------------------------------------------------------
+ctrl_for() { # NQN -> live controller name (nvme0), or nothing
+  local c
+  for c in /sys/class/nvme/nvme*; do
+    [ -e "$c/subsysnqn" ] || continue
+    [ "$(cat "$c/subsysnqn")" = "$1" ] || continue
+    [ "$(cat "$c/transport" 2>/dev/null)" = tcp ] || continue
+    basename "$c"
+    return 0
+  done
+}
+
+ns_for() { # CTRL -> its namespace block device (nvme0n1), waiting for it to appear
+  local nqn b
+  nqn="$(cat "/sys/class/nvme/$1/subsysnqn")"
+  for _ in $(seq 100); do
+    # device/ is the controller, or with native multipath the subsystem: both have subsysnqn.
+    for b in /sys/block/nvme*n*; do
+      b="$(basename "$b")"
+      [[ "$b" =~ ^nvme[0-9]+n[0-9]+$ ]] || continue
+      [ "$(cat "/sys/block/$b/device/subsysnqn" 2>/dev/null)" = "$nqn" ] || continue
+      if [ -b "/dev/$b" ]; then
+        echo "$b"
+        return 0
+      fi
+    done
+    sleep 0.1
+  done
+  return 1
+}
+
+# --- checks ---------------------------------------------------------------------------------
+discover() { # PORT NQN
+  local out
+  out="$(run nvme discover -t tcp -a "$TARGET" -s "$1" 2>&1)" || {
+    echo "$out"
+    return 1
+  }
+  echo "$out"
+  expect "subnqn: +$2\$" "$out"
+  expect "subnqn: +$DISCOVERY_NQN\$" "$out"
+  expect "trsvcid: +$PORT( |\$)" "$out"
+}
+
+discover_json() { # PORT NQN: the JSON form parses and lists the subsystem
+  local out
+  out="$(run nvme discover -t tcp -a "$TARGET" -s "$1" -o json 2>&1)"
+  echo "$out"
+  expect "\"subnqn\" *: *\"$2\"" "$out"
+}
+
+connect() { # NQN [OPTIONS...]: connects and checks a live controller and namespace appear
+  local nqn="$1"
+  shift
+  run nvme connect "${CONNECT_OPTS[@]}" -n "$nqn" "$@"
+  local ctrl ns
+  ctrl="$(ctrl_for "$nqn")"
+  [ -n "$ctrl" ] || {
+    echo "no controller for $nqn in /sys/class/nvme"
+    return 1
+  }
+  local state
+  state="$(cat "/sys/class/nvme/$ctrl/state")"
+  echo "controller $ctrl state $state"
+  [ "$state" = live ] || return 1
+  ns="$(ns_for "$ctrl")" || {
+    echo "no namespace block device for $ctrl:"
+    ls -l "/sys/class/nvme/$ctrl/" /dev/nvme*
+    return 1
+  }
+  echo "namespace /dev/$ns"
+}
+
+disconnect() { # NQN
+  local out
+  out="$(run nvme disconnect -n "$1" 2>&1)"
+  echo "$out"
+  expect "disconnected 1 controller" "$out"
+  local c
+  for _ in $(seq 50); do
+    c="$(ctrl_for "$1")"
+    [ -z "$c" ] && return 0
+    sleep 0.1
+  done
+  echo "controller $c still present after disconnect"
+  return 1
+}
+
+nvme_list() {
+  local out
+  out="$(run nvme list 2>&1)"
+  echo "$out"
+  expect "/dev/$NS " "$out"
+}
+
+id_ctrl() {
+  local out
+  out="$(run nvme id-ctrl "/dev/$CTRL" 2>&1)"
+  echo "$out"
+  expect "^subnqn +: $NQN\$" "$out"
+  expect "^sn +: [^ ]" "$out"
+  expect "^mn +: [^ ]" "$out"
+  expect "^ioccsz +: [1-9]" "$out"
+  expect "^iorcsz +: [1-9]" "$out"
+  expect "^sgls +: [1-9a-f]" "$out"
+  expect "^cntrltype +: 1" "$out"
+}
+
+id_ns() { # BS
+  local out want_lbads bytes nsze
+  out="$(run nvme id-ns "/dev/$NS" 2>&1)"
+  echo "$out"
+  want_lbads=$([ "$1" = 4096 ] && echo 12 || echo 9)
+  expect "^lbaf +[0-9]+ : ms:0 +lbads:$want_lbads rp:.*\(in use\)" "$out"
+  nsze=$(($(sed -n 's/^nsze *: *//p' <<<"$out")))
+  bytes="$(cat "/sys/block/$NS/size")"
+  echo "nsze $nsze blocks of $1; kernel: $((bytes * 512)) bytes; logical_block_size $(cat "/sys/block/$NS/queue/logical_block_size")"
+  [ "$((nsze * $1))" -eq "$((bytes * 512))" ]
+  [ "$(cat "/sys/block/$NS/queue/logical_block_size")" -eq "$1" ]
+}
+
+ns_descs() {
+  local out
+  out="$(run nvme ns-descs "/dev/$NS" 2>&1)"
+  echo "$out"
+  local id
+  for id in "${NIDS[@]}"; do
+    case "$id" in
+    eui64) expect "^eui64 +: [0-9a-f]{16}\$" "$out" ;;
+    nguid) expect "^nguid +: [0-9a-f]{32}\$" "$out" ;;
+    uuid) expect "^uuid +: [0-9a-f-]{36}\$" "$out" ;;
+    esac
+  done
+  # The kernel reads them too (sysfs shows what it took).
+  run cat "/sys/block/$NS/uuid" "/sys/block/$NS/nguid" "/sys/block/$NS/eui" "/sys/block/$NS/wwid"
+}
+
+smart_log() { run nvme smart-log "/dev/$CTRL"; }
+error_log() { run nvme error-log "/dev/$CTRL" -e 4; }
+fw_log() { run nvme fw-log "/dev/$CTRL"; }
+get_feature() { run nvme get-feature "/dev/$CTRL" -f "$1" -H; }
+list_ns() {
+  local out
+  out="$(run nvme list-ns "/dev/$CTRL" 2>&1)"
+  echo "$out"
+  expect "^\[ *0\]:0x1\$" "$out"
+}
+# (nvme show-regs in nvme-cli 2.3 fails on fabrics controllers, the kernel's nvmet too.)
+properties() { # Property Get of CAP, VS, CC, CSTS: an enabled, ready controller
+  local out v
+  out="$(run nvme get-property "/dev/$CTRL" -o 0x0 2>&1)"
+  echo "$out"
+  expect "value: [0-9a-f]+" "$out"
+  out="$(run nvme get-property "/dev/$CTRL" -o 0x8 2>&1)"
+  echo "$out"
+  v=$((0x$(sed -n 's/.*value: *\([0-9a-f]*\).*/\1/p' <<<"$out")))
+  [ "$v" -ge $((0x10200)) ] || {
+    echo "VS $v < 1.2"
+    return 1
+  }
+  out="$(run nvme get-property "/dev/$CTRL" -o 0x14 2>&1)"
+  echo "$out"
+  v=$((0x$(sed -n 's/.*value: *\([0-9a-f]*\).*/\1/p' <<<"$out")))
+  [ $((v & 1)) -eq 1 ] || {
+    echo "CC.EN is 0"
+    return 1
+  }
+  out="$(run nvme get-property "/dev/$CTRL" -o 0x1c 2>&1)"
+  echo "$out"
+  v=$((0x$(sed -n 's/.*value: *\([0-9a-f]*\).*/\1/p' <<<"$out")))
+  [ $((v & 1)) -eq 1 ] || {
+    echo "CSTS.RDY is 0"
+    return 1
+  }
+}
+
+pattern() { # FILE BYTES SEED: deterministic non-zero data
+  local n
+  n=$(($2 / 16 + 1))
+  yes "nvmf-target-$3-0123456789abcdef" | head -c $((n * 32)) | head -c "$2" >"$1"
+}
+
+io_write_read() { # BS: nvme write, read back, cmp
+  local bs="$1" blocks=8
+  pattern /tmp/w.dat $((bs * blocks)) a
+  run nvme write "/dev/$NS" -s 16 -c $((blocks - 1)) -z $((bs * blocks)) -d /tmp/w.dat
+  run nvme read "/dev/$NS" -s 16 -c $((blocks - 1)) -z $((bs * blocks)) -d /tmp/r.dat
+  run cmp /tmp/w.dat /tmp/r.dat
+}
+
+io_compare() { # BS: compare with the same data succeeds, with other data fails
+  local bs="$1" blocks=8 out
+  run nvme compare "/dev/$NS" -s 16 -c $((blocks - 1)) -z $((bs * blocks)) -d /tmp/w.dat
+  pattern /tmp/x.dat $((bs * blocks)) b
+  if out="$(run nvme compare "/dev/$NS" -s 16 -c $((blocks - 1)) -z $((bs * blocks)) -d /tmp/x.dat 2>&1)"; then
+    echo "$out"
+    echo "compare with different data succeeded"
+    return 1
+  fi
+  echo "$out"
+  expect "COMPARE_FAILED|Compare Failure|0x285|0x4285" "$out"
+}
+
+io_write_zeroes() { # BS
+  local bs="$1" blocks=8
+  run nvme write-zeroes "/dev/$NS" -s 16 -c $((blocks - 1))
+  run nvme read "/dev/$NS" -s 16 -c $((blocks - 1)) -z $((bs * blocks)) -d /tmp/r.dat
+  head -c $((bs * blocks)) /dev/zero >/tmp/z.dat
+  run cmp /tmp/z.dat /tmp/r.dat
+}
+
+io_dsm() {
+  run nvme dsm "/dev/$NS" --ad -s 16 -b 8
+  run nvme dsm "/dev/$NS" --ad -s 0,4096 -b 4,4
+}
+
+io_flush() { run nvme flush "/dev/$NS" -n 1; }
+
+io_oob() { # a read past the end must fail with LBA Out of Range
+  local out nsze
+  nsze=$(($(nvme id-ns "/dev/$NS" | sed -n 's/^nsze *: *//p')))
+  if out="$(run nvme read "/dev/$NS" -s "$nsze" -c 0 -z "$1" -d /tmp/r.dat 2>&1)"; then
+    echo "$out"
+    echo "read at LBA $nsze (= nsze) succeeded"
+    return 1
+  fi
+  echo "$out"
+  expect "LBA_RANGE|LBA Out of Range|0x80" "$out"
+}
+
+dd_verify() { # MiB OFFSET_MiB: O_DIRECT write of random data, read back, compare
+  head -c "$(($1 << 20))" /dev/urandom >/tmp/dd.dat
+  run dd if=/tmp/dd.dat of="/dev/$NS" bs=1M seek="$2" oflag=direct conv=fsync status=none
+  run dd if="/dev/$NS" of=/tmp/dd.back bs=1M skip="$2" count="$1" iflag=direct status=none
+  run cmp /tmp/dd.dat /tmp/dd.back
+  rm -f /tmp/dd.dat /tmp/dd.back
+}
+
+fio_verify() { # NAME FILE SIZE [FIO OPTIONS...]
+  local name="$1" file="$2" size="$3"
+  shift 3
+  run fio --name="$name" --filename="$file" --size="$size" --ioengine=libaio --direct=1 \
+    --rw=randwrite --iodepth=16 --verify=crc32c --verify_fatal=1 --do_verify=1 \
+    --randrepeat=0 --output-format=terse --terse-version=3 --minimal "$@" >/tmp/fio.out 2>&1 ||
+    {
+      cat /tmp/fio.out
+      return 1
+    }
+  # terse v3: field 5 is read errors... the run failed above if verify failed; show the totals.
+  awk -F';' '{ printf "fio %s: read %s KiB, write %s KiB, errors %s\n", $3, $6, $47, $5 }' /tmp/fio.out
+}
+
+mkfs_ext4() { run mkfs.ext4 -F -q "/dev/$NS"; }
+mkfs_xfs() { run mkfs.xfs -f -q "/dev/$NS"; }
+mount_fs() { run mount -t "$FSTYPE" "/dev/$NS" "$MNT"; }
+umount_fs() { run umount "$MNT"; }
+
+write_files() {
+  local i
+  for i in 1 2 3 4; do
+    run dd if=/dev/urandom of="$MNT/file$i" bs=1M count=$((i * 2)) status=none
+  done
+  mkdir -p "$MNT/dir/sub"
+  for i in $(seq 200); do echo "small file $i" >"$MNT/dir/sub/f$i"; done
+  (cd "$MNT" && find . -type f ! -name 'fio*' ! -name SHA256SUMS -print0 | sort -z | xargs -0 sha256sum) >/tmp/sums
+  cp /tmp/sums "$MNT/SHA256SUMS"
+  run sync
+}
+
+verify_files() {
+  (cd "$MNT" && run sha256sum -c --quiet SHA256SUMS)
+  [ "$(wc -l <"$MNT/SHA256SUMS")" -ge 204 ]
+}
+
+fsck_ext4() { run fsck.ext4 -fn "/dev/$NS"; }
+fsck_xfs() { run xfs_repair -n "/dev/$NS"; }
+
+queues_mapped() { # expect the kernel to report the queue mapping for CTRL
+  local line
+  line="$(dmesg | grep "nvme $CTRL: mapped" | tail -1)"
+  echo "$line"
+  expect "mapped 1/1/1 default/read/poll" "$line"
+}
+
+connect_bad_nqn() { # a connect to an unknown subsystem fails, and leaves no controller
+  local out
+  if out="$(run nvme connect "${CONNECT_OPTS[@]}" -n nqn.2026-01.io.nvmf-target:no-such-subsystem 2>&1)"; then
+    echo "$out"
+    echo "connect to an unknown NQN succeeded"
+    return 1
+  fi
+  echo "$out"
+  [ -z "$(ctrl_for nqn.2026-01.io.nvmf-target:no-such-subsystem)" ]
+}
+
+# --- device state -----------------------------------------------------------------------------
+CTRL=""
+NS=""
+NQN=""
+FSTYPE=""
+set_dev() {
+  CTRL="$(ctrl_for "$NQN")"
+  NS="$(ns_for "$CTRL")"
+  say "$NQN: controller /dev/$CTRL, namespace /dev/$NS"
+}
+
+reference_setup() { # nvmet on 127.0.0.1:PORT, each namespace a memory-backed null_blk
+  local cfg=/sys/kernel/config/nvmet entry nqn bs nb
+  run modprobe nvmet
+  run modprobe nvmet-tcp
+  run modprobe null_blk nr_devices=0
+  mkdir "$cfg/ports/1"
+  echo tcp >"$cfg/ports/1/addr_trtype"
+  echo ipv4 >"$cfg/ports/1/addr_adrfam"
+  echo 127.0.0.1 >"$cfg/ports/1/addr_traddr"
+  echo "$PORT" >"$cfg/ports/1/addr_trsvcid"
+  for entry in "${SUBSYSTEMS[@]}"; do
+    nqn="${entry%=*}"
+    bs="${entry##*=}"
+    nb="/sys/kernel/config/nullb/nb$bs"
+    mkdir "$nb"
+    echo 512 >"$nb/size"
+    echo "$bs" >"$nb/blocksize"
+    echo 1 >"$nb/memory_backed"
+    echo 1 >"$nb/discard"
+    echo 1 >"$nb/power"
+    mkdir "$cfg/subsystems/$nqn"
+    echo 1 >"$cfg/subsystems/$nqn/attr_allow_any_host"
+    mkdir "$cfg/subsystems/$nqn/namespaces/1"
+    echo "/dev/nb$bs" >"$cfg/subsystems/$nqn/namespaces/1/device_path"
+    printf "%032x\n" "$bs" >"$cfg/subsystems/$nqn/namespaces/1/device_nguid"
+    echo 1 >"$cfg/subsystems/$nqn/namespaces/1/enable"
+    ln -s "$cfg/subsystems/$nqn" "$cfg/ports/1/subsystems/$nqn"
+  done
+}
+
+for m in ext4 xfs; do modprobe "$m"; done
