@@ -269,6 +269,18 @@ impl Host {
     }
 }
 
+/// An enabled controller's admin host and one connected I/O queue (qid 1)
+/// with the given digests.
+fn io_up(t: &Arc<Target>, hd: bool, dd: bool) -> (Host, Host) {
+    let mut a = Host::new(t);
+    let cntlid = a.admin_up(false, false);
+    let mut q = Host::new(t);
+    q.icreq(hd, dd);
+    let c = q.connect(1, cntlid, SUBNQN, HOSTNQN, 0, 0);
+    assert!(c.status.is_success(), "{:?}", c.status);
+    (a, q)
+}
+
 use host::rw;
 
 #[test]
@@ -327,12 +339,7 @@ fn admin_connect_enable_identify() {
 #[test]
 fn io_queue_write_read_with_digests_in_capsule_and_r2t() {
     let t = target();
-    let mut a = Host::new(&t);
-    let cntlid = a.admin_up(true, true);
-    let mut q = Host::new(&t);
-    q.icreq(true, true);
-    let c = q.connect(1, cntlid, SUBNQN, HOSTNQN, 0, 0);
-    assert!(c.status.is_success(), "{:?}", c.status);
+    let (_admin, mut q) = io_up(&t, true, true);
     // In-capsule write of 4 KiB.
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
     let (c, _) = q.exec(rw(0x01, 1, 8, 8), &data, 0);
@@ -391,14 +398,7 @@ fn success_flag_only_when_sq_flow_control_is_disabled() {
 #[test]
 fn io_errors_have_their_status() {
     let t = target();
-    let mut a = Host::new(&t);
-    let cntlid = a.admin_up(false, false);
-    let mut q = Host::new(&t);
-    q.icreq(false, false);
-    assert!(q
-        .connect(1, cntlid, SUBNQN, HOSTNQN, 0, 0)
-        .status
-        .is_success());
+    let (mut a, mut q) = io_up(&t, false, false);
     let blocks = 4 * 1024 * 1024 / 512;
     let cases: Vec<(Command, u32, Status)> = vec![
         (rw(0x02, 1, blocks - 1, 2), 1024, Status::LBA_OUT_OF_RANGE),
@@ -624,14 +624,7 @@ fn bytes_split_at_every_boundary_still_frame() {
 #[test]
 fn h2c_data_streams_in_any_chunking_with_digests() {
     let t = target();
-    let mut a = Host::new(&t);
-    let cntlid = a.admin_up(false, false);
-    let mut q = Host::new(&t);
-    q.icreq(true, true);
-    assert!(q
-        .connect(1, cntlid, SUBNQN, HOSTNQN, 0, 0)
-        .status
-        .is_success());
+    let (_admin, mut q) = io_up(&t, true, true);
     let data: Vec<u8> = (0..65536u32).map(|i| (i * 13 % 253) as u8).collect();
     for (round, chunk) in [1usize, 7, 24, 28, 29, 1000, 4097, 70000]
         .into_iter()
