@@ -39,6 +39,9 @@ fn token(kind: u64, slot: usize) -> u64 {
     ((slot as u64 & 0xFF_FFFF) << 8) | kind
 }
 
+/// errno EIO, for a backend operation that could not be queued.
+const EIO: i32 = 5;
+
 fn io_token(slot: usize, tag: u32) -> u64 {
     token(T_IO, slot) | ((tag as u64) << 32)
 }
@@ -442,14 +445,19 @@ impl Reactor {
                         conn.send_off = off;
                         conn.send_busy = true;
                         let fd = conn.stream.as_raw_fd();
-                        self.ring.push(
-                            Op::SendV {
-                                fd,
-                                bufs,
-                                first_offset: off,
-                            },
-                            token(T_SEND, slot),
-                        )?;
+                        let op = Op::SendV {
+                            fd,
+                            bufs,
+                            first_offset: off,
+                        };
+                        if let Err(e) = self.ring.push(op, token(T_SEND, slot)) {
+                            log::error!(
+                                "reactor {}: cannot queue a send: {e}; closing the connection",
+                                self.index
+                            );
+                            conn.send_busy = false;
+                            self.shut(slot);
+                        }
                     }
                 }
                 self.maybe_free(slot);
@@ -518,8 +526,17 @@ impl Reactor {
             if c.tcp.has_io() {
                 c.tcp.take_io(&mut self.io_reqs);
                 for r in self.io_reqs.drain(..) {
-                    c.io_busy += 1;
-                    self.ring.push(r.op, io_token(slot, r.tag))?;
+                    match self.ring.push(r.op, io_token(slot, r.tag)) {
+                        Ok(()) => c.io_busy += 1,
+                        Err(e) => {
+                            // Only this command fails; the reactor goes on.
+                            log::error!(
+                                "reactor {}: cannot queue a backend operation: {e}",
+                                self.index
+                            );
+                            c.tcp.io_done(r.tag, -EIO, Vec::new());
+                        }
+                    }
                 }
             }
             if c.shut {
@@ -531,14 +548,19 @@ impl Reactor {
                 c.send_busy = true;
                 c.send_off = 0;
                 let fd = c.stream.as_raw_fd();
-                self.ring.push(
-                    Op::SendV {
-                        fd,
-                        bufs,
-                        first_offset: 0,
-                    },
-                    token(T_SEND, slot),
-                )?;
+                let op = Op::SendV {
+                    fd,
+                    bufs,
+                    first_offset: 0,
+                };
+                if let Err(e) = self.ring.push(op, token(T_SEND, slot)) {
+                    log::error!(
+                        "reactor {}: cannot queue a send: {e}; closing the connection",
+                        self.index
+                    );
+                    c.send_busy = false;
+                    self.shut(slot);
+                }
             } else if !c.send_busy && c.tcp.is_closing() {
                 if let Some(r) = c.tcp.close_reason() {
                     log::info!("reactor {}: closing connection: {r}", self.index);
