@@ -297,6 +297,24 @@ network_outage() { # the link goes down for 3 keep-alive periods: both sides tim
   disconnect "$RAM512"
 }
 
+# --- IPv6 -------------------------------------------------------------------------------------------
+ipv6() { # the listener on the host's ::1, reached at fec0::2 (slirp)
+  local v6port="$NVMF_GUEST_V6_PORT" out
+  for _ in $(seq 50); do
+    ip -6 addr show dev eth0 | grep -q 'scope global' && break
+    sleep 0.2
+  done
+  run ip -6 addr show dev eth0
+  out="$(run nvme discover -t tcp -a fec0::2 -s "$v6port" 2>&1)"
+  echo "$out"
+  expect "adrfam: +ipv6" "$out"
+  expect "traddr: +::1" "$out"
+  connect "$RAM512" -a fec0::2 -s "$v6port"
+  NS="$(ns_for "$(ctrl_for "$RAM512")")"
+  fio_verify v6 "/dev/$NS" 4M --offset=200M --bs=4k
+  disconnect "$RAM512"
+}
+
 # --- target crash and restart ---------------------------------------------------------------------
 write_back_cache() { # a buffered file namespace has a volatile write cache: the host flushes
   local out
@@ -387,6 +405,11 @@ check "fio verify on four namespaces at once" concurrent_io || true
 check "connect/disconnect 10 times" churn || true
 check "disconnect under I/O, then connect and verify" disconnect_under_io || true
 check "link down 16 s (keep-alive 5 s): host reconnects, data intact" network_outage || true
+
+if [ -n "${NVMF_GUEST_V6_PORT:-}" ]; then
+  say "=== IPv6"
+  check "IPv6: discover, connect and fio verify over [fec0::2]:$NVMF_GUEST_V6_PORT" ipv6 || true
+fi
 
 say "=== persistent discovery controller"
 check "discover --persistent: stays live 12 s with keep-alive 5 s" persistent_discovery || true

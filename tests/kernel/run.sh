@@ -48,6 +48,11 @@ fi
 
 port="${NVMF_KTEST_PORT:-4420}"
 dport="${NVMF_KTEST_DISCOVERY_PORT:-8009}"
+# An IPv6 listener on ::1 when this machine has IPv6 loopback (the guest reaches it at fec0::2).
+v6port=""
+if grep -qE '^0{31}1 .* lo$' /proc/net/if_inet6 2>/dev/null; then
+  v6port="${NVMF_KTEST_V6_PORT:-4421}"
+fi
 nqn512=nqn.2026-01.io.nvmf-target:ram512
 nqn4k=nqn.2026-01.io.nvmf-target:ram4k
 nqn_restricted=nqn.2026-01.io.nvmf-target:restricted
@@ -101,6 +106,7 @@ port = $port
 transport = "tcp"
 address = "127.0.0.1"
 port = $dport
+$(if [ -n "$v6port" ]; then printf '\n[[listener]]\ntransport = "tcp"\naddress = "::1"\nport = %s\n' "$v6port"; fi)
 
 [[subsystem]]
 nqn = "$nqn512"
@@ -155,12 +161,16 @@ rm -f "$logs/file0.img"
 truncate -s 512M "$logs/file0.img"
 "$bin" check "$cfg"
 
-listening() { # PORT: is a socket listening on 127.0.0.1:PORT or 0.0.0.0:PORT?
+listening() { # PORT: is a socket listening on 127.0.0.1, 0.0.0.0, ::1 or :: at PORT?
   local hex
   hex="$(printf '%04X' "$1")"
-  grep -qE "^ *[0-9]+: (0100007F|00000000):$hex [0-9A-F]{8}:0000 0A " /proc/net/tcp
+  grep -qE "^ *[0-9]+: (0100007F|00000000):$hex [0-9A-F]{8}:0000 0A " /proc/net/tcp ||
+    grep -qE "^ *[0-9]+: 0{24}(0{8}|01000000):$hex 0{32}:0000 0A " /proc/net/tcp6 2>/dev/null
 }
-for p in "$port" "$dport"; do
+listening_all() {
+  listening "$port" && listening "$dport" && { [ -z "$v6port" ] || listening "$v6port"; }
+}
+for p in "$port" "$dport" $v6port; do
   if listening "$p"; then
     say "FAIL: port $p is already in use on 127.0.0.1 (another target running?); set NVMF_KTEST_PORT/NVMF_KTEST_DISCOVERY_PORT"
     exit 1
@@ -204,12 +214,12 @@ start_target() {
   "$bin" --config "$cfg" --log-level "${NVMF_KTEST_LOG_LEVEL:-info}" >>"$target_log" 2>&1 &
   target_pid=$!
   for _ in $(seq 100); do
-    if listening "$port" && listening "$dport"; then break; fi
+    if listening_all; then break; fi
     if ! kill -0 "$target_pid" 2>/dev/null; then break; fi
     sleep 0.1
   done
-  if ! listening "$port" || ! listening "$dport"; then
-    say "FAIL: the target is not listening on 127.0.0.1:$port and :$dport"
+  if ! listening_all; then
+    say "FAIL: the target is not listening on 127.0.0.1:$port and :$dport${v6port:+ and [::1]:$v6port}"
     return 1
   fi
 }
@@ -234,7 +244,7 @@ if ! start_target; then
   exit 1
 fi
 
-export NVMF_GUEST_PORT="$port" NVMF_GUEST_DISCOVERY_PORT="$dport"
+export NVMF_GUEST_PORT="$port" NVMF_GUEST_DISCOVERY_PORT="$dport" NVMF_GUEST_V6_PORT="$v6port"
 export NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096"
 export NVMF_GUEST_RESTRICTED_NQN="$nqn_restricted" NVMF_GUEST_ALLOWED_HOSTNQN="$allowed_host"
 export NVMF_GUEST_NULL_NQN="$nqn_null" NVMF_GUEST_FILE_NQN="$nqn_file"
