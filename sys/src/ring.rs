@@ -15,6 +15,7 @@ use std::mem;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
+use crate::aligned::AlignedBuf;
 use io_uring::{opcode, types, IoUring};
 
 /// How long dropping a ring waits for cancelled operations before leaking their buffers.
@@ -87,6 +88,35 @@ pub enum Op {
         /// Position in the file.
         file_offset: u64,
     },
+    /// `pread` for a file opened with `O_DIRECT`: the kernel reads into an aligned bounce
+    /// buffer, copied into `buf[offset..offset + len]` on completion. `len` and
+    /// `file_offset` must suit the file's direct-I/O alignment.
+    ReadDirect {
+        /// File.
+        fd: RawFd,
+        /// Buffer, returned in the completion.
+        buf: Vec<u8>,
+        /// Where in `buf` the data goes.
+        offset: usize,
+        /// Bytes to read.
+        len: usize,
+        /// Position in the file.
+        file_offset: u64,
+    },
+    /// `pwrite` for a file opened with `O_DIRECT`: `buf[offset..offset + len]` is copied into
+    /// an aligned bounce buffer first.
+    WriteDirect {
+        /// File.
+        fd: RawFd,
+        /// Buffer, returned in the completion.
+        buf: Vec<u8>,
+        /// Start of the data in `buf`.
+        offset: usize,
+        /// Bytes to write.
+        len: usize,
+        /// Position in the file.
+        file_offset: u64,
+    },
     /// `fsync`, or `fdatasync` when `datasync`.
     Fsync {
         /// File.
@@ -137,6 +167,9 @@ struct Slot {
     /// slab grows.
     iov: Vec<libc::iovec>,
     msg: Box<libc::msghdr>,
+    /// Aligned memory of a direct read or write, and for a read where its data goes in `buf`.
+    bounce: Option<AlignedBuf>,
+    copy_back: Option<(usize, usize)>,
 }
 
 // SAFETY: the raw pointers in `iov` and `msg` only point into buffers owned by this same slot
@@ -153,6 +186,8 @@ impl Slot {
             iov: Vec::new(),
             // SAFETY: all-zero bytes are a valid `msghdr` (null pointers, zero lengths).
             msg: Box::new(unsafe { mem::zeroed() }),
+            bounce: None,
+            copy_back: None,
         }
     }
 }
@@ -290,6 +325,12 @@ impl Ring {
             }
             | Op::Write {
                 buf, offset, len, ..
+            }
+            | Op::ReadDirect {
+                buf, offset, len, ..
+            }
+            | Op::WriteDirect {
+                buf, offset, len, ..
             } => check_range(buf, *offset, *len)?,
             Op::SendV {
                 bufs, first_offset, ..
@@ -371,6 +412,37 @@ impl Ring {
             } => {
                 let data = &slot.buf.insert(buf)[offset..offset + len];
                 opcode::Write::new(types::Fd(fd), data.as_ptr(), clamp(len))
+                    .offset(file_offset)
+                    .build()
+            }
+            Op::ReadDirect {
+                fd,
+                buf,
+                offset,
+                len,
+                file_offset,
+            } => {
+                slot.buf = Some(buf);
+                slot.copy_back = Some((offset, len));
+                let bounce = slot.bounce.insert(AlignedBuf::new(len));
+                opcode::Read::new(types::Fd(fd), bounce.as_mut_ptr(), clamp(len))
+                    .offset(file_offset)
+                    .build()
+            }
+            Op::WriteDirect {
+                fd,
+                buf,
+                offset,
+                len,
+                file_offset,
+            } => {
+                let mut bounce = AlignedBuf::new(len);
+                bounce
+                    .as_mut_slice()
+                    .copy_from_slice(&buf[offset..offset + len]);
+                slot.buf = Some(buf);
+                let bounce = slot.bounce.insert(bounce);
+                opcode::Write::new(types::Fd(fd), bounce.as_ptr(), clamp(len))
                     .offset(file_offset)
                     .build()
             }
@@ -504,6 +576,13 @@ impl Ring {
                 continue;
             };
             slot.busy = false;
+            let bounce = slot.bounce.take();
+            if let (Some((at, len)), Some(b), Some(buf)) =
+                (slot.copy_back.take(), &bounce, slot.buf.as_mut())
+            {
+                let n = (cqe.result().max(0) as usize).min(len);
+                buf[at..at + n].copy_from_slice(&b.as_slice()[..n]);
+            }
             out.push(Completion {
                 token: slot.token,
                 result: cqe.result(),

@@ -50,7 +50,12 @@ fn cpu_clocks_advance_with_work() {
     let p1 = cpu::process_cpu_time();
     assert!(t1 - t0 >= Duration::from_millis(5), "{:?}", t1 - t0);
     // The process clock includes this thread's work.
-    assert!(p1 - p0 + Duration::from_millis(1) >= t1 - t0, "{:?} vs {:?}", p1 - p0, t1 - t0);
+    assert!(
+        p1 - p0 + Duration::from_millis(1) >= t1 - t0,
+        "{:?} vs {:?}",
+        p1 - p0,
+        t1 - t0
+    );
     // Sleeping costs no CPU time.
     let s0 = cpu::thread_cpu_time();
     std::thread::sleep(Duration::from_millis(50));
