@@ -20,6 +20,7 @@ ALLOWED_HOSTNQN="${NVMF_GUEST_ALLOWED_HOSTNQN:-nqn.2014-08.org.nvmexpress:uuid:6
 ALLOWED_HOSTID="${ALLOWED_HOSTNQN##*:}"
 NULLNQN="${NVMF_GUEST_NULL_NQN:-nqn.2026-01.io.nvmf-target:null0}"
 FILENQN="${NVMF_GUEST_FILE_NQN:-nqn.2026-01.io.nvmf-target:file0}"
+MULTINQN="${NVMF_GUEST_MULTI_NQN:-nqn.2026-01.io.nvmf-target:multi}"
 
 host_request() { # ask tests/kernel/run.sh on the host to do something
   echo "HOST-REQUEST: $1" >/dev/console
@@ -85,6 +86,77 @@ null_io() {
   run cmp /tmp/zero.dat /tmp/back.dat
   run fio --name=null --filename="/dev/$NS" --size=64M --ioengine=libaio --direct=1 \
     --rw=randrw --bs=4k --iodepth=32 --runtime=3 --time_based --output-format=terse --minimal
+}
+
+# --- several namespaces in one subsystem --------------------------------------------------------
+multi_ns() { # NSIDs 1 (64 MiB, 512), 3 (32 MiB, 4096), 7 (null 16 MiB): three disks, no cross-talk
+  connect "$MULTINQN" >/dev/null
+  local c out n disks=()
+  c="$(ctrl_for "$MULTINQN")"
+  out="$(run nvme list-ns "/dev/$c" 2>&1)"
+  echo "$out"
+  expect "^\[ *0\]:0x1\$" "$out"
+  expect "^\[ *1\]:0x3\$" "$out"
+  expect "^\[ *2\]:0x7\$" "$out"
+  out="$(run nvme id-ns "/dev/$c" -n 2 2>&1)"
+  expect "^nsze +: 0\$" "$out"
+  for _ in $(seq 50); do
+    disks=()
+    for n in /sys/block/nvme*n*; do
+      n="$(basename "$n")"
+      [[ "$n" =~ ^nvme[0-9]+n[0-9]+$ ]] || continue
+      [ "$(cat "/sys/block/$n/device/subsysnqn" 2>/dev/null)" = "$MULTINQN" ] && disks+=("$n")
+    done
+    [ "${#disks[@]}" -eq 3 ] && break
+    sleep 0.2
+  done
+  local want=("1:67108864:512" "3:33554432:4096" "7:16777216:512") got=()
+  for n in "${disks[@]}"; do
+    got+=("$(cat "/sys/block/$n/nsid" 2>/dev/null || nvme get-ns-id "/dev/$n" | sed 's/.*namespace-id://'):$(($(cat "/sys/block/$n/size") * 512)):$(cat "/sys/block/$n/queue/logical_block_size")")
+  done
+  echo "disks ${disks[*]}: nsid:bytes:block ${got[*]}"
+  mapfile -t got < <(printf '%s\n' "${got[@]}" | sort -n)
+  [ "${got[*]}" = "${want[*]}" ] || {
+    echo "expected ${want[*]}"
+    return 1
+  }
+  # Different data on NSID 1 and 3 at the same offsets; each reads back its own.
+  local d1="" d3=""
+  for n in "${disks[@]}"; do
+    case "$(cat "/sys/block/$n/nsid" 2>/dev/null || nvme get-ns-id "/dev/$n" | sed 's/.*namespace-id://')" in
+    1) d1="$n" ;;
+    3) d3="$n" ;;
+    esac
+  done
+  head -c 4194304 /dev/urandom >/tmp/a.dat
+  head -c 4194304 /dev/urandom >/tmp/b.dat
+  run dd if=/tmp/a.dat of="/dev/$d1" bs=1M oflag=direct status=none
+  run dd if=/tmp/b.dat of="/dev/$d3" bs=1M oflag=direct status=none
+  run dd if="/dev/$d1" of=/tmp/a.back bs=1M count=4 iflag=direct status=none
+  run dd if="/dev/$d3" of=/tmp/b.back bs=1M count=4 iflag=direct status=none
+  run cmp /tmp/a.dat /tmp/a.back
+  run cmp /tmp/b.dat /tmp/b.back
+  out="$(run nvme ns-descs "/dev/$c" -n 3 2>&1)"
+  echo "$out"
+  expect "^nguid +: [0-9a-f]{32}\$" "$out"
+  disconnect "$MULTINQN"
+}
+
+smart_counts_writes() { # Data Units Written grows by 10 MiB / 512000 bytes, rounded up
+  local before after
+  before=$(($(nvme smart-log "/dev/$CTRL" -o json | sed -n 's/.*"data_units_written" *: *"\{0,1\}\([0-9]*\).*/\1/p')))
+  run dd if=/dev/urandom of="/dev/$NS" bs=1M count=10 seek=40 oflag=direct status=none
+  after=$(($(nvme smart-log "/dev/$CTRL" -o json | sed -n 's/.*"data_units_written" *: *"\{0,1\}\([0-9]*\).*/\1/p')))
+  echo "data_units_written $before -> $after"
+  [ $((after - before)) -ge 20 ] && [ $((after - before)) -le 22 ]
+}
+
+big_write_zeroes() { # one Write Zeroes of 65536 blocks over random data
+  local bs
+  bs="$(cat "/sys/block/$NS/queue/logical_block_size")"
+  run dd if=/dev/urandom of="/dev/$NS" bs=1M count=$((bs * 65536 >> 20)) seek=64 oflag=direct status=none
+  run nvme write-zeroes "/dev/$NS" -s $(((64 << 20) / bs)) -c 65535
+  run cmp -n $((bs * 65536)) <(dd if="/dev/$NS" bs=1M skip=64 count=$((bs * 65536 >> 20)) iflag=direct status=none) /dev/zero
 }
 
 # --- reset, keep-alive, queues ------------------------------------------------------------------
@@ -227,6 +299,14 @@ concurrent_io() { # fio with verify on four subsystems' namespaces at the same t
     devs+=("/dev/$(ns_for "$(ctrl_for "$nqn")")")
   done
   echo "devices: ${devs[*]}"
+  # Admin commands on the same controllers while the I/O runs.
+  (for _ in $(seq 10); do
+    for nqn in "$RAM512" "$RAM4K" "$FILENQN" "$NULLNQN"; do
+      nvme smart-log "/dev/$(ctrl_for "$nqn")" >/dev/null || echo "smart-log on $nqn failed"
+      nvme get-feature "/dev/$(ctrl_for "$nqn")" -f 7 >/dev/null || echo "get-feature on $nqn failed"
+    done
+  done >/tmp/admin-loop.out 2>&1) &
+  local admin_pid=$!
   for d in "${devs[@]}"; do
     i=$((i + 1))
     local v=(--verify=crc32c --verify_fatal=1 --do_verify=1)
@@ -245,6 +325,11 @@ concurrent_io() { # fio with verify on four subsystems' namespaces at the same t
     }
     cut -c1-200 "/tmp/fio-c$i.out"
   done
+  wait "$admin_pid" || true
+  if [ -s /tmp/admin-loop.out ]; then
+    cat /tmp/admin-loop.out
+    rc=1
+  fi
   for nqn in "$RAM512" "$RAM4K" "$FILENQN" "$NULLNQN"; do disconnect "$nqn" >/dev/null || rc=1; done
   return "$rc"
 }
@@ -374,11 +459,16 @@ if check "connect $NULLNQN" connect "$NULLNQN"; then
   check "disconnect $NULLNQN" disconnect "$NULLNQN" || true
 fi
 
+say "=== $MULTINQN: NSIDs 1, 3 and 7"
+check "three namespaces: list, sizes, block sizes, separate data" multi_ns || true
+
 say "=== $RAM512: reset, keep-alive, queue sizes"
 NQN="$RAM512"
 if check "connect -k 5 -Q 1024 (more than MQES)" connect "$RAM512" --keep-alive-tmo=5 --queue-size=1024; then
   set_dev
   check "queue size clamped: fio verify at iodepth 128" queue_depth_io 128 || true
+  check "smart-log counts data units written" smart_counts_writes || true
+  check "write-zeroes of 65536 blocks" big_write_zeroes || true
   check "idle for 16 s with keep-alive 5 s: still live" idle_keep_alive || true
   check "nvme reset keeps the data" reset_keeps_data || true
   check "nvme reset under fio: fio completes and verifies" reset_under_io || true

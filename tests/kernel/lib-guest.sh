@@ -393,7 +393,10 @@ queues_mapped() { # expect the kernel to report the queue mapping for CTRL
   local line
   line="$(dmesg | grep "nvme $CTRL: mapped" | tail -1)"
   echo "$line"
-  expect "mapped 1/1/1 default/read/poll" "$line"
+  # -i 4 -W 1 -P 1: 1 default (write) queue, min(4, CPUs) read queues, 1 poll queue.
+  local cpus
+  cpus="$(nproc)"
+  expect "mapped 1/$((cpus < 4 ? cpus : 4))/1 default/read/poll" "$line"
 }
 
 connect_bad_nqn() { # a connect to an unknown subsystem fails, and leaves no controller

@@ -58,6 +58,7 @@ nqn4k=nqn.2026-01.io.nvmf-target:ram4k
 nqn_restricted=nqn.2026-01.io.nvmf-target:restricted
 nqn_null=nqn.2026-01.io.nvmf-target:null0
 nqn_file=nqn.2026-01.io.nvmf-target:file0
+nqn_multi=nqn.2026-01.io.nvmf-target:multi
 allowed_host=nqn.2014-08.org.nvmexpress:uuid:6b1e8c1e-0d55-4f55-9d1e-5ad0c0dec0de
 scripts=("$@")
 if [ "${#scripts[@]}" -eq 0 ]; then
@@ -144,6 +145,29 @@ allow_any_host = true
 [[subsystem.namespace]]
 backend = "null"
 size = "1GiB"
+
+# Three namespaces with sparse NSIDs and different block sizes.
+[[subsystem]]
+nqn = "$nqn_multi"
+allow_any_host = true
+
+[[subsystem.namespace]]
+nsid = 1
+backend = "ram"
+size = "64MiB"
+block_size = 512
+
+[[subsystem.namespace]]
+nsid = 3
+backend = "ram"
+size = "32MiB"
+block_size = 4096
+
+[[subsystem.namespace]]
+nsid = 7
+backend = "null"
+size = "16MiB"
+block_size = 512
 
 # Survives a restart of the target (the crash-and-restart test).
 [[subsystem]]
@@ -247,8 +271,9 @@ fi
 export NVMF_GUEST_PORT="$port" NVMF_GUEST_DISCOVERY_PORT="$dport" NVMF_GUEST_V6_PORT="$v6port"
 export NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096"
 export NVMF_GUEST_RESTRICTED_NQN="$nqn_restricted" NVMF_GUEST_ALLOWED_HOSTNQN="$allowed_host"
-export NVMF_GUEST_NULL_NQN="$nqn_null" NVMF_GUEST_FILE_NQN="$nqn_file"
+export NVMF_GUEST_NULL_NQN="$nqn_null" NVMF_GUEST_FILE_NQN="$nqn_file" NVMF_GUEST_MULTI_NQN="$nqn_multi"
 export NVMF_VM_FILES=tests/kernel/lib-guest.sh
+export NVMF_VM_TIMEOUT="${NVMF_VM_TIMEOUT:-1200}" # TCG on a loaded machine is slow
 failed=()
 restart_failed=0
 shopt -s lastpipe
