@@ -10,3 +10,5 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets
+echo "== kernel host tests: the Linux NVMe/TCP host in a QEMU guest against this target"
+tests/kernel/run.sh
