@@ -399,7 +399,14 @@ done
 grep -q " /sys/kernel/config " /proc/mounts || mount -t configfs configfs /sys/kernel/config
 
 ip link set lo up
+# No IPv6 autoconfiguration (no default route): tests add fec0::15/64 when they need IPv6.
+for f in /proc/sys/net/ipv6/conf/*/accept_ra /proc/sys/net/ipv6/conf/*/autoconf; do
+  echo 0 >"$f" 2>/dev/null || true
+done
 for _ in $(seq 50); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
+for f in /proc/sys/net/ipv6/conf/eth0/accept_ra /proc/sys/net/ipv6/conf/eth0/autoconf; do
+  echo 0 >"$f" 2>/dev/null || true
+done
 ip link set eth0 up || die "no eth0"
 # Only the slirp subnet: the guest reaches the host's loopback at 10.0.2.2 and nothing else.
 ip addr add 10.0.2.15/24 dev eth0

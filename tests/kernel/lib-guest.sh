@@ -361,7 +361,7 @@ fio_verify() { # NAME FILE SIZE [FIO OPTIONS...]
       return 1
     }
   # terse v3: field 5 is read errors... the run failed above if verify failed; show the totals.
-  awk -F';' '{ printf "fio %s: read %s KiB, write %s KiB, errors %s\n", $3, $6, $47, $5 }' /tmp/fio.out
+  awk -F';' '$3 != "" { printf "fio %s: read %s KiB, write %s KiB, errors %s\n", $3, $6, $47, $5 }' /tmp/fio.out
 }
 
 mkfs_ext4() { run mkfs.ext4 -F -q "/dev/$NS"; }

@@ -203,6 +203,7 @@ done
 
 target_log="$logs/target.log"
 target_pid=""
+stop_forced=0
 # shellcheck disable=SC2317 # called by the trap
 stop_target() {
   [ -n "$target_pid" ] || return 0
@@ -215,6 +216,7 @@ stop_target() {
     if kill -0 "$target_pid" 2>/dev/null; then
       say "target did not stop on SIGTERM within 5s: killing it"
       kill -KILL "$target_pid" 2>/dev/null || true
+      stop_forced=1
     fi
   fi
   wait "$target_pid" 2>/dev/null || true
@@ -307,13 +309,23 @@ for s in "${scripts[@]}"; do
 done
 stop_target
 
+if [ "$stop_forced" -ne 0 ]; then
+  say "FAIL: the target did not exit on SIGTERM"
+  failed+=("target ignored SIGTERM")
+fi
 if grep -qE 'panicked at|RUST_BACKTRACE' "$target_log"; then
   say "FAIL: the target panicked"
   failed+=("target panic")
 fi
+# The guest scripts' closing lines, added up: "kernel-host: N passed, N failed".
+read -r npass nfail < <(cat "$logs"/*.console.log 2>/dev/null |
+  sed -n 's/^kernel-host: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' |
+  awk '{ p += $1; f += $2 } END { print p + 0, f + 0 }')
 if [ "${#failed[@]}" -gt 0 ]; then
   show_target_log
   say "FAILED after $((SECONDS - t0))s: ${failed[*]} (logs in $logs)"
+  echo "kernel-tests: $npass passed, $((nfail > 0 ? nfail : 1)) failed"
   exit 1
 fi
 say "all passed in $((SECONDS - t0))s (logs in $logs)"
+echo "kernel-tests: $npass passed, 0 failed"
