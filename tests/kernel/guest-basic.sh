@@ -29,7 +29,7 @@ basic() { # NQN BS
   check "nvme list shows /dev/$NS" nvme_list || true
   check "id-ctrl" id_ctrl || true
   check "id-ns: block size $bs, size" id_ns "$bs" || true
-  check "ns-descs: eui64, nguid, uuid" ns_descs || true
+  check "ns-descs: ${NIDS[*]}" ns_descs || true
   check "list-ns" list_ns || true
   check "smart-log" smart_log || true
   check "error-log" error_log || true

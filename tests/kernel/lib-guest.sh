@@ -245,8 +245,15 @@ ns_descs() {
     uuid) expect "^uuid +: [0-9a-f-]{36}\$" "$out" ;;
     esac
   done
-  # The kernel reads them too (sysfs shows what it took).
-  run cat "/sys/block/$NS/uuid" "/sys/block/$NS/nguid" "/sys/block/$NS/eui" "/sys/block/$NS/wwid"
+  # The kernel took them too: sysfs shows each.
+  local files=()
+  for id in "${NIDS[@]}"; do
+    case "$id" in
+    eui64) files+=("/sys/block/$NS/eui") ;;
+    *) files+=("/sys/block/$NS/$id") ;;
+    esac
+  done
+  run cat "${files[@]}" "/sys/block/$NS/wwid"
 }
 
 smart_log() { run nvme smart-log "/dev/$CTRL"; }
