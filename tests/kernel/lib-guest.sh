@@ -301,8 +301,15 @@ pattern() { # FILE BYTES SEED: deterministic non-zero data
   yes "nvmf-target-$3-0123456789abcdef" | head -c $((n * 32)) | head -c "$2" >"$1"
 }
 
+io_blocks() { # BS -> blocks per nvme-cli transfer: 8, or fewer if MDTS is smaller
+  local max
+  max=$(($(cat "/sys/block/$NS/queue/max_hw_sectors_kb") * 1024 / $1))
+  echo $((max < 8 ? max : 8))
+}
+
 io_write_read() { # BS: nvme write, read back, cmp
-  local bs="$1" blocks=8
+  local bs="$1" blocks
+  blocks="$(io_blocks "$bs")"
   pattern /tmp/w.dat $((bs * blocks)) a
   run nvme write "/dev/$NS" -s 16 -c $((blocks - 1)) -z $((bs * blocks)) -d /tmp/w.dat
   run nvme read "/dev/$NS" -s 16 -c $((blocks - 1)) -z $((bs * blocks)) -d /tmp/r.dat
@@ -310,7 +317,8 @@ io_write_read() { # BS: nvme write, read back, cmp
 }
 
 io_compare() { # BS: compare with the same data succeeds, with other data fails
-  local bs="$1" blocks=8 out
+  local bs="$1" blocks out
+  blocks="$(io_blocks "$bs")"
   run nvme compare "/dev/$NS" -s 16 -c $((blocks - 1)) -z $((bs * blocks)) -d /tmp/w.dat
   pattern /tmp/x.dat $((bs * blocks)) b
   if out="$(run nvme compare "/dev/$NS" -s 16 -c $((blocks - 1)) -z $((bs * blocks)) -d /tmp/x.dat 2>&1)"; then
@@ -323,7 +331,8 @@ io_compare() { # BS: compare with the same data succeeds, with other data fails
 }
 
 io_write_zeroes() { # BS
-  local bs="$1" blocks=8
+  local bs="$1" blocks
+  blocks="$(io_blocks "$bs")"
   run nvme write-zeroes "/dev/$NS" -s 16 -c $((blocks - 1))
   run nvme read "/dev/$NS" -s 16 -c $((blocks - 1)) -z $((bs * blocks)) -d /tmp/r.dat
   head -c $((bs * blocks)) /dev/zero >/tmp/z.dat
