@@ -21,6 +21,7 @@ ALLOWED_HOSTID="${ALLOWED_HOSTNQN##*:}"
 NULLNQN="${NVMF_GUEST_NULL_NQN:-nqn.2026-01.io.nvmf-target:null0}"
 FILENQN="${NVMF_GUEST_FILE_NQN:-nqn.2026-01.io.nvmf-target:file0}"
 MULTINQN="${NVMF_GUEST_MULTI_NQN:-nqn.2026-01.io.nvmf-target:multi}"
+DIRECTNQN="${NVMF_GUEST_DIRECT_NQN:-nqn.2026-01.io.nvmf-target:file-direct}"
 
 host_request() { # ask tests/kernel/run.sh on the host to do something
   echo "HOST-REQUEST: $1" >/dev/console
@@ -292,16 +293,16 @@ persistent_discovery() {
 }
 
 # --- several controllers at once, churn, disconnect under I/O, network outage ------------------------
-concurrent_io() { # fio with verify on four subsystems' namespaces at the same time
+concurrent_io() { # fio on five subsystems' namespaces at the same time (verify but on null)
   local nqn devs=() pids=() rc=0 i=0
-  for nqn in "$RAM512" "$RAM4K" "$FILENQN" "$NULLNQN"; do
+  for nqn in "$RAM512" "$RAM4K" "$FILENQN" "$NULLNQN" "$DIRECTNQN"; do
     connect "$nqn" >/dev/null
     devs+=("/dev/$(ns_for "$(ctrl_for "$nqn")")")
   done
   echo "devices: ${devs[*]}"
   # Admin commands on the same controllers while the I/O runs.
   (for _ in $(seq 10); do
-    for nqn in "$RAM512" "$RAM4K" "$FILENQN" "$NULLNQN"; do
+    for nqn in "$RAM512" "$RAM4K" "$FILENQN" "$NULLNQN" "$DIRECTNQN"; do
       nvme smart-log "/dev/$(ctrl_for "$nqn")" >/dev/null || echo "smart-log on $nqn failed"
       nvme get-feature "/dev/$(ctrl_for "$nqn")" -f 7 >/dev/null || echo "get-feature on $nqn failed"
     done
@@ -311,7 +312,7 @@ concurrent_io() { # fio with verify on four subsystems' namespaces at the same t
     i=$((i + 1))
     local v=(--verify=crc32c --verify_fatal=1 --do_verify=1)
     [ "$d" = "${devs[3]}" ] && v=()
-    fio --name="c$i" --filename="$d" --size=4M --offset=400M --ioengine=libaio --direct=1 \
+    fio --name="c$i" --filename="$d" --size=4M --offset="$([ "$i" = 5 ] && echo 32M || echo 400M)" --ioengine=libaio --direct=1 \
       --rw=randwrite --bs=4k --iodepth=32 "${v[@]}" --output-format=terse --minimal \
       >"/tmp/fio-c$i.out" 2>&1 &
     pids+=($!)
@@ -330,7 +331,7 @@ concurrent_io() { # fio with verify on four subsystems' namespaces at the same t
     cat /tmp/admin-loop.out
     rc=1
   fi
-  for nqn in "$RAM512" "$RAM4K" "$FILENQN" "$NULLNQN"; do disconnect "$nqn" >/dev/null || rc=1; done
+  for nqn in "$RAM512" "$RAM4K" "$FILENQN" "$NULLNQN" "$DIRECTNQN"; do disconnect "$nqn" >/dev/null || rc=1; done
   return "$rc"
 }
 
@@ -488,7 +489,7 @@ for c in /sys/class/nvme/nvme*; do
 done
 
 say "=== several controllers, churn, disconnect under I/O, network outage"
-check "fio verify on four namespaces at once" concurrent_io || true
+check "fio on five namespaces at once (ram, ram, file, null, O_DIRECT file)" concurrent_io || true
 check "connect/disconnect 10 times" churn || true
 check "disconnect under I/O, then connect and verify" disconnect_under_io || true
 check "link down 16 s (keep-alive 5 s): host reconnects, data intact" network_outage || true

@@ -59,6 +59,7 @@ nqn_restricted=nqn.2026-01.io.nvmf-target:restricted
 nqn_null=nqn.2026-01.io.nvmf-target:null0
 nqn_file=nqn.2026-01.io.nvmf-target:file0
 nqn_multi=nqn.2026-01.io.nvmf-target:multi
+nqn_direct=nqn.2026-01.io.nvmf-target:file-direct
 allowed_host=nqn.2014-08.org.nvmexpress:uuid:6b1e8c1e-0d55-4f55-9d1e-5ad0c0dec0de
 scripts=("$@")
 if [ "${#scripts[@]}" -eq 0 ]; then
@@ -180,9 +181,23 @@ path = "$logs/file0.img"
 size = "512MiB"
 block_size = 4096
 direct = false
+
+
+# The same through O_DIRECT.
+[[subsystem]]
+nqn = "$nqn_direct"
+allow_any_host = true
+
+[[subsystem.namespace]]
+backend = "file"
+path = "$logs/file1.img"
+size = "64MiB"
+block_size = 4096
+direct = true
 EOF
-rm -f "$logs/file0.img"
+rm -f "$logs/file0.img" "$logs/file1.img"
 truncate -s 512M "$logs/file0.img"
+truncate -s 64M "$logs/file1.img"
 "$bin" check "$cfg"
 
 listening() { # PORT: is a socket listening on 127.0.0.1, 0.0.0.0, ::1 or :: at PORT?
@@ -274,6 +289,7 @@ export NVMF_GUEST_PORT="$port" NVMF_GUEST_DISCOVERY_PORT="$dport" NVMF_GUEST_V6_
 export NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096"
 export NVMF_GUEST_RESTRICTED_NQN="$nqn_restricted" NVMF_GUEST_ALLOWED_HOSTNQN="$allowed_host"
 export NVMF_GUEST_NULL_NQN="$nqn_null" NVMF_GUEST_FILE_NQN="$nqn_file" NVMF_GUEST_MULTI_NQN="$nqn_multi"
+export NVMF_GUEST_DIRECT_NQN="$nqn_direct"
 export NVMF_VM_FILES=tests/kernel/lib-guest.sh
 export NVMF_VM_TIMEOUT="${NVMF_VM_TIMEOUT:-1200}" # TCG on a loaded machine is slow
 failed=()
