@@ -383,7 +383,11 @@ impl Queue {
         } else {
             self.admin().features
         };
-        let granted = ctrl.io_queues.load(Relaxed).max(1) as u32 - 1;
+        let granted = if default {
+            self.target.config.max_io_queues.max(1) as u32 - 1
+        } else {
+            ctrl.io_queues.load(Relaxed).max(1) as u32 - 1
+        };
         let vwc_on = ctrl
             .subsys
             .namespaces
@@ -458,6 +462,10 @@ impl Queue {
                 a.last_ka = now;
             }
             fid::NUM_QUEUES => {
+                // Only before the first I/O queue is created.
+                if ctrl.had_io_queues() {
+                    return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR.dnr(), 0, out);
+                }
                 let nsq = v & 0xFFFF;
                 let ncq = v >> 16;
                 if nsq == 0xFFFF || ncq == 0xFFFF {

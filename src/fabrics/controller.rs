@@ -110,6 +110,15 @@ impl ControllerShared {
         !std::mem::replace(&mut q[i], true)
     }
 
+    /// Whether any I/O queue has ever been connected to this controller.
+    pub fn had_io_queues(&self) -> bool {
+        !self
+            .io_qids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     pub fn release_qid(&self, qid: u16) {
         let mut q = self.io_qids.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = q.get_mut(qid as usize) {

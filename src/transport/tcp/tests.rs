@@ -683,3 +683,45 @@ fn h2c_data_streams_in_any_chunking_with_digests() {
         })
     ));
 }
+
+#[test]
+fn number_of_queues_is_set_only_before_io_queues_exist() {
+    let t = target();
+    let mut a = Host::new(&t);
+    let cntlid = a.admin_up(false, false);
+    let set = |a: &mut Host, n: u32| {
+        let cmd = Command {
+            opcode: 0x09,
+            cdw10: 0x07,
+            cdw11: n | (n << 16),
+            ..Default::default()
+        };
+        a.exec(cmd, &[], 0).0
+    };
+    let get = |a: &mut Host, sel: u32| {
+        let cmd = Command {
+            opcode: 0x0A,
+            cdw10: 0x07 | (sel << 8),
+            ..Default::default()
+        };
+        a.exec(cmd, &[], 0).0
+    };
+    let c = set(&mut a, 1);
+    assert!(c.status.is_success());
+    assert_eq!(c.dw0, 1 | (1 << 16), "two queues granted (zero-based)");
+    assert_eq!(get(&mut a, 0).dw0, 1 | (1 << 16), "current");
+    assert_eq!(
+        get(&mut a, 1).dw0,
+        7 | (7 << 16),
+        "default: max_io_queues = 8"
+    );
+    let mut q = Host::new(&t);
+    q.icreq(false, false);
+    assert!(q
+        .connect(1, cntlid, SUBNQN, HOSTNQN, 0, 0)
+        .status
+        .is_success());
+    let c = set(&mut a, 3);
+    assert_eq!(c.status.code(), Status::COMMAND_SEQUENCE_ERROR);
+    assert_eq!(get(&mut a, 0).dw0, 1 | (1 << 16), "unchanged");
+}
