@@ -13,6 +13,7 @@
 //! - [`queue`]: one TCP connection = one NVMe queue (blocking sockets);
 //! - [`controller`]: controller bring-up/shutdown and [`discover`];
 //! - [`print`]: nvme-cli style text output used by the tools.
+#![forbid(unsafe_code)]
 
 pub mod command;
 pub mod controller;
