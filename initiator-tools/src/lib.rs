@@ -12,7 +12,8 @@
 //! - [`identify`]: parsers for Identify and Discovery log data;
 //! - [`queue`]: one TCP connection = one NVMe queue (blocking sockets);
 //! - [`controller`]: controller bring-up/shutdown and [`discover`];
-//! - [`print`]: nvme-cli style text output used by the tools.
+//! - [`print`]: nvme-cli style text output used by the tools;
+//! - [`perf`]: the nonblocking load-generation engine behind `nvmf-perf`.
 #![forbid(unsafe_code)]
 
 pub mod command;
