@@ -33,7 +33,7 @@ fn backend_status(e: &BackendError, write: bool) -> Status {
     }
 }
 
-enum Step {
+pub(super) enum Step {
     /// Read into the accumulator, appended or (verify) overwriting it.
     Read {
         off: u64,
@@ -204,7 +204,8 @@ impl Queue {
             (Fuse::None, _) => {}
             _ => return Err(Status::INVALID_FIELD.dnr()),
         }
-        let mut steps = VecDeque::new();
+        // Step lists are recycled: no allocation per command.
+        let mut steps = self.step_pool.pop().unwrap_or_default();
         let (reply, count) = match cmd.opcode {
             io_op::READ => {
                 let (off, len) = self.rw_range(&ns, cmd)?;
@@ -361,7 +362,8 @@ impl Queue {
                 return Err(Status::ABORTED_FAILED_FUSED);
             }
         };
-        let steps = VecDeque::from([
+        let mut steps = self.step_pool.pop().unwrap_or_default();
+        steps.extend([
             Step::Read {
                 off,
                 len,
@@ -570,6 +572,12 @@ impl Queue {
         let Some(f) = self.inflight.get_mut(tag as usize).and_then(|f| f.take()) else {
             return;
         };
+        let mut f = f;
+        let mut steps = std::mem::take(&mut f.steps);
+        steps.clear();
+        if self.step_pool.len() < 64 {
+            self.step_pool.push(steps);
+        }
         self.free_tags.push(tag);
         let ok = f.status.is_success();
         if ok {

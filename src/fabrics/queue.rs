@@ -70,6 +70,8 @@ pub struct Queue {
     pub(super) io_out: Vec<super::io::IoRequest>,
     /// Recycled data buffers.
     pub(super) pool: Vec<Vec<u8>>,
+    /// Recycled step lists of I/O commands.
+    pub(super) step_pool: Vec<std::collections::VecDeque<super::io::Step>>,
 }
 
 impl Queue {
@@ -90,6 +92,7 @@ impl Queue {
             free_tags: Vec::new(),
             io_out: Vec::new(),
             pool: Vec::new(),
+            step_pool: Vec::new(),
         }
     }
 
