@@ -569,10 +569,9 @@ impl Queue {
     }
 
     fn finish(&mut self, tag: u32, out: &mut Vec<Response>) {
-        let Some(f) = self.inflight.get_mut(tag as usize).and_then(|f| f.take()) else {
+        let Some(mut f) = self.inflight.get_mut(tag as usize).and_then(|f| f.take()) else {
             return;
         };
-        let mut f = f;
         let mut steps = std::mem::take(&mut f.steps);
         steps.clear();
         if self.step_pool.len() < 64 {

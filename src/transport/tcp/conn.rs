@@ -260,7 +260,11 @@ impl TcpConn {
         if st.data_left == 0 && st.digest_left == 0 {
             let st = self.stream.take().expect("checked above");
             let digest_ok = !self.neg.ddgst || u32::from_le_bytes(st.digest) == st.crc;
-            self.h2c_finish(st.tag, st.flags, digest_ok, now);
+            if let Err(f) = self.h2c_check_last(st.tag, st.flags) {
+                self.fatal(f, &[]);
+                return rest;
+            }
+            self.h2c_finish(st.tag, digest_ok, now);
         }
         rest
     }
@@ -589,7 +593,7 @@ impl TcpConn {
             w.received += data.len();
         }
         self.h2c_check_last(tag, fl)?;
-        self.h2c_finish(tag, fl, digest_ok, now);
+        self.h2c_finish(tag, digest_ok, now);
         Ok(())
     }
 
@@ -626,10 +630,7 @@ impl TcpConn {
 
     /// After the data of an H2CData PDU: record a digest error and, once
     /// all the write's data is in, execute it.
-    fn h2c_finish(&mut self, tag: u16, fl: u8, digest_ok: bool, now: Instant) {
-        if let Err(f) = self.h2c_check_last(tag, fl) {
-            return self.fatal(f, &[]);
-        }
+    fn h2c_finish(&mut self, tag: u16, digest_ok: bool, now: Instant) {
         let Some(w) = self.pending[tag as usize].as_mut() else {
             return;
         };
