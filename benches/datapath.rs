@@ -5,6 +5,7 @@
 //! `cargo bench --bench datapath`; under `cargo test` each runs once.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use nvmf_sys::SendBuf;
 use nvmf_target::config::Config;
 use nvmf_target::fabrics::Queue;
 use nvmf_target::nvme::{io_op, Completion};
@@ -38,7 +39,7 @@ fn params() -> ConnParams {
 }
 
 /// Feeds `b` and drains the output; returns the number of output bytes.
-fn feed(c: &mut TcpConn, b: &[u8], out: &mut Vec<Vec<u8>>) -> usize {
+fn feed(c: &mut TcpConn, b: &[u8], out: &mut Vec<SendBuf>) -> usize {
     c.receive(b, Instant::now());
     c.take_output(out);
     let n = out.iter().map(|v| v.len()).sum();
@@ -46,6 +47,15 @@ fn feed(c: &mut TcpConn, b: &[u8], out: &mut Vec<Vec<u8>>) -> usize {
         c.recycle(v);
     }
     n
+}
+
+/// The bytes of a gathered send, concatenated.
+fn flat(out: &[SendBuf]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for b in out {
+        b.extend_into(&mut v);
+    }
+    v
 }
 
 /// The completion in the last CapsuleResp PDU of `out`.
@@ -72,7 +82,7 @@ fn io_queue(t: &Arc<Target>, digests: bool) -> (TcpConn, TcpConn) {
     let (cmd, data) = host::connect(0, 0xFFFF, SUBNQN, HOSTNQN, 0, 0);
     admin.receive(&host::capsule(&cmd, &data, false, false), Instant::now());
     admin.take_output(&mut out);
-    let resp: Vec<u8> = out.concat();
+    let resp = flat(&out);
     out.clear();
     let cntlid = last_completion(&resp).dw0 as u16;
     let mut cc = nvmf_target::nvme::Command {
@@ -92,7 +102,7 @@ fn io_queue(t: &Arc<Target>, digests: bool) -> (TcpConn, TcpConn) {
         Instant::now(),
     );
     io.take_output(&mut out);
-    let resp: Vec<u8> = out.concat();
+    let resp = flat(&out);
     assert!(
         last_completion(&resp).status.is_success(),
         "I/O queue connect failed"
@@ -188,7 +198,7 @@ fn dispatch(c: &mut Criterion) {
             |()| {
                 io.receive(&cap, Instant::now());
                 io.take_output(&mut out);
-                let r2t: Vec<u8> = out.concat();
+                let r2t = flat(&out);
                 for v in out.drain(..) {
                     io.recycle(v);
                 }

@@ -115,6 +115,13 @@ pub trait Backend: Send + Sync {
     /// Whether acknowledged writes may be lost without a Flush (reported to
     /// the host as a volatile write cache).
     fn volatile_write_cache(&self) -> bool;
+    /// The bytes of a read as a slice of the backend's own memory, to be sent
+    /// to the host without copying; `None` (the default) when the backend has
+    /// no such memory or the range is out of bounds: then the read goes
+    /// through [`submit`](Self::submit).
+    fn read_shared(&self, _offset: u64, _len: usize) -> Option<nvmf_sys::RegionSlice> {
+        None
+    }
     /// Starts an operation: memory backends complete it here; ring backends
     /// turn it into an io_uring operation for the reactor.
     fn submit(&self, op: IoOp) -> Submitted;

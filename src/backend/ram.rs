@@ -1,10 +1,11 @@
 //! RAM backend: an anonymous memory region, allocated lazily by the kernel.
 
 use super::{check, run_memory, Backend, BackendError, BackendResult, IoOp, Submitted};
-use nvmf_sys::mem::Region;
+use nvmf_sys::mem::{Region, RegionSlice};
+use std::sync::Arc;
 
 pub struct RamBackend {
-    region: Region,
+    region: Arc<Region>,
 }
 
 impl RamBackend {
@@ -12,7 +13,7 @@ impl RamBackend {
         let len = usize::try_from(size)
             .map_err(|_| std::io::Error::other("RAM namespace larger than the address space"))?;
         Ok(RamBackend {
-            region: Region::new(len)?,
+            region: Arc::new(Region::new(len)?),
         })
     }
 }
@@ -34,6 +35,9 @@ impl Backend for RamBackend {
     }
     fn volatile_write_cache(&self) -> bool {
         false
+    }
+    fn read_shared(&self, offset: u64, len: usize) -> Option<RegionSlice> {
+        RegionSlice::new(self.region.clone(), offset, len)
     }
     fn submit(&self, op: IoOp) -> Submitted {
         let r = &self.region;
@@ -72,6 +76,30 @@ mod tests {
             },
         );
         d.result.map(|()| d.buf)
+    }
+
+    #[test]
+    fn ram_shared_reads_see_later_writes_through_the_same_memory() {
+        let b = RamBackend::new(1 << 20).unwrap();
+        let s = b.read_shared(4096, 512).expect("a shared read");
+        let w = run_blocking(
+            &b,
+            IoOp::Write {
+                offset: 4096,
+                buf: vec![0x5A; 512],
+                at: 0,
+                len: 512,
+            },
+        );
+        assert_eq!(w.result, Ok(()));
+        let mut got = vec![0u8; 512];
+        assert!(s.copy_to(&mut got));
+        assert!(
+            got.iter().all(|&x| x == 0x5A),
+            "a slice is a view, not a copy"
+        );
+        assert!(b.read_shared((1 << 20) - 511, 512).is_none());
+        assert!(b.read_shared(u64::MAX, 1).is_none());
     }
 
     #[test]

@@ -141,6 +141,7 @@ impl Queue {
                         out.push(Response {
                             cqe,
                             data: Vec::new(),
+                            shared: None,
                         });
                         return self.complete(cmd, Status::SUCCESS, 0, out);
                     }

@@ -92,6 +92,8 @@ pub(super) struct InFlight {
     host: Vec<u8>,
     /// Send the accumulator to the host (Read).
     reply: bool,
+    /// The read's data as backend memory, sent instead of the accumulator.
+    shared: Option<nvmf_sys::RegionSlice>,
     count: Count,
     holds: Holds,
     /// Backend and expected length of the ring operation outstanding.
@@ -426,6 +428,7 @@ impl Queue {
             acc,
             host,
             reply,
+            shared: None,
             count,
             holds: Holds::Nothing,
             ring_ns: None,
@@ -468,6 +471,14 @@ impl Queue {
                     continue;
                 }
                 Step::Read { off, len, append } => {
+                    // A read whose data goes straight to the host: send the
+                    // backend's own memory if it has some, no copy.
+                    if f.reply && append && f.acc.is_empty() && f.steps.is_empty() {
+                        if let Some(s) = f.ns.backend.read_shared(off, len) {
+                            f.shared = Some(s);
+                            continue;
+                        }
+                    }
                     let mut buf = std::mem::take(&mut f.acc);
                     let at = if append { buf.len() } else { 0 };
                     buf.resize(at + len, 0);
@@ -595,9 +606,17 @@ impl Queue {
             self.complete(&f.cmd, s1, 0, out);
             self.complete(&second, s2, 0, out);
         } else if f.reply && ok {
-            self.complete_with(&f.cmd, Status::SUCCESS, 0, f.acc, out);
-            self.recycle(f.host);
-            return;
+            if let Some(shared) = f.shared.take() {
+                out.push(Response {
+                    cqe: self.cqe(f.cmd.cid, Status::SUCCESS, 0, 0),
+                    data: Vec::new(),
+                    shared: Some(shared),
+                });
+            } else {
+                self.complete_with(&f.cmd, Status::SUCCESS, 0, f.acc, out);
+                self.recycle(f.host);
+                return;
+            }
         } else {
             self.complete(&f.cmd, f.status, 0, out);
         }

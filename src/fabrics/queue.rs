@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A completed command: the completion and, for reads, the data to send to
-/// the host before it.
+/// the host before it: `shared` (backend memory sent without copying) when
+/// set, `data` otherwise.
 #[derive(Debug, Default)]
 pub struct Response {
     pub cqe: Completion,
     pub data: Vec<u8>,
+    pub shared: Option<nvmf_sys::RegionSlice>,
 }
 
 /// What the transport should do after a timer tick.
@@ -223,6 +225,7 @@ impl Queue {
         out.push(Response {
             cqe: self.cqe(cmd.cid, status, dw0, 0),
             data,
+            shared: None,
         });
     }
 
@@ -303,6 +306,7 @@ impl Queue {
             out.push(Response {
                 cqe: q.cqe(cmd.cid, Status::CONNECT_INVALID_PARAMETERS.dnr(), ipo, 0),
                 data: Vec::new(),
+                shared: None,
             })
         };
         if c.recfmt != 0 {
@@ -334,6 +338,7 @@ impl Queue {
             out.push(Response {
                 cqe,
                 data: Vec::new(),
+                shared: None,
             });
             return;
         }
@@ -425,6 +430,7 @@ impl Queue {
         out.push(Response {
             cqe: self.cqe(cmd.cid, Status::SUCCESS, cntlid as u32, 0),
             data: Vec::new(),
+            shared: None,
         });
     }
 
@@ -446,6 +452,7 @@ impl Queue {
         out.push(Response {
             cqe: self.cqe(cmd.cid, Status::SUCCESS, value as u32, (value >> 32) as u32),
             data: Vec::new(),
+            shared: None,
         });
     }
 

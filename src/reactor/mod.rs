@@ -259,7 +259,7 @@ struct Reactor {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     /// Recycled iovec lists for gathered sends.
-    iov_pool: Vec<Vec<Vec<u8>>>,
+    iov_pool: Vec<Vec<nvmf_sys::SendBuf>>,
     /// Connections with work to push this iteration.
     dirty: Vec<usize>,
     /// Backend requests being moved to the ring (reused).

@@ -18,8 +18,8 @@ pub mod mem;
 pub mod ring;
 
 pub use event::EventFd;
-pub use mem::Region;
-pub use ring::{Completion, Op, Ring};
+pub use mem::{Region, RegionSlice};
+pub use ring::{Completion, Op, Ring, SendBuf};
 
 /// The last OS error as an `io::Error` (errno is thread-local, read it right after the call).
 pub(crate) fn last_error() -> std::io::Error {

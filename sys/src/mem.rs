@@ -1,15 +1,20 @@
 //! An anonymous memory region shared by threads: the RAM disk.
 //!
-//! All accesses go through relaxed `AtomicU64` operations on aligned words, so concurrent
-//! (even overlapping) reads and writes from several threads are data-race free in the Rust
-//! memory model; their content is unspecified, as NVMe allows. Word-sized atomics compile to
-//! plain loads and stores; the ragged edges of an unaligned range use a compare-and-swap that
-//! only changes the bytes in range. Ordering between an I/O and its completion comes from
-//! whatever carries the completion (channels, io_uring), not from the region.
+//! Concurrent (even overlapping) reads and writes from several threads must be data-race free
+//! in the Rust memory model; their content is unspecified, as NVMe allows. On x86_64 every
+//! access is a `rep movsb` / `rep stosb` in inline assembly: an opaque sequence of byte-sized
+//! accesses, each single-copy atomic on x86, so it behaves as relaxed `AtomicU8` loads and
+//! stores would, at memcpy speed (measured 2x faster than word atomics for 128 KiB). Elsewhere
+//! the same operations use relaxed `AtomicU64` words (a compare-and-swap for ragged edges).
+//! The two are never mixed on one architecture. The kernel also reads and writes the region
+//! (zero-copy sends of [`RegionSlice`]), outside the Rust model. Ordering between an I/O and
+//! its completion comes from whatever carries the completion (channels, io_uring), not from
+//! the region.
 
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 const HUGE_PAGE: usize = 2 << 20;
 
@@ -120,6 +125,7 @@ impl Region {
     }
 
     /// The whole mapping as atomic words.
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
     fn words(&self) -> &[AtomicU64] {
         // SAFETY: the mapping is page aligned (so 8-byte aligned), `map_len` (a multiple of the
         // page size, so of 8) bytes long, readable and writable, and lives as long as `self`.
@@ -139,6 +145,7 @@ impl Region {
 
     /// Splits `off..off+len` (in bounds) into a ragged head inside one word, whole words,
     /// and a ragged tail.
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
     fn parts(&self, off: usize, len: usize) -> Parts<'_> {
         let words = self.words();
         let head_len = ((8 - off % 8) % 8).min(len);
@@ -154,6 +161,7 @@ impl Region {
     }
 
     /// Stores `bytes` into `word[b..b+bytes.len()]` without touching its other bytes.
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
     fn store_part(word: &AtomicU64, b: usize, bytes: &[u8]) {
         let _ = word.fetch_update(Relaxed, Relaxed, |old| {
             let mut v = old.to_ne_bytes();
@@ -168,6 +176,19 @@ impl Region {
         let Some(off) = self.check(offset, dst.len() as u64) else {
             return false;
         };
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `off..off + dst.len()` is inside the mapping (checked above); `dst` is an
+        // exclusive buffer outside it (no Rust reference into the mapping exists).
+        unsafe {
+            bytes::copy(dst.as_mut_ptr(), self.ptr.as_ptr().add(off), dst.len())
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        self.read_words(off, dst);
+        true
+    }
+
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    fn read_words(&self, off: usize, dst: &mut [u8]) {
         let p = self.parts(off, dst.len());
         let (head, rest) = dst.split_at_mut(p.head_len);
         let (body, tail) = rest.split_at_mut(8 * p.body.len());
@@ -180,7 +201,6 @@ impl Region {
         if let Some(w) = p.tail {
             tail.copy_from_slice(&w.load(Relaxed).to_ne_bytes()[..tail.len()]);
         }
-        true
     }
 
     /// Copies `src` to `offset`; false (and nothing written) if out of bounds.
@@ -188,6 +208,19 @@ impl Region {
         let Some(off) = self.check(offset, src.len() as u64) else {
             return false;
         };
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `off..off + src.len()` is inside the mapping (checked above); `src` is a
+        // shared buffer outside it.
+        unsafe {
+            bytes::copy(self.ptr.as_ptr().add(off), src.as_ptr(), src.len())
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        self.write_words(off, src);
+        true
+    }
+
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    fn write_words(&self, off: usize, src: &[u8]) {
         let p = self.parts(off, src.len());
         let (head, rest) = src.split_at(p.head_len);
         let (body, tail) = rest.split_at(8 * p.body.len());
@@ -202,7 +235,6 @@ impl Region {
         if let Some(w) = p.tail {
             Self::store_part(w, 0, tail);
         }
-        true
     }
 
     /// Sets `len` bytes at `offset` to zero; false if out of bounds.
@@ -214,7 +246,20 @@ impl Region {
         true
     }
 
+    /// Zeroes `off..off + len`, which the caller has checked is inside the region.
     fn zero_range(&self, off: usize, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(off.checked_add(len).is_some_and(|end| end <= self.len));
+            // SAFETY: the range is inside the mapping (asserted above).
+            unsafe { bytes::zero(self.ptr.as_ptr().add(off), len) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        self.zero_words(off, len);
+    }
+
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    fn zero_words(&self, off: usize, len: usize) {
         let p = self.parts(off, len);
         if let Some((w, b)) = p.head {
             Self::store_part(w, b, &[0; 8][..p.head_len]);
@@ -259,35 +304,32 @@ impl Region {
         self.zero_range(last, end - last);
         true
     }
-
-    /// A view of `len` bytes at `offset` for handing to the kernel (zero-copy send), or `None`
-    /// if out of bounds. Only a pointer and a length are exposed: other threads may write the
-    /// region at any time, so a `&[u8]` of it would be unsound.
-    pub fn slice_for_send(&self, offset: u64, len: usize) -> Option<RegionSlice<'_>> {
-        let off = self.check(offset, len as u64)?;
-        Some(RegionSlice {
-            // SAFETY: `off <= len <= map_len`, so the result stays inside (or one past) the
-            // mapping.
-            ptr: unsafe { self.ptr.as_ptr().add(off) },
-            len,
-            _region: std::marker::PhantomData,
-        })
-    }
 }
 
-/// A range of a [`Region`], valid while the region is borrowed: a pointer and a length for
-/// building an iovec or an SQE. Its bytes may change concurrently.
-#[derive(Debug, Clone, Copy)]
-pub struct RegionSlice<'a> {
-    ptr: *const u8,
+/// `len` bytes of a shared [`Region`] at some offset, keeping the region alive: the handle for
+/// sending region bytes to a socket without copying them (see [`crate::ring::SendBuf`]). Other
+/// threads may write those bytes at any time, so the bytes themselves are only reachable
+/// through copies ([`copy_to`](Self::copy_to), [`for_each_chunk`](Self::for_each_chunk)) or
+/// the kernel.
+#[derive(Debug, Clone)]
+pub struct RegionSlice {
+    region: Arc<Region>,
+    off: usize,
     len: usize,
-    _region: std::marker::PhantomData<&'a Region>,
 }
 
-impl RegionSlice<'_> {
-    /// Start of the range.
-    pub fn as_ptr(&self) -> *const u8 {
-        self.ptr
+impl RegionSlice {
+    /// The range `offset..offset + len` of `region`, or `None` if it is out of bounds.
+    pub fn new(region: Arc<Region>, offset: u64, len: usize) -> Option<RegionSlice> {
+        let off = region.check(offset, len as u64)?;
+        Some(RegionSlice { region, off, len })
+    }
+
+    /// Start of the range, for an iovec handed to the kernel.
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        // SAFETY: `off + len <= region.len <= map_len`, so the result stays inside (or one past)
+        // the mapping, which lives as long as the `Arc` held here.
+        unsafe { self.region.ptr.as_ptr().add(self.off) }
     }
 
     /// Length in bytes.
@@ -299,9 +341,69 @@ impl RegionSlice<'_> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Copies the bytes into `dst` (which must be exactly `len()` long; false otherwise).
+    pub fn copy_to(&self, dst: &mut [u8]) -> bool {
+        dst.len() == self.len && self.region.read(self.off as u64, dst)
+    }
+
+    /// Calls `f` with successive copies of the bytes, at most 4 KiB each (for digests).
+    pub fn for_each_chunk(&self, mut f: impl FnMut(&[u8])) {
+        let mut chunk = [0u8; 4096];
+        let mut at = 0;
+        while at < self.len {
+            let n = (self.len - at).min(chunk.len());
+            self.region.read((self.off + at) as u64, &mut chunk[..n]);
+            f(&chunk[..n]);
+            at += n;
+        }
+    }
+}
+
+/// Byte copies and fills in inline assembly (see the module docs for why).
+#[cfg(target_arch = "x86_64")]
+mod bytes {
+    /// Copies `n` bytes from `src` to `dst` with `rep movsb`.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads and `dst` for writes of `n` bytes, the two not overlapping,
+    /// and no Rust reference may cover bytes of `dst` that others can observe.
+    pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, n: usize) {
+        // SAFETY: per the caller's contract the instruction touches exactly `src..src+n` and
+        // `dst..dst+n`; the direction flag is clear at any Rust code boundary (asm! requires it),
+        // so it copies upwards; the registers it consumes are declared clobbered.
+        unsafe {
+            core::arch::asm!(
+                "rep movsb",
+                inout("rcx") n => _,
+                inout("rdi") dst => _,
+                inout("rsi") src => _,
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+
+    /// Sets `n` bytes at `dst` to zero with `rep stosb`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `n` bytes, with no Rust reference covering them.
+    pub(super) unsafe fn zero(dst: *mut u8, n: usize) {
+        // SAFETY: per the caller's contract the instruction writes exactly `dst..dst+n` (upwards,
+        // the direction flag being clear); its registers are declared clobbered.
+        unsafe {
+            core::arch::asm!(
+                "rep stosb",
+                inout("rcx") n => _,
+                inout("rdi") dst => _,
+                in("al") 0u8,
+                options(nostack, preserves_flags)
+            )
+        };
+    }
 }
 
 /// A range of a region cut at word boundaries.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 struct Parts<'a> {
     /// The word holding the first bytes, and the first byte's index in it.
     head: Option<(&'a AtomicU64, usize)>,
@@ -314,7 +416,7 @@ struct Parts<'a> {
 impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: `ptr..ptr+map_len` is exactly the mapping created in `new`, and `&mut self`
-        // proves no borrow of it (or `RegionSlice`) is alive.
+        // proves no borrow of it is alive (a `RegionSlice` holds an `Arc`, so none is).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.map_len) };
     }
 }

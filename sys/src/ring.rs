@@ -16,6 +16,7 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::aligned::AlignedBuf;
+use crate::mem::RegionSlice;
 use io_uring::{opcode, types, IoUring};
 
 /// How long dropping a ring waits for cancelled operations before leaking their buffers.
@@ -42,6 +43,18 @@ pub enum Op {
         /// Where in `buf` the data goes.
         offset: usize,
     },
+    /// `recv(MSG_WAITALL)` into `buf[offset..offset + len]`: completes when all `len` bytes
+    /// are in, or with fewer only at end of stream or on an error.
+    RecvAll {
+        /// Socket.
+        fd: RawFd,
+        /// Buffer, returned in the completion.
+        buf: Vec<u8>,
+        /// Where in `buf` the data goes.
+        offset: usize,
+        /// Bytes to receive.
+        len: usize,
+    },
     /// `send(MSG_NOSIGNAL)` of `buf[offset..offset + len]`.
     Send {
         /// Socket.
@@ -58,7 +71,7 @@ pub enum Op {
         /// Socket.
         fd: RawFd,
         /// Buffers, returned in `Completion::bufs`.
-        bufs: Vec<Vec<u8>>,
+        bufs: Vec<SendBuf>,
         /// Start of the data in `bufs[0]` (0 when `bufs` is empty).
         first_offset: usize,
     },
@@ -144,6 +157,56 @@ pub enum Op {
     Nop,
 }
 
+/// One piece of a gathered send: owned bytes, or bytes of a shared memory region sent
+/// without copying them.
+#[derive(Debug)]
+pub enum SendBuf {
+    /// A buffer owned by the send.
+    Bytes(Vec<u8>),
+    /// A range of a RAM region, kept alive until the send completes.
+    Region(RegionSlice),
+}
+
+impl SendBuf {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            SendBuf::Bytes(b) => b.len(),
+            SendBuf::Region(r) => r.len(),
+        }
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends a copy of the bytes to `out` (for tests and tools).
+    pub fn extend_into(&self, out: &mut Vec<u8>) {
+        match self {
+            SendBuf::Bytes(b) => out.extend_from_slice(b),
+            SendBuf::Region(r) => {
+                let at = out.len();
+                out.resize(at + r.len(), 0);
+                r.copy_to(&mut out[at..]);
+            }
+        }
+    }
+
+    fn as_ptr(&self) -> *const u8 {
+        match self {
+            SendBuf::Bytes(b) => b.as_ptr(),
+            SendBuf::Region(r) => r.as_ptr(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for SendBuf {
+    fn from(b: Vec<u8>) -> SendBuf {
+        SendBuf::Bytes(b)
+    }
+}
+
 /// The outcome of one [`Op`].
 #[derive(Debug)]
 pub struct Completion {
@@ -154,7 +217,7 @@ pub struct Completion {
     /// The buffer of `Recv`, `Send`, `Read`, `Write`.
     pub buf: Option<Vec<u8>>,
     /// The buffers of `SendV` (empty for other ops).
-    pub bufs: Vec<Vec<u8>>,
+    pub bufs: Vec<SendBuf>,
 }
 
 /// A slab slot: what the kernel may access while the op is in flight.
@@ -162,7 +225,7 @@ struct Slot {
     busy: bool,
     token: u64,
     buf: Option<Vec<u8>>,
-    bufs: Vec<Vec<u8>>,
+    bufs: Vec<SendBuf>,
     /// iovecs and message header of a `SendV`; heap-allocated so they do not move when the
     /// slab grows.
     iov: Vec<libc::iovec>,
@@ -173,7 +236,8 @@ struct Slot {
 }
 
 // SAFETY: the raw pointers in `iov` and `msg` only point into buffers owned by this same slot
-// (or its own `iov`), never to thread-local data, so moving the slot to another thread is fine.
+// (or its own `iov`, or a region kept alive by an `Arc` in `bufs`), never to thread-local data,
+// so moving the slot to another thread is fine.
 unsafe impl Send for Slot {}
 
 impl Slot {
@@ -320,6 +384,9 @@ impl Ring {
             Op::Send {
                 buf, offset, len, ..
             }
+            | Op::RecvAll {
+                buf, offset, len, ..
+            }
             | Op::Read {
                 buf, offset, len, ..
             }
@@ -335,7 +402,8 @@ impl Ring {
             Op::SendV {
                 bufs, first_offset, ..
             } => match bufs.first() {
-                Some(b) => check_range(b, *first_offset, 0)?,
+                Some(b) if *first_offset <= b.len() => {}
+                Some(_) => return Err(invalid("buffer offset/len out of range")),
                 None if *first_offset == 0 => {}
                 None => return Err(invalid("SendV first_offset with no buffers")),
             },
@@ -360,6 +428,17 @@ impl Ring {
                 let data = &mut slot.buf.insert(buf)[offset..];
                 opcode::Recv::new(types::Fd(fd), data.as_mut_ptr(), clamp(data.len())).build()
             }
+            Op::RecvAll {
+                fd,
+                buf,
+                offset,
+                len,
+            } => {
+                let data = &mut slot.buf.insert(buf)[offset..offset + len];
+                opcode::Recv::new(types::Fd(fd), data.as_mut_ptr(), clamp(len))
+                    .flags(libc::MSG_WAITALL)
+                    .build()
+            }
             Op::Send {
                 fd,
                 buf,
@@ -379,10 +458,12 @@ impl Ring {
                 slot.bufs = bufs;
                 slot.iov.clear();
                 for (i, b) in slot.bufs.iter().enumerate() {
-                    let data = &b[if i == 0 { first_offset } else { 0 }..];
+                    let skip = if i == 0 { first_offset } else { 0 };
                     slot.iov.push(libc::iovec {
-                        iov_base: data.as_ptr() as *mut libc::c_void,
-                        iov_len: data.len(),
+                        // `wrapping_add`: `skip <= b.len()` was checked, so this stays inside
+                        // (or one past) the buffer without an unsafe pointer offset.
+                        iov_base: b.as_ptr().wrapping_add(skip) as *mut libc::c_void,
+                        iov_len: b.len() - skip,
                     });
                 }
                 slot.msg.msg_iov = slot.iov.as_mut_ptr();
@@ -468,7 +549,7 @@ impl Ring {
         };
         let entry = entry.user_data(idx as u64);
         // SAFETY: every pointer in `entry` points into memory owned by slot `idx` (its buffers'
-        // heap storage, its iovec array, its boxed msghdr), none of which moves or is freed
+        // heap storage or regions held by `Arc`, its iovec array, its boxed msghdr), none of which moves or is freed
         // until the completion for `idx` is reaped (the slot stays `busy` and is not reused),
         // or ever if the ring is dropped before that (see `Drop`).
         let pushed = unsafe { self.ring.submission().push(&entry) };

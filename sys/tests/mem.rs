@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nvmf_sys::Region;
+use nvmf_sys::{Region, RegionSlice};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -60,13 +60,40 @@ fn out_of_bounds_is_refused_without_effect() {
     assert!(!r.zero(1, u64::MAX));
     assert!(!r.discard(0, 4100));
     assert!(!r.discard(u64::MAX, 1));
-    assert!(r.slice_for_send(4098, 2).is_none());
-    assert!(r.slice_for_send(u64::MAX, 0).is_none());
+    let r = Arc::new(r);
+    assert!(RegionSlice::new(r.clone(), 4098, 2).is_none());
+    assert!(RegionSlice::new(r.clone(), u64::MAX, 0).is_none());
     assert_eq!(read(&r, 4091, 8), [7; 8]);
-    let s = r.slice_for_send(4091, 8).unwrap();
+    let s = RegionSlice::new(r.clone(), 4091, 8).unwrap();
     assert_eq!(s.len(), 8);
     assert!(!s.is_empty());
+    let mut out = [0u8; 8];
+    assert!(s.copy_to(&mut out));
+    assert_eq!(out, [7; 8]);
+    assert!(
+        !s.copy_to(&mut [0u8; 7]),
+        "a destination of the wrong length is refused"
+    );
     assert!(Region::new(0).is_err());
+}
+
+#[test]
+fn region_slice_chunks_cover_the_range() {
+    let r = Arc::new(Region::new(1 << 20).unwrap());
+    let p = pattern(10_000, 3);
+    assert!(r.write(777, &p));
+    let s = RegionSlice::new(r.clone(), 777, p.len()).unwrap();
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    s.for_each_chunk(|c| {
+        sizes.push(c.len());
+        seen.extend_from_slice(c);
+    });
+    assert_eq!(seen, p);
+    assert_eq!(sizes, [4096, 4096, 1808]);
+    let empty = RegionSlice::new(r, 5, 0).unwrap();
+    assert!(empty.is_empty());
+    empty.for_each_chunk(|_| panic!("no chunk for an empty slice"));
 }
 
 #[test]

@@ -7,7 +7,18 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nvmf_sys::file::{open_file, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE};
-use nvmf_sys::{Completion, EventFd, Op, Ring};
+use nvmf_sys::{Completion, EventFd, Op, Region, RegionSlice, Ring, SendBuf};
+use std::sync::Arc;
+
+fn bytes_of(bufs: &[SendBuf]) -> Vec<Vec<u8>> {
+    bufs.iter()
+        .map(|b| {
+            let mut v = Vec::new();
+            b.extend_into(&mut v);
+            v
+        })
+        .collect()
+}
 
 /// Pushes `op` and waits (up to 5 s) for its completion.
 fn run(ring: &mut Ring, op: Op, token: u64) -> Completion {
@@ -166,13 +177,13 @@ fn sendv_gathers_buffers_and_returns_them() {
         &mut ring,
         Op::SendV {
             fd: server.as_raw_fd(),
-            bufs: bufs.clone(),
+            bufs: bufs.iter().cloned().map(SendBuf::from).collect(),
             first_offset: 2,
         },
         7,
     );
     assert_eq!(c.result, 16);
-    assert_eq!(c.bufs, bufs);
+    assert_eq!(bytes_of(&c.bufs), bufs);
     assert!(c.buf.is_none());
     let mut got = [0u8; 16];
     client.read_exact(&mut got).unwrap();
@@ -186,7 +197,7 @@ fn sendv_gathers_buffers_and_returns_them() {
         client.read_exact(&mut all).unwrap();
         all.chunks(expected.len()).all(|c| c == expected)
     });
-    let mut bufs = big;
+    let mut bufs: Vec<SendBuf> = big.into_iter().map(SendBuf::from).collect();
     for round in 0..3 {
         let c = run(
             &mut ring,
@@ -197,11 +208,126 @@ fn sendv_gathers_buffers_and_returns_them() {
             },
             10 + round,
         );
-        let total: usize = c.bufs.iter().map(Vec::len).sum();
+        let total: usize = c.bufs.iter().map(SendBuf::len).sum();
         assert_eq!(c.result as usize, total);
         bufs = c.bufs;
     }
     assert!(reader.join().unwrap());
+}
+
+#[test]
+fn sendv_sends_region_bytes_without_copying_them() {
+    let mut ring = Ring::new(8).unwrap();
+    let (server, mut client) = tcp_pair(&mut ring);
+    let region = Arc::new(Region::new(1 << 20).unwrap());
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    assert!(region.write(12_345, &data));
+    let slice = RegionSlice::new(region.clone(), 12_345, data.len()).unwrap();
+    assert!(RegionSlice::new(region.clone(), (1 << 20) - 10, 11).is_none());
+    assert!(RegionSlice::new(region.clone(), u64::MAX, 1).is_none());
+    let expected: Vec<u8> = [b"hdr".as_slice(), &data[5..], b"ddgst"].concat();
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; expected.len()];
+        client.read_exact(&mut got).unwrap();
+        got == expected
+    });
+    // The slice first (starting 5 bytes in), then owned bytes, as a resumed send would be.
+    let mut bufs = vec![SendBuf::Region(slice.clone()), b"ddgst".to_vec().into()];
+    let c = run(
+        &mut ring,
+        Op::SendV {
+            fd: server.as_raw_fd(),
+            bufs: vec![b"hdr".to_vec().into()],
+            first_offset: 0,
+        },
+        1,
+    );
+    assert_eq!(c.result, 3);
+    let mut off = 5;
+    while !bufs.is_empty() {
+        let c = run(
+            &mut ring,
+            Op::SendV {
+                fd: server.as_raw_fd(),
+                bufs,
+                first_offset: off,
+            },
+            2,
+        );
+        assert!(c.result > 0, "send failed: {}", c.result);
+        bufs = c.bufs;
+        off += c.result as usize;
+        while let Some(b) = bufs.first() {
+            if off < b.len() {
+                break;
+            }
+            off -= b.len();
+            bufs.remove(0);
+        }
+    }
+    assert!(reader.join().unwrap());
+    // The region stays usable, and the slice still reads what it covers.
+    drop(region);
+    let mut back = vec![0u8; data.len()];
+    assert!(slice.copy_to(&mut back));
+    assert_eq!(back, data);
+}
+
+#[test]
+fn recv_all_waits_for_every_byte() {
+    let mut ring = Ring::new(8).unwrap();
+    let (server, mut client) = tcp_pair(&mut ring);
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || {
+        // In pieces, with pauses: a plain recv would return after the first.
+        for piece in sent.chunks(30_000) {
+            client.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        client.write_all(b"after").unwrap();
+        client
+    });
+    let c = run(
+        &mut ring,
+        Op::RecvAll {
+            fd: server.as_raw_fd(),
+            buf: vec![0xAA; 100_010],
+            offset: 7,
+            len: 100_000,
+        },
+        3,
+    );
+    assert_eq!(c.result, 100_000);
+    let buf = c.buf.unwrap();
+    assert_eq!(&buf[..7], &[0xAA; 7]);
+    assert_eq!(&buf[7..100_007], &data[..]);
+    assert_eq!(&buf[100_007..], &[0xAA; 3]);
+    // The bytes after it are left for the next receive.
+    let client = writer.join().unwrap();
+    let c = run(
+        &mut ring,
+        Op::Recv {
+            fd: server.as_raw_fd(),
+            buf: vec![0; 16],
+            offset: 0,
+        },
+        4,
+    );
+    assert_eq!(&c.buf.unwrap()[..c.result as usize], b"after");
+    // End of stream before all bytes: a short count, not a hang.
+    drop(client);
+    let c = run(
+        &mut ring,
+        Op::RecvAll {
+            fd: server.as_raw_fd(),
+            buf: vec![0; 64],
+            offset: 0,
+            len: 64,
+        },
+        5,
+    );
+    assert_eq!(c.result, 0);
 }
 
 #[test]
@@ -241,8 +367,14 @@ fn out_of_range_ops_are_rejected() {
         },
         Op::SendV {
             fd: 0,
-            bufs: vec![vec![0; 3]],
+            bufs: vec![vec![0; 3].into()],
             first_offset: 4,
+        },
+        Op::RecvAll {
+            fd: 0,
+            buf: vec![0; 8],
+            offset: 4,
+            len: 5,
         },
         Op::SendV {
             fd: 0,

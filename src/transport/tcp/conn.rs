@@ -6,6 +6,7 @@
 use super::pdu::{self, fes, flags, pdu_type, Fatal, Negotiated, TxParams};
 use crate::fabrics::{Queue, Response, Tick};
 use crate::nvme::{sgl_id, Command, DataDir, Status};
+use nvmf_sys::{RegionSlice, SendBuf};
 use std::time::Instant;
 
 /// Generic status: Transient Transport Error (a data digest mismatch).
@@ -67,7 +68,7 @@ pub struct TcpConn {
     /// Output being built; finished segments (headers, data buffers) wait
     /// in `segs` to go out as one gathered send.
     out: Vec<u8>,
-    segs: Vec<Vec<u8>>,
+    segs: Vec<SendBuf>,
     /// Indexed by transfer tag.
     pending: Vec<Option<PendingWrite>>,
     free_tags: Vec<u16>,
@@ -106,18 +107,20 @@ impl TcpConn {
 
     /// Moves the pending output, in order, to the end of `bufs` (segments
     /// for one gathered send).
-    pub fn take_output(&mut self, bufs: &mut Vec<Vec<u8>>) {
+    pub fn take_output(&mut self, bufs: &mut Vec<SendBuf>) {
         bufs.append(&mut self.segs);
         if !self.out.is_empty() {
             let next = self.queue.alloc_buf();
-            bufs.push(std::mem::replace(&mut self.out, next));
+            bufs.push(std::mem::replace(&mut self.out, next).into());
         }
     }
 
     /// Gives back buffers the transport finished sending: data buffers go to
     /// the queue's pool.
-    pub fn recycle(&mut self, buf: Vec<u8>) {
-        self.queue.recycle(buf);
+    pub fn recycle(&mut self, buf: SendBuf) {
+        if let SendBuf::Bytes(b) = buf {
+            self.queue.recycle(b);
+        }
     }
 
     /// The connection is finished: close it after sending the output.
@@ -658,7 +661,12 @@ impl TcpConn {
     fn send_responses(&mut self, r: &mut Vec<Response>) {
         for resp in r.drain(..) {
             let success_flag = self.queue.sqflow_disabled() && resp.cqe.status.is_success();
-            if !resp.data.is_empty() {
+            if let Some(shared) = resp.shared {
+                self.send_shared(resp.cqe.cid, shared, success_flag);
+                if success_flag {
+                    continue;
+                }
+            } else if !resp.data.is_empty() {
                 self.send_data(resp.cqe.cid, resp.data, success_flag);
                 if success_flag {
                     continue;
@@ -679,8 +687,31 @@ impl TcpConn {
         pdu::encode_c2h_data_header(&mut self.out, &self.tx, cid, 0, data.len(), true, success);
         let digest = self.tx.ddgst.then(|| pdu::crc32c(&data));
         let next = self.queue.alloc_buf();
-        self.segs.push(std::mem::replace(&mut self.out, next));
-        self.segs.push(data);
+        self.segs
+            .push(std::mem::replace(&mut self.out, next).into());
+        self.segs.push(data.into());
+        if let Some(d) = digest {
+            self.out.extend_from_slice(&d.to_le_bytes());
+        }
+    }
+
+    /// Sends read data that lives in backend memory: the C2HData header,
+    /// then the memory itself as a segment of the gathered send.
+    fn send_shared(&mut self, cid: u16, data: RegionSlice, success: bool) {
+        if data.is_empty() {
+            // Nothing to send (a zero-length read has no C2HData PDU).
+            return;
+        }
+        pdu::encode_c2h_data_header(&mut self.out, &self.tx, cid, 0, data.len(), true, success);
+        let digest = self.tx.ddgst.then(|| {
+            let mut crc = 0;
+            data.for_each_chunk(|c| crc = crc32c::crc32c_append(crc, c));
+            crc
+        });
+        let next = self.queue.alloc_buf();
+        self.segs
+            .push(std::mem::replace(&mut self.out, next).into());
+        self.segs.push(SendBuf::Region(data));
         if let Some(d) = digest {
             self.out.extend_from_slice(&d.to_le_bytes());
         }

@@ -100,7 +100,7 @@ impl Host {
         let mut bufs = Vec::new();
         self.conn.take_output(&mut bufs);
         for b in bufs {
-            self.rx.extend_from_slice(&b);
+            b.extend_into(&mut self.rx);
         }
     }
 
