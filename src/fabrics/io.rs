@@ -127,15 +127,27 @@ impl Queue {
         Ok((off, len as usize))
     }
 
-    /// A buffer from this queue's pool (contents unspecified, length 0).
+    /// A buffer from this queue's pool, length 0.
     pub fn alloc_buf(&mut self) -> Vec<u8> {
-        self.pool.pop().unwrap_or_default()
+        let mut b = self.pool.pop().unwrap_or_default();
+        b.clear();
+        b
     }
 
-    /// Returns a buffer to this queue's pool.
-    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+    /// A buffer of `len` bytes from this queue's pool, for data that will
+    /// overwrite all of it: its contents are whatever this queue last had
+    /// in it (only bytes beyond the recycled length are zeroed), which
+    /// saves zeroing 128 KiB per large write.
+    pub fn alloc_len(&mut self, len: usize) -> Vec<u8> {
+        let mut b = self.pool.pop().unwrap_or_default();
+        b.resize(len, 0);
+        b
+    }
+
+    /// Returns a buffer to this queue's pool (its length is kept, see
+    /// [`alloc_len`](Self::alloc_len)).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
         if buf.capacity() > 0 && self.pool.len() < 64 {
-            buf.clear();
             self.pool.push(buf);
         }
     }

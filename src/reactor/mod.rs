@@ -6,7 +6,7 @@
 use crate::config::{Config, IdlePolicy};
 use crate::fabrics::Queue;
 use crate::subsystem::Target;
-use crate::transport::tcp::conn::{ConnParams, TcpConn};
+use crate::transport::tcp::conn::{ConnParams, DirectRecv, TcpConn};
 use crossbeam_channel::{Receiver, Sender};
 use nvmf_sys::{EventFd, Op, Ring};
 use std::io;
@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 
 /// Receive buffer per connection.
 const RECV_BUF: usize = 256 * 1024;
+/// Write data at least this long still to come in an H2CData PDU is
+/// received straight into the write's buffer rather than through the
+/// receive buffer (one copy fewer).
+const DIRECT_RECV_MIN: usize = 16 * 1024;
 /// How often connection timers (keep-alive) are checked.
 const TICK: Duration = Duration::from_millis(100);
 /// How long an adaptive reactor keeps polling after its last work before it
@@ -33,6 +37,7 @@ const T_SEND: u64 = 2;
 const T_LISTEN: u64 = 3;
 const T_WAKE: u64 = 4;
 const T_IO: u64 = 5;
+const T_RECV_DIRECT: u64 = 6;
 
 /// Ring token: kind in bits 7:0, connection slot in 31:8, backend tag in 63:32.
 fn token(kind: u64, slot: usize) -> u64 {
@@ -243,6 +248,10 @@ struct Conn {
     shut: bool,
     /// Where the send in flight starts in its first buffer.
     send_off: usize,
+    /// The receive buffer, parked while a direct receive is in flight.
+    rx_spare: Option<Vec<u8>>,
+    /// Where the direct receive in flight puts its data.
+    direct: Option<(usize, usize)>,
     last_tick: Instant,
     in_dirty: bool,
 }
@@ -339,6 +348,8 @@ impl Reactor {
             io_busy: 0,
             shut: false,
             send_off: 0,
+            rx_spare: None,
+            direct: None,
             last_tick: Instant::now(),
             in_dirty: false,
         };
@@ -367,6 +378,40 @@ impl Reactor {
             Ok(()) => c.recv_busy = true,
             Err(e) => {
                 log::warn!("reactor {}: cannot post recv: {e}", self.index);
+                self.shut(slot);
+            }
+        }
+    }
+
+    /// Posts the connection's next receive: straight into a write's buffer
+    /// when a large H2CData PDU is arriving, else into `buf`.
+    fn next_recv(&mut self, slot: usize, buf: Vec<u8>) {
+        let Some(c) = self.conns[slot].as_mut() else {
+            return;
+        };
+        if c.tcp.is_closing() {
+            return;
+        }
+        let Some(d) = c.tcp.take_direct(DIRECT_RECV_MIN) else {
+            let buf = if buf.len() == RECV_BUF {
+                buf
+            } else {
+                vec![0u8; RECV_BUF]
+            };
+            return self.post_recv(slot, buf);
+        };
+        c.rx_spare = Some(buf);
+        c.direct = Some((d.offset, d.len));
+        let op = Op::RecvAll {
+            fd: c.stream.as_raw_fd(),
+            buf: d.buf,
+            offset: d.offset,
+            len: d.len,
+        };
+        match self.ring.push(op, token(T_RECV_DIRECT, slot)) {
+            Ok(()) => c.recv_busy = true,
+            Err(e) => {
+                log::warn!("reactor {}: cannot post a receive: {e}", self.index);
                 self.shut(slot);
             }
         }
@@ -408,12 +453,28 @@ impl Reactor {
                 } else {
                     conn.tcp.receive(&buf[..c.result as usize], now);
                     self.mark_dirty(slot);
-                    if !self.conns[slot]
-                        .as_ref()
-                        .is_some_and(|c| c.tcp.is_closing())
-                    {
-                        self.post_recv(slot, buf);
-                    }
+                    self.next_recv(slot, buf);
+                }
+                self.maybe_free(slot);
+            }
+            T_RECV_DIRECT => {
+                let Some(conn) = self.conns.get_mut(slot).and_then(|c| c.as_mut()) else {
+                    return Ok(());
+                };
+                conn.recv_busy = false;
+                let (offset, len) = conn.direct.take().unwrap_or_default();
+                let d = DirectRecv {
+                    buf: c.buf.unwrap_or_default(),
+                    offset,
+                    len,
+                };
+                if c.result <= 0 || conn.shut {
+                    self.shut(slot);
+                } else {
+                    conn.tcp.direct_done(d, c.result as usize, now);
+                    let buf = conn.rx_spare.take().unwrap_or_default();
+                    self.mark_dirty(slot);
+                    self.next_recv(slot, buf);
                 }
                 self.maybe_free(slot);
             }

@@ -46,6 +46,15 @@ struct H2cStream {
     crc: u32,
 }
 
+/// Write data the transport receives straight into the write's buffer:
+/// `len` bytes at `buf[offset..]`. Given back with [`TcpConn::direct_done`].
+#[derive(Debug)]
+pub struct DirectRecv {
+    pub buf: Vec<u8>,
+    pub offset: usize,
+    pub len: usize,
+}
+
 /// A write waiting for its data through R2T / H2CData.
 struct PendingWrite {
     cmd: Command,
@@ -238,7 +247,7 @@ impl TcpConn {
             return bytes;
         };
         let n = st.data_left.min(bytes.len());
-        let (data, mut rest) = bytes.split_at(n);
+        let (data, rest) = bytes.split_at(n);
         if n > 0 {
             if self.neg.ddgst {
                 st.crc = crc32c::crc32c_append(st.crc, data);
@@ -246,10 +255,24 @@ impl TcpConn {
             st.data_left -= n;
             let tag = st.tag;
             if let Some(w) = self.pending.get_mut(tag as usize).and_then(|w| w.as_mut()) {
-                w.buf[w.received..w.received + n].copy_from_slice(data);
+                match w.buf.get_mut(w.received..w.received + n) {
+                    Some(dst) => dst.copy_from_slice(data),
+                    // The buffer is out for a direct receive: bytes cannot
+                    // arrive here meanwhile; refuse rather than lose them.
+                    None => {
+                        self.close("write data arrived while its buffer was out");
+                        return &[];
+                    }
+                }
                 w.received += n;
             }
         }
+        self.stream_tail(rest, now)
+    }
+
+    /// Takes the data digest bytes of the streamed H2CData PDU from `rest`
+    /// and, once it is whole, finishes the PDU. Returns what is left.
+    fn stream_tail<'a>(&mut self, mut rest: &'a [u8], now: Instant) -> &'a [u8] {
         let Some(st) = self.stream.as_mut() else {
             return rest;
         };
@@ -270,6 +293,53 @@ impl TcpConn {
             self.h2c_finish(st.tag, digest_ok, now);
         }
         rest
+    }
+
+    /// When the H2CData PDU being received still has at least `min` bytes
+    /// of data to come, lends out the write's buffer so the transport can
+    /// receive them straight into it (no copy through the receive buffer).
+    pub fn take_direct(&mut self, min: usize) -> Option<DirectRecv> {
+        let st = self.stream.as_ref()?;
+        if st.data_left < min.max(1) || self.state == State::Closing {
+            return None;
+        }
+        let w = self.pending.get_mut(st.tag as usize)?.as_mut()?;
+        if w.buf.len() < w.received + st.data_left {
+            return None; // already lent out
+        }
+        Some(DirectRecv {
+            buf: std::mem::take(&mut w.buf),
+            offset: w.received,
+            len: st.data_left,
+        })
+    }
+
+    /// A direct receive finished with `n` bytes (`n` no more than it asked
+    /// for): takes the buffer back and accounts for the data.
+    pub fn direct_done(&mut self, d: DirectRecv, n: usize, now: Instant) {
+        let n = n.min(d.len);
+        let Some(st) = self.stream.as_mut() else {
+            return;
+        };
+        let Some(w) = self
+            .pending
+            .get_mut(st.tag as usize)
+            .and_then(|w| w.as_mut())
+        else {
+            return;
+        };
+        w.buf = d.buf;
+        if w.received != d.offset || w.buf.len() < d.offset + n || n > st.data_left {
+            self.close("direct receive out of step with its write");
+            return;
+        }
+        if self.neg.ddgst {
+            st.crc = crc32c::crc32c_append(st.crc, &w.buf[d.offset..d.offset + n]);
+        }
+        w.received += n;
+        st.data_left -= n;
+        let left = self.stream_tail(&[], now);
+        debug_assert!(left.is_empty());
     }
 
     fn recycle_rx(&mut self, mut rx: Vec<u8>) {
@@ -518,8 +588,8 @@ impl TcpConn {
                 (self.pending.len() - 1) as u16
             }
         };
-        let mut buf = self.queue.alloc_buf();
-        buf.resize(len as usize, 0);
+        // Every byte is overwritten by the host's data before it is used.
+        let buf = self.queue.alloc_len(len as usize);
         self.pending[tag as usize] = Some(PendingWrite {
             cmd,
             buf,

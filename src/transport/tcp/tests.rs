@@ -684,6 +684,95 @@ fn h2c_data_streams_in_any_chunking_with_digests() {
     ));
 }
 
+/// Feeds an H2CData PDU the way the reactor does for large data: the header
+/// and the first bytes through `receive`, the data straight into the
+/// write's buffer in `pieces`, the digest through `receive` again.
+fn send_direct(q: &mut Host, wire: &[u8], head: usize, pieces: &[usize]) {
+    q.send(&wire[..head]);
+    let mut at = head;
+    let data_end = wire.len() - 4; // data digest on
+    for &n in pieces {
+        let mut d = q.conn.take_direct(1).expect("buffer lent out for the data");
+        assert_eq!(d.len, data_end - at, "asks for exactly the data left");
+        assert!(q.conn.take_direct(1).is_none(), "lent out only once");
+        let n = n.min(d.len);
+        d.buf[d.offset..d.offset + n].copy_from_slice(&wire[at..at + n]);
+        q.conn.direct_done(d, n, q.now);
+        at += n;
+    }
+    assert_eq!(at, data_end, "pieces cover the data");
+    assert!(q.conn.take_direct(1).is_none(), "no data left to lend for");
+    q.send(&wire[data_end..]);
+}
+
+#[test]
+fn h2c_data_received_straight_into_the_write_buffer() {
+    let t = target();
+    let (_admin, mut q) = io_up(&t, true, true);
+    let data: Vec<u8> = (0..65536u32).map(|i| (i * 31 % 251) as u8).collect();
+    for (round, pieces) in [vec![65436usize], vec![30000, 35436], vec![1, 65435]]
+        .into_iter()
+        .enumerate()
+    {
+        let lba = 512 + round as u64 * 128;
+        let cid = q.submit(rw(0x01, 1, lba, 128), &[], 65536);
+        let Some(Got::R2t { ttag, .. }) = q.recv() else {
+            panic!("no R2T")
+        };
+        let wire = host::h2c_data(cid, ttag, 0, &data, true, true, true);
+        let head = wire.len() - 4 - data.len() + 100;
+        // Less than `min` bytes to come: no lending.
+        q.send(&wire[..head]);
+        assert!(q.conn.take_direct(70_000).is_none());
+        let wire2 = &wire[head..];
+        // The rest of the data directly, then the digest.
+        let mut at = 0;
+        for &n in &pieces {
+            let mut d = q.conn.take_direct(1).expect("lent");
+            assert_eq!(d.offset, 100 + at);
+            d.buf[d.offset..d.offset + n].copy_from_slice(&wire2[at..at + n]);
+            q.conn.direct_done(d, n, q.now);
+            at += n;
+        }
+        q.send(&wire2[at..]);
+        let Some(Got::Resp(c)) = q.recv() else {
+            panic!("no completion (round {round})")
+        };
+        assert!(c.status.is_success(), "round {round}: {:?}", c.status);
+        let (c, back) = q.exec(rw(0x02, 1, lba, 128), &[], 65536);
+        assert!(c.status.is_success());
+        assert!(back == data, "data differs in round {round}");
+    }
+    // A byte corrupted on the direct path is caught by the data digest.
+    let cid = q.submit(rw(0x01, 1, 0, 64), &[], 32768);
+    let Some(Got::R2t { ttag, .. }) = q.recv() else {
+        panic!("no R2T")
+    };
+    let mut wire = host::h2c_data(cid, ttag, 0, &[3u8; 32768], true, true, true);
+    let n = wire.len();
+    wire[n - 4 - 1000] ^= 1;
+    let head = n - 4 - 32768;
+    send_direct(&mut q, &wire, head, &[20000, 12768]);
+    let Some(Got::Resp(c)) = q.recv() else {
+        panic!("no completion")
+    };
+    assert_eq!(c.status.code(), Status(0x22));
+    assert!(!q.conn.is_closing());
+    // Bytes fed through `receive` while the buffer is lent out close the
+    // connection instead of being lost (or panicking).
+    let cid = q.submit(rw(0x01, 1, 0, 64), &[], 32768);
+    let Some(Got::R2t { ttag, .. }) = q.recv() else {
+        panic!("no R2T")
+    };
+    let wire = host::h2c_data(cid, ttag, 0, &[5u8; 32768], true, true, true);
+    let head = wire.len() - 4 - 32768;
+    q.send(&wire[..head]);
+    let d = q.conn.take_direct(1).expect("lent");
+    q.send(&wire[head..head + 10]);
+    assert!(q.conn.is_closing());
+    q.conn.direct_done(d, 0, q.now);
+}
+
 #[test]
 fn number_of_queues_is_set_only_before_io_queues_exist() {
     let t = target();
