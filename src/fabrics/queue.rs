@@ -302,7 +302,9 @@ impl Queue {
             cattr: (cmd.cdw11 >> 16) as u8,
             kato: cmd.cdw12,
         };
-        let invalid = |q: &Queue, out: &mut Vec<Response>, ipo: u32| {
+        // Every refusal is logged with its reason: the host only sees a status.
+        let invalid = |q: &Queue, out: &mut Vec<Response>, ipo: u32, why: String| {
+            log::warn!("Connect (queue {}) refused: {why}", c.qid);
             out.push(Response {
                 cqe: q.cqe(cmd.cid, Status::CONNECT_INVALID_PARAMETERS.dnr(), ipo, 0),
                 data: Vec::new(),
@@ -322,11 +324,13 @@ impl Queue {
         let hostnqn = get_str(data, 512, 256);
         let target = self.target.clone();
         let Some(subsys) = target.find_subsystem(&subnqn).cloned() else {
-            return invalid(self, out, ipo::DATA_SUBNQN);
+            return invalid(
+                self,
+                out,
+                ipo::DATA_SUBNQN,
+                format!("no subsystem {subnqn:?}"),
+            );
         };
-        if !hostnqn.starts_with("nqn.") {
-            return invalid(self, out, ipo::DATA_HOSTNQN);
-        }
         if !subsys.host_allowed(&hostnqn) {
             log::warn!("host {hostnqn} refused: not allowed to use {}", subsys.nqn);
             let cqe = self.cqe(
@@ -344,15 +348,28 @@ impl Queue {
         }
         let entries = c.sqsize as u32 + 1;
         if c.sqsize == 0 {
-            return invalid(self, out, ipo::SQE_SQSIZE);
+            return invalid(self, out, ipo::SQE_SQSIZE, "SQSIZE 0".into());
         }
         let cfg = &target.config;
         if c.qid == 0 {
             if entries > super::ADMIN_QUEUE_DEPTH {
-                return invalid(self, out, ipo::SQE_SQSIZE);
+                return invalid(
+                    self,
+                    out,
+                    ipo::SQE_SQSIZE,
+                    format!(
+                        "admin queue of {entries} entries, at most {} allowed",
+                        super::ADMIN_QUEUE_DEPTH
+                    ),
+                );
             }
             if cntlid != 0xFFFF && cntlid != 0xFFFE {
-                return invalid(self, out, ipo::DATA_CNTLID);
+                return invalid(
+                    self,
+                    out,
+                    ipo::DATA_CNTLID,
+                    format!("admin Connect with CNTLID {cntlid:#x}, not FFFFh/FFFEh"),
+                );
             }
             if c.kato > cfg.keep_alive_timeout_ms_max {
                 return self.complete(cmd, Status::KEEP_ALIVE_INVALID.dnr(), 0, out);
@@ -384,13 +401,30 @@ impl Queue {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(cntlid);
             let Some(ctrl) = found else {
-                return invalid(self, out, ipo::DATA_CNTLID);
+                return invalid(
+                    self,
+                    out,
+                    ipo::DATA_CNTLID,
+                    format!("no controller {cntlid}"),
+                );
             };
             if ctrl.subsys.nqn != subsys.nqn || ctrl.subsys.discovery {
-                return invalid(self, out, ipo::DATA_SUBNQN);
+                return invalid(
+                    self,
+                    out,
+                    ipo::DATA_SUBNQN,
+                    format!(
+                        "controller {cntlid} is not of {subnqn:?}, or is a discovery controller"
+                    ),
+                );
             }
             if ctrl.hostnqn != hostnqn {
-                return invalid(self, out, ipo::DATA_HOSTNQN);
+                return invalid(
+                    self,
+                    out,
+                    ipo::DATA_HOSTNQN,
+                    format!("controller {cntlid} belongs to another host than {hostnqn:?}"),
+                );
             }
             if ctrl.hostid != hostid {
                 return self.complete(cmd, Status::HOST_ID_INCONSISTENT.dnr(), 0, out);
@@ -399,13 +433,35 @@ impl Queue {
                 return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR.dnr(), 0, out);
             }
             if c.qid > ctrl.io_queues.load(Relaxed) {
-                return invalid(self, out, ipo::SQE_QID);
+                return invalid(
+                    self,
+                    out,
+                    ipo::SQE_QID,
+                    format!(
+                        "queue {} beyond the {} granted",
+                        c.qid,
+                        ctrl.io_queues.load(Relaxed)
+                    ),
+                );
             }
             if entries > cfg.max_queue_depth as u32 {
-                return invalid(self, out, ipo::SQE_SQSIZE);
+                return invalid(
+                    self,
+                    out,
+                    ipo::SQE_SQSIZE,
+                    format!(
+                        "I/O queue of {entries} entries, at most {} allowed (MQES)",
+                        cfg.max_queue_depth
+                    ),
+                );
             }
             if !ctrl.claim_qid(c.qid) {
-                return invalid(self, out, ipo::SQE_QID);
+                return invalid(
+                    self,
+                    out,
+                    ipo::SQE_QID,
+                    format!("queue {} already connected", c.qid),
+                );
             }
             ctrl.register_stats(self.stats.clone());
             let id = ctrl.cntlid;
