@@ -237,6 +237,49 @@ impl Drop for Runtime {
     }
 }
 
+/// How busy a reactor is: the share of its time spent in poll iterations
+/// that found work (the rest is spinning or sleeping), logged at debug
+/// level every [`LOAD_PERIOD`].
+struct Load {
+    since: Instant,
+    last: Instant,
+    busy: Duration,
+    polls: u64,
+}
+
+const LOAD_PERIOD: Duration = Duration::from_secs(1);
+
+impl Load {
+    fn new(now: Instant) -> Load {
+        Load {
+            since: now,
+            last: now,
+            busy: Duration::ZERO,
+            polls: 0,
+        }
+    }
+
+    fn account(&mut self, now: Instant, worked: bool, reactor: usize) {
+        if worked {
+            self.busy += now.duration_since(self.last);
+        }
+        self.last = now;
+        self.polls += 1;
+        let span = now.duration_since(self.since);
+        if span >= LOAD_PERIOD {
+            if self.busy > Duration::ZERO {
+                log::debug!(
+                    "reactor {reactor}: {:.1}% busy over the last {:.0} s ({} polls)",
+                    100.0 * self.busy.as_secs_f64() / span.as_secs_f64(),
+                    span.as_secs_f64(),
+                    self.polls
+                );
+            }
+            *self = Load::new(now);
+        }
+    }
+}
+
 struct Conn {
     stream: TcpStream,
     tcp: TcpConn,
@@ -292,6 +335,8 @@ impl Reactor {
         let mut comps = Vec::with_capacity(256);
         let mut last_work = Instant::now();
         let mut last_tick = Instant::now();
+        let mut load = Load::new(last_tick);
+        let mut prev_worked = false;
         loop {
             let mut worked = false;
             while let Ok(m) = self.inbox.try_recv() {
@@ -306,6 +351,10 @@ impl Reactor {
             }
             self.ring.drain(&mut comps);
             let now = Instant::now();
+            // The previous iteration, from its clock reading to this one
+            // (its sends and receives in the kernel included), was work if
+            // it found any.
+            load.account(now, prev_worked, self.index);
             for c in comps.drain(..) {
                 worked = true;
                 self.completion(c, now)?;
@@ -318,6 +367,7 @@ impl Reactor {
             if worked {
                 last_work = now;
             }
+            prev_worked = worked;
             if self.idle == IdlePolicy::Adaptive && now.duration_since(last_work) > SPIN_WINDOW {
                 self.ring.submit_and_wait(Some(TICK))?;
             } else {
