@@ -58,6 +58,12 @@ pub struct QueueOptions {
     pub disable_sqflow: bool,
     /// HPDA sent in ICReq (host data alignment = (hpda + 1) * 4 bytes).
     pub hpda: u8,
+    /// Tolerate what real targets do and the Linux host accepts, though
+    /// the spec says otherwise: C2HData with the SUCCESS flag while SQ flow
+    /// control is enabled, and completions whose SQID is not the queue's
+    /// (SPDK's nvmf_tgt does both). Off by default: the library judges our
+    /// target strictly; the tools turn it on to work with other targets.
+    pub lenient: bool,
 }
 
 impl Default for QueueOptions {
@@ -77,6 +83,7 @@ impl Default for QueueOptions {
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(10),
             disable_sqflow: false,
+            lenient: false,
             hpda: 0,
         }
     }
@@ -141,6 +148,7 @@ pub struct Queue {
     in_capsule_max: u32,
     io_timeout: Duration,
     sqflow_disabled: bool,
+    lenient: bool,
     next_cid: u16,
     pending: HashMap<u16, Pending>,
     done: VecDeque<Response>,
@@ -172,6 +180,7 @@ impl Queue {
             opts.in_capsule_max
         };
         q.sqflow_disabled = opts.disable_sqflow;
+        q.lenient = opts.lenient;
         if q.queue_size < 2 {
             return Err(Error::Invalid(format!(
                 "queue size {} is below the minimum of 2",
@@ -235,6 +244,7 @@ impl Queue {
             in_capsule_max: ADMIN_IN_CAPSULE_MAX,
             io_timeout: opts.io_timeout,
             sqflow_disabled: false,
+            lenient: false,
             next_cid: 0,
             pending: HashMap::new(),
             done: VecDeque::new(),
@@ -647,7 +657,7 @@ impl Queue {
                 self.pending.len()
             )));
         };
-        if cqe.sqid != self.qid {
+        if cqe.sqid != self.qid && !self.lenient {
             return Err(Error::Protocol(format!(
                 "CapsuleResp for CID {cid}: SQID {} but this is queue {}",
                 cqe.sqid, self.qid
@@ -735,7 +745,7 @@ impl Queue {
             }
         }
         if d.success {
-            if !self.sqflow_disabled {
+            if !self.sqflow_disabled && !self.lenient {
                 return Err(Error::Protocol(format!(
                     "C2HData for CID {cid} has the SUCCESS flag, but SQ flow control was not disabled at Connect"
                 )));

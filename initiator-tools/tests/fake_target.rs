@@ -542,6 +542,44 @@ fn strict_success_flag_needs_sqflow_disabled() {
 }
 
 #[test]
+fn strict_completion_sqid() {
+    let m = violation(opts(), Command::flush(1), None, 0, |c, cmd| {
+        c.qid = 0;
+        c.respond(cmd.cid, 0, 0, 0);
+    });
+    assert!(m.contains("SQID 0 but this is queue 1"), "{m}");
+}
+
+#[test]
+fn lenient_accepts_what_spdk_sends() {
+    // SPDK's nvmf_tgt sets C2HData SUCCESS without SQ flow control being
+    // disabled, and answers with SQID 0 on I/O queues; the tools accept it.
+    let (addr, t) = spawn(|l| {
+        let mut c = Conn::accept(&l);
+        c.ic(0, 8192);
+        c.connect(1);
+        c.qid = 0;
+        let (cmd, _) = c.recv_cmd().unwrap();
+        c.c2h(cmd.cid, 0, &[0x42; 512], true, true);
+        let (cmd, _) = c.recv_cmd().unwrap();
+        c.respond(cmd.cid, 0, 0x99, 0);
+        while c.read_raw().is_some() {}
+    });
+    let o = QueueOptions {
+        lenient: true,
+        ..opts()
+    };
+    let mut q = Queue::connect(addr, 1, SUBNQN, 1, &o).unwrap();
+    let r = q.execute(Command::read(1, 0, 0), None, 512).unwrap();
+    assert!(r.c2h_success);
+    assert_eq!(r.data, vec![0x42; 512]);
+    let r = q.execute(Command::flush(1), None, 0).unwrap();
+    assert_eq!(r.dw0, 0x99);
+    q.close();
+    t.join().unwrap();
+}
+
+#[test]
 fn strict_response_before_data() {
     let m = violation(opts(), Command::read(1, 0, 0), None, 512, |c, cmd| {
         c.respond(cmd.cid, 0, 0, 0);

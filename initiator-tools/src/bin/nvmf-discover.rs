@@ -60,6 +60,8 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 fn run(args: Args) -> Result<(), String> {
     let addr = resolve(&args.traddr, args.trsvcid)?;
     let mut opts = QueueOptions::default();
+    // Tolerate what other targets do and Linux accepts (SPDK: SUCCESS flag, SQID).
+    opts.lenient = true;
     if let Some(n) = args.hostnqn {
         opts.hostnqn = n;
     }

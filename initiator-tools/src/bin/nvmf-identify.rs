@@ -75,6 +75,8 @@ fn identify_all(ctrl: &mut Controller) -> Result<(), String> {
 fn run(args: Args) -> Result<(), String> {
     let addr = resolve(&args.traddr, args.trsvcid)?;
     let mut opts = QueueOptions::default();
+    // Tolerate what other targets do and Linux accepts (SPDK: SUCCESS flag, SQID).
+    opts.lenient = true;
     if let Some(n) = args.hostnqn {
         opts.hostnqn = n;
     }

@@ -119,6 +119,8 @@ fn main() -> ExitCode {
         hdr_digest: a.hdr_digest,
         data_digest: a.data_digest,
         queue_size: (a.queue_depth as u16).max(2),
+        // Tolerate what other targets do and Linux accepts (SPDK: SUCCESS flag, SQID).
+        lenient: true,
         ..QueueOptions::default()
     };
     let mut ctrls = Vec::new();
