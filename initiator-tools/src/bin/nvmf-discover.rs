@@ -59,9 +59,11 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 
 fn run(args: Args) -> Result<(), String> {
     let addr = resolve(&args.traddr, args.trsvcid)?;
-    let mut opts = QueueOptions::default();
-    // Tolerate what other targets do and Linux accepts (SPDK: SUCCESS flag, SQID).
-    opts.lenient = true;
+    let mut opts = QueueOptions {
+        // Tolerate what other targets do and Linux accepts (SPDK: SUCCESS flag, SQID).
+        lenient: true,
+        ..QueueOptions::default()
+    };
     if let Some(n) = args.hostnqn {
         opts.hostnqn = n;
     }

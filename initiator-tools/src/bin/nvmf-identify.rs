@@ -74,9 +74,11 @@ fn identify_all(ctrl: &mut Controller) -> Result<(), String> {
 
 fn run(args: Args) -> Result<(), String> {
     let addr = resolve(&args.traddr, args.trsvcid)?;
-    let mut opts = QueueOptions::default();
-    // Tolerate what other targets do and Linux accepts (SPDK: SUCCESS flag, SQID).
-    opts.lenient = true;
+    let mut opts = QueueOptions {
+        // Tolerate what other targets do and Linux accepts (SPDK: SUCCESS flag, SQID).
+        lenient: true,
+        ..QueueOptions::default()
+    };
     if let Some(n) = args.hostnqn {
         opts.hostnqn = n;
     }
