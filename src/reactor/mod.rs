@@ -291,6 +291,8 @@ struct Conn {
     shut: bool,
     /// Where the send in flight starts in its first buffer.
     send_off: usize,
+    /// Where in the receive buffer the receive in flight puts its data.
+    recv_off: usize,
     /// The receive buffer, parked while a direct receive is in flight.
     rx_spare: Option<Vec<u8>>,
     /// Where the direct receive in flight puts its data.
@@ -398,6 +400,7 @@ impl Reactor {
             io_busy: 0,
             shut: false,
             send_off: 0,
+            recv_off: 0,
             rx_spare: None,
             direct: None,
             last_tick: Instant::now(),
@@ -421,9 +424,16 @@ impl Reactor {
             return;
         };
         let fd = c.stream.as_raw_fd();
+        // Receive into the end of the buffer when the connection wants only
+        // a few bytes (see `TcpConn::recv_limit`).
+        let offset = match c.tcp.recv_limit() {
+            Some(n) if n < buf.len() => buf.len() - n,
+            _ => 0,
+        };
+        c.recv_off = offset;
         match self
             .ring
-            .push(Op::Recv { fd, buf, offset: 0 }, token(T_RECV, slot))
+            .push(Op::Recv { fd, buf, offset }, token(T_RECV, slot))
         {
             Ok(()) => c.recv_busy = true,
             Err(e) => {
@@ -501,7 +511,8 @@ impl Reactor {
                     }
                     self.shut(slot);
                 } else {
-                    conn.tcp.receive(&buf[..c.result as usize], now);
+                    let off = conn.recv_off;
+                    conn.tcp.receive(&buf[off..off + c.result as usize], now);
                     self.mark_dirty(slot);
                     self.next_recv(slot, buf);
                 }

@@ -13,6 +13,11 @@ use std::time::Instant;
 const TRANSIENT_TRANSPORT_ERROR: Status = Status(0x22);
 /// In-capsule data the admin queue accepts (NVMe/TCP fixes it at 8 KiB).
 const ADMIN_IN_CAPSULE: u32 = 8192;
+/// What a receive asks for while writes wait for their data (see
+/// [`TcpConn::recv_limit`]).
+const RECV_LIMIT_AWAITING_DATA: usize = 4096;
+/// Writes at least this large count for [`TcpConn::recv_limit`].
+const LARGE_WRITE: u32 = 64 * 1024;
 /// Read data at least this large is sent from its own buffer, not copied.
 const ZERO_COPY_MIN: usize = 2048;
 
@@ -61,6 +66,8 @@ struct PendingWrite {
     buf: Vec<u8>,
     received: usize,
     digest_error: bool,
+    /// Counted in `TcpConn::large_waiting`.
+    large: bool,
 }
 
 pub struct TcpConn {
@@ -80,6 +87,8 @@ pub struct TcpConn {
     segs: Vec<SendBuf>,
     /// Indexed by transfer tag.
     pending: Vec<Option<PendingWrite>>,
+    /// Pending writes of at least `LARGE_WRITE` bytes.
+    large_waiting: usize,
     free_tags: Vec<u16>,
     responses: Vec<Response>,
     close_reason: Option<String>,
@@ -99,6 +108,7 @@ impl TcpConn {
             out: Vec::new(),
             segs: Vec::new(),
             pending: Vec::new(),
+            large_waiting: 0,
             free_tags: Vec::new(),
             responses: Vec::new(),
             close_reason: None,
@@ -293,6 +303,19 @@ impl TcpConn {
             self.h2c_finish(st.tag, digest_ok, now);
         }
         rest
+    }
+
+    /// At most how many bytes the next receive (into the receive buffer, not
+    /// a direct one) should ask for. While large writes wait for their data,
+    /// the next PDU is likely an H2CData whose data the transport will
+    /// receive straight into the write's buffer once the header is in: a
+    /// small receive then copies a few KiB of data, not everything that
+    /// happened to be queued (measured: 128 KiB writes at QD 16 went from
+    /// 3.7 to 4.7 GB/s on loopback). Smaller writes are better served by
+    /// large receives that take many PDUs at once (32 KiB writes lost 30%
+    /// with the limit). `None`: no limit.
+    pub fn recv_limit(&self) -> Option<usize> {
+        (self.large_waiting > 0 && self.stream.is_none()).then_some(RECV_LIMIT_AWAITING_DATA)
     }
 
     /// When the H2CData PDU being received still has at least `min` bytes
@@ -595,7 +618,11 @@ impl TcpConn {
             buf,
             received: 0,
             digest_error: false,
+            large: len >= LARGE_WRITE,
         });
+        if len >= LARGE_WRITE {
+            self.large_waiting += 1;
+        }
         pdu::encode_r2t(&mut self.out, self.tx.hdgst, cmd.cid, tag, 0, len);
     }
 
@@ -713,6 +740,9 @@ impl TcpConn {
         }
         let w = self.pending[tag as usize].take().expect("checked above");
         self.free_tags.push(tag);
+        if w.large {
+            self.large_waiting -= 1;
+        }
         if w.digest_error {
             self.reject(&w.cmd, TRANSIENT_TRANSPORT_ERROR);
             self.queue.recycle(w.buf);

@@ -774,6 +774,48 @@ fn h2c_data_received_straight_into_the_write_buffer() {
 }
 
 #[test]
+fn receives_are_limited_only_while_writes_wait_for_data() {
+    let t = target();
+    let (_admin, mut q) = io_up(&t, false, false);
+    assert_eq!(q.conn.recv_limit(), None, "nothing outstanding");
+    // A small write waiting: large receives still serve best.
+    let cid = q.submit(rw(0x01, 1, 0, 64), &[], 32768);
+    let Some(Got::R2t { ttag, .. }) = q.recv() else {
+        panic!("no R2T")
+    };
+    assert_eq!(q.conn.recv_limit(), None);
+    q.send(&host::h2c_data(
+        cid,
+        ttag,
+        0,
+        &[6u8; 32768],
+        true,
+        false,
+        false,
+    ));
+    assert!(matches!(q.recv(), Some(Got::Resp(_))));
+    let cid = q.submit(rw(0x01, 1, 0, 256), &[], 131072);
+    let Some(Got::R2t { ttag, .. }) = q.recv() else {
+        panic!("no R2T")
+    };
+    let limit = q
+        .conn
+        .recv_limit()
+        .expect("a large write waits for its data");
+    assert!(limit < 131072);
+    // Mid-PDU (data arriving), the receive size is the stream's business.
+    let wire = host::h2c_data(cid, ttag, 0, &[7u8; 131072], true, false, false);
+    q.send(&wire[..100]);
+    assert_eq!(q.conn.recv_limit(), None);
+    q.send(&wire[100..]);
+    let Some(Got::Resp(c)) = q.recv() else {
+        panic!("no completion")
+    };
+    assert!(c.status.is_success());
+    assert_eq!(q.conn.recv_limit(), None, "the write has all its data");
+}
+
+#[test]
 fn number_of_queues_is_set_only_before_io_queues_exist() {
     let t = target();
     let mut a = Host::new(&t);
