@@ -13,6 +13,8 @@ use crate::subsystem::Namespace;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+/// Buffers at least this large are pooled apart (see `Queue::alloc_len`).
+pub(super) const BIG_BUF: usize = 32 * 1024;
 /// Bytes read per step when verifying.
 const VERIFY_CHUNK: usize = 128 * 1024;
 
@@ -139,17 +141,13 @@ impl Queue {
     /// in it (only bytes beyond the recycled length are zeroed), which
     /// saves zeroing 128 KiB per large write.
     pub fn alloc_len(&mut self, len: usize) -> Vec<u8> {
-        let mut b = self.pool.pop().unwrap_or_default();
-        b.resize(len, 0);
-        b
+        pooled(&mut self.pool, &mut self.big_pool, len)
     }
 
     /// Returns a buffer to this queue's pool (its length is kept, see
-    /// [`alloc_len`](Self::alloc_len)).
+    /// [`alloc_len`](Self::alloc_len)); large ones go to their own pool.
     pub fn recycle(&mut self, buf: Vec<u8>) {
-        if buf.capacity() > 0 && self.pool.len() < 64 {
-            self.pool.push(buf);
-        }
+        put(&mut self.pool, &mut self.big_pool, buf);
     }
 
     /// Backend operations waiting for the reactor's ring.
@@ -493,6 +491,15 @@ impl Queue {
                     }
                     let mut buf = std::mem::take(&mut f.acc);
                     let at = if append { buf.len() } else { 0 };
+                    if at == 0 && buf.len() != len {
+                        // The backend overwrites all of it: a pooled buffer
+                        // of the right size, not a zeroed one.
+                        let old = std::mem::replace(
+                            &mut buf,
+                            pooled(&mut self.pool, &mut self.big_pool, len),
+                        );
+                        put(&mut self.pool, &mut self.big_pool, old);
+                    }
                     buf.resize(at + len, 0);
                     (
                         f.ns.clone(),
@@ -640,6 +647,23 @@ impl Queue {
     /// Commands still waiting on the backend.
     pub fn io_in_flight(&self) -> usize {
         self.inflight.len() - self.free_tags.len()
+    }
+}
+
+/// A buffer of `len` bytes from the pool for its size (see
+/// [`Queue::alloc_len`]).
+fn pooled(small: &mut Vec<Vec<u8>>, big: &mut Vec<Vec<u8>>, len: usize) -> Vec<u8> {
+    let pool = if len >= BIG_BUF { big } else { small };
+    let mut b = pool.pop().unwrap_or_default();
+    b.resize(len, 0);
+    b
+}
+
+/// Returns a buffer to the pool for its capacity (at most 64 kept in each).
+fn put(small: &mut Vec<Vec<u8>>, big: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    let pool = if buf.capacity() >= BIG_BUF { big } else { small };
+    if buf.capacity() > 0 && pool.len() < 64 {
+        pool.push(buf);
     }
 }
 

@@ -72,6 +72,9 @@ pub struct Queue {
     pub(super) io_out: Vec<super::io::IoRequest>,
     /// Recycled data buffers.
     pub(super) pool: Vec<Vec<u8>>,
+    /// Recycled data buffers (capacity of at least `io::BIG_BUF`), kept
+    /// apart so PDU output buffers do not take them and lose their length.
+    pub(super) big_pool: Vec<Vec<u8>>,
     /// Recycled step lists of I/O commands.
     pub(super) step_pool: Vec<std::collections::VecDeque<super::io::Step>>,
 }
@@ -94,6 +97,7 @@ impl Queue {
             free_tags: Vec::new(),
             io_out: Vec::new(),
             pool: Vec::new(),
+            big_pool: Vec::new(),
             step_pool: Vec::new(),
         }
     }
