@@ -661,7 +661,11 @@ fn pooled(small: &mut Vec<Vec<u8>>, big: &mut Vec<Vec<u8>>, len: usize) -> Vec<u
 
 /// Returns a buffer to the pool for its capacity (at most 64 kept in each).
 fn put(small: &mut Vec<Vec<u8>>, big: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
-    let pool = if buf.capacity() >= BIG_BUF { big } else { small };
+    let pool = if buf.capacity() >= BIG_BUF {
+        big
+    } else {
+        small
+    };
     if buf.capacity() > 0 && pool.len() < 64 {
         pool.push(buf);
     }
