@@ -309,8 +309,7 @@ impl Region {
 /// `len` bytes of a shared [`Region`] at some offset, keeping the region alive: the handle for
 /// sending region bytes to a socket without copying them (see [`crate::ring::SendBuf`]). Other
 /// threads may write those bytes at any time, so the bytes themselves are only reachable
-/// through copies ([`copy_to`](Self::copy_to), [`for_each_chunk`](Self::for_each_chunk)) or
-/// the kernel.
+/// through copies ([`copy_to`](Self::copy_to)) or the kernel.
 #[derive(Debug, Clone)]
 pub struct RegionSlice {
     region: Arc<Region>,
@@ -345,18 +344,6 @@ impl RegionSlice {
     /// Copies the bytes into `dst` (which must be exactly `len()` long; false otherwise).
     pub fn copy_to(&self, dst: &mut [u8]) -> bool {
         dst.len() == self.len && self.region.read(self.off as u64, dst)
-    }
-
-    /// Calls `f` with successive copies of the bytes, at most 4 KiB each (for digests).
-    pub fn for_each_chunk(&self, mut f: impl FnMut(&[u8])) {
-        let mut chunk = [0u8; 4096];
-        let mut at = 0;
-        while at < self.len {
-            let n = (self.len - at).min(chunk.len());
-            self.region.read((self.off + at) as u64, &mut chunk[..n]);
-            f(&chunk[..n]);
-            at += n;
-        }
     }
 }
 

@@ -78,25 +78,6 @@ fn out_of_bounds_is_refused_without_effect() {
 }
 
 #[test]
-fn region_slice_chunks_cover_the_range() {
-    let r = Arc::new(Region::new(1 << 20).unwrap());
-    let p = pattern(10_000, 3);
-    assert!(r.write(777, &p));
-    let s = RegionSlice::new(r.clone(), 777, p.len()).unwrap();
-    let mut seen = Vec::new();
-    let mut sizes = Vec::new();
-    s.for_each_chunk(|c| {
-        sizes.push(c.len());
-        seen.extend_from_slice(c);
-    });
-    assert_eq!(seen, p);
-    assert_eq!(sizes, [4096, 4096, 1808]);
-    let empty = RegionSlice::new(r, 5, 0).unwrap();
-    assert!(empty.is_empty());
-    empty.for_each_chunk(|_| panic!("no chunk for an empty slice"));
-}
-
-#[test]
 fn zero_and_discard() {
     let page = 4096;
     let r = Region::new(16 * page).unwrap();

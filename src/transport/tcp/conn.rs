@@ -802,18 +802,20 @@ impl TcpConn {
             // Nothing to send (a zero-length read has no C2HData PDU).
             return;
         }
+        if self.tx.ddgst {
+            // The memory can change before the kernel copies it out (a
+            // write to the same blocks, here or on another reactor): the
+            // digest must cover exactly the bytes sent, so send a copy.
+            // (The copy cannot fail: the lengths match and the slice was
+            // checked against its region when it was made.)
+            let mut copy = self.queue.alloc_len(data.len());
+            data.copy_to(&mut copy);
+            return self.send_data(cid, copy, success);
+        }
         pdu::encode_c2h_data_header(&mut self.out, &self.tx, cid, 0, data.len(), true, success);
-        let digest = self.tx.ddgst.then(|| {
-            let mut crc = 0;
-            data.for_each_chunk(|c| crc = crc32c::crc32c_append(crc, c));
-            crc
-        });
         let next = self.queue.alloc_buf();
         self.segs
             .push(std::mem::replace(&mut self.out, next).into());
         self.segs.push(SendBuf::Region(data));
-        if let Some(d) = digest {
-            self.out.extend_from_slice(&d.to_le_bytes());
-        }
     }
 }

@@ -856,3 +856,54 @@ fn number_of_queues_is_set_only_before_io_queues_exist() {
     assert_eq!(c.status.code(), Status::COMMAND_SEQUENCE_ERROR);
     assert_eq!(get(&mut a, 0).dw0, 1 | (1 << 16), "unchanged");
 }
+
+/// A read sent from backend memory and a write to the same blocks that the
+/// target handles before the read's data goes out: the read's data digest
+/// must still match the bytes it carries (found by SPDK's initiator with data
+/// digests on a mixed workload).
+#[test]
+fn read_data_digest_holds_when_a_write_overtakes_the_send() {
+    let t = target();
+    let (_admin, mut q) = io_up(&t, false, true);
+    let old = vec![0x11u8; 4096];
+    let (c, _) = q.exec(rw(0x01, 1, 8, 8), &old, 0);
+    assert!(c.status.is_success());
+    // One receive carries the read, then a write of the same blocks.
+    let mut read = rw(0x02, 1, 8, 8);
+    read.cid = 100;
+    host::set_sgl(&mut read, 0, 4096);
+    let mut write = rw(0x01, 1, 8, 8);
+    write.cid = 101;
+    let new = vec![0x22u8; 4096];
+    host::set_sgl(&mut write, new.len(), 0);
+    let mut wire = q.capsule_bytes(&read, &[]);
+    wire.extend_from_slice(&q.capsule_bytes(&write, &new));
+    q.send(&wire);
+    let mut got_data = false;
+    let mut done = Vec::new();
+    while let Some(g) = q.recv() {
+        match g {
+            // `recv` checks the data digest against the data.
+            Got::Data { cid, data, .. } => {
+                assert_eq!(cid, 100);
+                assert_eq!(
+                    data, old,
+                    "the read sees the blocks as they were when it ran"
+                );
+                got_data = true;
+            }
+            Got::Resp(c) => {
+                assert!(c.status.is_success(), "{:?}", c.status);
+                done.push(c.cid);
+            }
+            g => panic!("unexpected {g:?}"),
+        }
+    }
+    assert!(got_data, "the read sent its data");
+    done.sort_unstable();
+    assert_eq!(done, [100, 101]);
+    // Without data digests the read goes out from backend memory as before.
+    let (c, r) = q.exec(rw(0x02, 1, 8, 8), &[], 4096);
+    assert!(c.status.is_success());
+    assert_eq!(r, new);
+}
