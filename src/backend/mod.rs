@@ -122,6 +122,13 @@ pub trait Backend: Send + Sync {
     fn read_shared(&self, _offset: u64, _len: usize) -> Option<nvmf_sys::RegionSlice> {
         None
     }
+    /// The backend memory of a write's range, for the transport to put the
+    /// host's data straight into (no copy through a buffer); `None` (the
+    /// default) when the backend has no such memory or the range is out of
+    /// bounds: then the write goes through [`submit`](Self::submit).
+    fn write_in_place(&self, _offset: u64, _len: usize) -> Option<nvmf_sys::RegionSlice> {
+        None
+    }
     /// Starts an operation: memory backends complete it here; ring backends
     /// turn it into an io_uring operation for the reactor.
     fn submit(&self, op: IoOp) -> Submitted;

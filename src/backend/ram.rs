@@ -39,6 +39,9 @@ impl Backend for RamBackend {
     fn read_shared(&self, offset: u64, len: usize) -> Option<RegionSlice> {
         RegionSlice::new(self.region.clone(), offset, len)
     }
+    fn write_in_place(&self, offset: u64, len: usize) -> Option<RegionSlice> {
+        RegionSlice::new(self.region.clone(), offset, len)
+    }
     fn submit(&self, op: IoOp) -> Submitted {
         let r = &self.region;
         run_memory(

@@ -159,6 +159,43 @@ impl Queue {
         !self.io_out.is_empty()
     }
 
+    /// For a plain Write of `len` bytes that will succeed, the backend
+    /// memory its data belongs in, so the transport can receive it straight
+    /// there and then call [`execute_placed`](Self::execute_placed). `None`
+    /// for every other command (including a Write that fails its checks:
+    /// it goes through [`execute`](Self::execute) and gets its status).
+    pub fn placed_write(&self, cmd: &Command, len: u32) -> Option<nvmf_sys::RegionSlice> {
+        let Role::Io(c) = &self.role else {
+            return None;
+        };
+        if cmd.opcode != io_op::WRITE
+            || cmd.fuse() != Fuse::None
+            || self.fused.is_some()
+            || !c.is_ready()
+        {
+            return None;
+        }
+        let ns = c.subsys.namespace(cmd.nsid)?;
+        let (off, n) = self.rw_range(ns, cmd).ok()?;
+        if n != len as usize {
+            return None;
+        }
+        ns.backend.write_in_place(off, n)
+    }
+
+    /// Completes a Write whose `len` bytes of data the transport has put in
+    /// the memory [`placed_write`](Self::placed_write) gave for it.
+    pub fn execute_placed(&mut self, cmd: &Command, len: usize, out: &mut Vec<Response>) {
+        self.accept(cmd, out);
+        let ready = matches!(&self.role, Role::Io(c) if c.is_ready());
+        if !ready {
+            // Disabled meanwhile (a reset): the data is in, the command fails.
+            return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR, 0, out);
+        }
+        self.stats.add_write(len as u64);
+        self.complete(cmd, Status::SUCCESS, 0, out);
+    }
+
     pub(super) fn io_command(&mut self, cmd: &Command, data: Vec<u8>, out: &mut Vec<Response>) {
         if let Role::Io(c) = &self.role {
             // A controller torn down, or disabled by the host (CC.EN = 0,

@@ -138,14 +138,7 @@ impl Queue {
     /// and appends its response(s) to `out`. A held Asynchronous Event
     /// Request or the first half of a fused pair appends nothing yet.
     pub fn execute(&mut self, cmd: &Command, data: Vec<u8>, now: Instant, out: &mut Vec<Response>) {
-        self.advance_sqhd();
-        if let Some((first, _)) = &self.fused {
-            if cmd.fuse() != crate::nvme::Fuse::Second {
-                let first = *first;
-                self.fused = None;
-                self.complete(&first, Status::ABORTED_MISSING_FUSED, 0, out);
-            }
-        }
+        self.accept(cmd, out);
         if cmd.is_fabrics() {
             self.fabrics(cmd, &data, now, out);
             return;
@@ -162,6 +155,19 @@ impl Queue {
     pub fn reject(&mut self, cmd: &Command, status: Status, out: &mut Vec<Response>) {
         self.advance_sqhd();
         self.complete(cmd, status, 0, out);
+    }
+
+    /// Takes a command off the submission queue: SQ head, and a fused first
+    /// half that this command does not complete is aborted.
+    pub(super) fn accept(&mut self, cmd: &Command, out: &mut Vec<Response>) {
+        self.advance_sqhd();
+        if let Some((first, _)) = &self.fused {
+            if cmd.fuse() != crate::nvme::Fuse::Second {
+                let first = *first;
+                self.fused = None;
+                self.complete(&first, Status::ABORTED_MISSING_FUSED, 0, out);
+            }
+        }
     }
 
     fn advance_sqhd(&mut self) {

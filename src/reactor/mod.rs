@@ -295,6 +295,9 @@ struct Conn {
     recv_off: usize,
     /// The receive buffer, parked while a direct receive is in flight.
     rx_spare: Option<Vec<u8>>,
+    /// The receive buffer of a finished receive: the next receive is posted
+    /// after this iteration's send, so arming it never delays a response.
+    rx_next: Option<Vec<u8>>,
     /// Where the direct receive in flight puts its data.
     direct: Option<(usize, usize)>,
     last_tick: Instant,
@@ -402,6 +405,7 @@ impl Reactor {
             send_off: 0,
             recv_off: 0,
             rx_spare: None,
+            rx_next: None,
             direct: None,
             last_tick: Instant::now(),
             in_dirty: false,
@@ -462,11 +466,20 @@ impl Reactor {
         };
         c.rx_spare = Some(buf);
         c.direct = Some((d.offset, d.len));
-        let op = Op::RecvAll {
-            fd: c.stream.as_raw_fd(),
-            buf: d.buf,
-            offset: d.offset,
-            len: d.len,
+        let fd = c.stream.as_raw_fd();
+        let op = match d.region {
+            Some(dst) => Op::RecvRegion {
+                fd,
+                dst,
+                offset: d.offset,
+                len: d.len,
+            },
+            None => Op::RecvAll {
+                fd,
+                buf: d.buf,
+                offset: d.offset,
+                len: d.len,
+            },
         };
         match self.ring.push(op, token(T_RECV_DIRECT, slot)) {
             Ok(()) => c.recv_busy = true,
@@ -513,8 +526,8 @@ impl Reactor {
                 } else {
                     let off = conn.recv_off;
                     conn.tcp.receive(&buf[off..off + c.result as usize], now);
+                    conn.rx_next = Some(buf);
                     self.mark_dirty(slot);
-                    self.next_recv(slot, buf);
                 }
                 self.maybe_free(slot);
             }
@@ -526,6 +539,7 @@ impl Reactor {
                 let (offset, len) = conn.direct.take().unwrap_or_default();
                 let d = DirectRecv {
                     buf: c.buf.unwrap_or_default(),
+                    region: None, // the connection keeps its own handle
                     offset,
                     len,
                 };
@@ -533,9 +547,8 @@ impl Reactor {
                     self.shut(slot);
                 } else {
                     conn.tcp.direct_done(d, c.result as usize, now);
-                    let buf = conn.rx_spare.take().unwrap_or_default();
+                    conn.rx_next = conn.rx_spare.take();
                     self.mark_dirty(slot);
-                    self.next_recv(slot, buf);
                 }
                 self.maybe_free(slot);
             }
@@ -688,6 +701,14 @@ impl Reactor {
                     log::info!("reactor {}: closing connection: {r}", self.index);
                 }
                 self.shut(slot);
+            }
+            // After the send: the response leaves before the receive is armed.
+            let next = match self.conns[slot].as_mut() {
+                Some(c) if !c.shut => c.rx_next.take(),
+                _ => None,
+            };
+            if let Some(buf) = next {
+                self.next_recv(slot, buf);
             }
         }
         self.dirty = dirty;

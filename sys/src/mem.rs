@@ -307,7 +307,8 @@ impl Region {
 }
 
 /// `len` bytes of a shared [`Region`] at some offset, keeping the region alive: the handle for
-/// sending region bytes to a socket without copying them (see [`crate::ring::SendBuf`]). Other
+/// sending region bytes to a socket, or receiving into them, without copying them through a
+/// buffer (see [`crate::ring::SendBuf`] and [`crate::ring::Op::RecvRegion`]). Other
 /// threads may write those bytes at any time, so the bytes themselves are only reachable
 /// through copies ([`copy_to`](Self::copy_to)) or the kernel.
 #[derive(Debug, Clone)]
@@ -341,9 +342,22 @@ impl RegionSlice {
         self.len == 0
     }
 
+    /// Start of the range, for an iovec the kernel writes into (a receive).
+    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
+        self.as_ptr().cast_mut()
+    }
+
     /// Copies the bytes into `dst` (which must be exactly `len()` long; false otherwise).
     pub fn copy_to(&self, dst: &mut [u8]) -> bool {
         dst.len() == self.len && self.region.read(self.off as u64, dst)
+    }
+
+    /// Copies `src` into the range at `at` (false, copying nothing, if it does not fit).
+    pub fn copy_from(&self, at: usize, src: &[u8]) -> bool {
+        match at.checked_add(src.len()) {
+            Some(end) if end <= self.len => self.region.write((self.off + at) as u64, src),
+            _ => false,
+        }
     }
 }
 

@@ -55,6 +55,20 @@ pub enum Op {
         /// Bytes to receive.
         len: usize,
     },
+    /// `recv(MSG_WAITALL)` straight into bytes `offset..offset + len` of a shared memory
+    /// region (kept alive until the completion, which hands it back in `Completion::bufs`);
+    /// completes like [`Op::RecvAll`]. Other threads may read those bytes meanwhile and see
+    /// them change.
+    RecvRegion {
+        /// Socket.
+        fd: RawFd,
+        /// Where the data goes.
+        dst: RegionSlice,
+        /// Start in `dst`.
+        offset: usize,
+        /// Bytes to receive.
+        len: usize,
+    },
     /// `send(MSG_NOSIGNAL)` of `buf[offset..offset + len]`.
     Send {
         /// Socket.
@@ -216,7 +230,7 @@ pub struct Completion {
     pub result: i32,
     /// The buffer of `Recv`, `Send`, `Read`, `Write`.
     pub buf: Option<Vec<u8>>,
-    /// The buffers of `SendV` (empty for other ops).
+    /// The buffers of `SendV`, the region of `RecvRegion` (empty for other ops).
     pub bufs: Vec<SendBuf>,
 }
 
@@ -399,6 +413,12 @@ impl Ring {
             | Op::WriteDirect {
                 buf, offset, len, ..
             } => check_range(buf, *offset, *len)?,
+            Op::RecvRegion {
+                dst, offset, len, ..
+            } => match offset.checked_add(*len) {
+                Some(end) if end <= dst.len() => {}
+                _ => return Err(invalid("region offset/len out of range")),
+            },
             Op::SendV {
                 bufs, first_offset, ..
             } => match bufs.first() {
@@ -436,6 +456,20 @@ impl Ring {
             } => {
                 let data = &mut slot.buf.insert(buf)[offset..offset + len];
                 opcode::Recv::new(types::Fd(fd), data.as_mut_ptr(), clamp(len))
+                    .flags(libc::MSG_WAITALL)
+                    .build()
+            }
+            Op::RecvRegion {
+                fd,
+                dst,
+                offset,
+                len,
+            } => {
+                // `wrapping_add`: `offset + len <= dst.len()` was checked, so this stays
+                // inside the region without an unsafe pointer offset.
+                let ptr = dst.as_mut_ptr().wrapping_add(offset);
+                slot.bufs.push(SendBuf::Region(dst));
+                opcode::Recv::new(types::Fd(fd), ptr, clamp(len))
                     .flags(libc::MSG_WAITALL)
                     .build()
             }

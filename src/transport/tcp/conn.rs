@@ -51,11 +51,14 @@ struct H2cStream {
     crc: u32,
 }
 
-/// Write data the transport receives straight into the write's buffer:
-/// `len` bytes at `buf[offset..]`. Given back with [`TcpConn::direct_done`].
+/// Write data the transport receives straight into the write's buffer, or
+/// into backend memory when `region` is set: `len` bytes at offset `offset`
+/// of the one or the other. Given back with [`TcpConn::direct_done`].
 #[derive(Debug)]
 pub struct DirectRecv {
+    /// The write's buffer, lent out (empty when the data goes to `region`).
     pub buf: Vec<u8>,
+    pub region: Option<RegionSlice>,
     pub offset: usize,
     pub len: usize,
 }
@@ -63,11 +66,37 @@ pub struct DirectRecv {
 /// A write waiting for its data through R2T / H2CData.
 struct PendingWrite {
     cmd: Command,
+    /// Bytes the write transfers.
+    len: usize,
+    /// Where its data goes: a buffer, or (`placed`) backend memory.
     buf: Vec<u8>,
+    placed: Option<RegionSlice>,
+    /// The destination is out for a direct receive.
+    lent: bool,
     received: usize,
     digest_error: bool,
     /// Counted in `TcpConn::large_waiting`.
     large: bool,
+}
+
+impl PendingWrite {
+    /// Stores data that arrived through the receive buffer at the next
+    /// offset; false if it does not fit or the destination is lent out.
+    fn put(&mut self, data: &[u8]) -> bool {
+        if self.lent || self.received + data.len() > self.len {
+            return false;
+        }
+        let at = self.received;
+        let ok = match &self.placed {
+            Some(r) => r.copy_from(at, data),
+            None => {
+                self.buf[at..at + data.len()].copy_from_slice(data);
+                true
+            }
+        };
+        self.received += data.len();
+        ok
+    }
 }
 
 pub struct TcpConn {
@@ -265,16 +294,12 @@ impl TcpConn {
             st.data_left -= n;
             let tag = st.tag;
             if let Some(w) = self.pending.get_mut(tag as usize).and_then(|w| w.as_mut()) {
-                match w.buf.get_mut(w.received..w.received + n) {
-                    Some(dst) => dst.copy_from_slice(data),
-                    // The buffer is out for a direct receive: bytes cannot
-                    // arrive here meanwhile; refuse rather than lose them.
-                    None => {
-                        self.close("write data arrived while its buffer was out");
-                        return &[];
-                    }
+                // The destination out for a direct receive: bytes cannot
+                // arrive here meanwhile; refuse rather than lose them.
+                if !w.put(data) {
+                    self.close("write data arrived while its buffer was out");
+                    return &[];
                 }
-                w.received += n;
             }
         }
         self.stream_tail(rest, now)
@@ -327,11 +352,13 @@ impl TcpConn {
             return None;
         }
         let w = self.pending.get_mut(st.tag as usize)?.as_mut()?;
-        if w.buf.len() < w.received + st.data_left {
-            return None; // already lent out
+        if w.lent || w.len < w.received + st.data_left {
+            return None;
         }
+        w.lent = true;
         Some(DirectRecv {
             buf: std::mem::take(&mut w.buf),
+            region: w.placed.clone(),
             offset: w.received,
             len: st.data_left,
         })
@@ -351,12 +378,17 @@ impl TcpConn {
         else {
             return;
         };
-        w.buf = d.buf;
-        if w.received != d.offset || w.buf.len() < d.offset + n || n > st.data_left {
+        if w.placed.is_none() {
+            w.buf = d.buf;
+        }
+        w.lent = false;
+        let in_buf = w.placed.is_none() && w.buf.len() >= d.offset + n;
+        if w.received != d.offset || n > st.data_left || !(in_buf || w.placed.is_some()) {
             self.close("direct receive out of step with its write");
             return;
         }
-        if self.neg.ddgst {
+        // (Writes are placed in backend memory only without data digests.)
+        if self.neg.ddgst && in_buf {
             st.crc = crc32c::crc32c_append(st.crc, &w.buf[d.offset..d.offset + n]);
         }
         w.received += n;
@@ -560,9 +592,18 @@ impl TcpConn {
                                     "in-capsule data beyond what the SGL describes",
                                 ));
                             }
-                            let mut d = self.queue.alloc_buf();
-                            d.extend_from_slice(&data[off as usize..end as usize]);
-                            self.execute(cmd, d, now);
+                            let data = &data[off as usize..end as usize];
+                            // (The digest, if any, was checked above.)
+                            match self.queue.placed_write(&cmd, sgl.length) {
+                                Some(dst) if dst.copy_from(0, data) => {
+                                    self.execute_placed(&cmd, data.len());
+                                }
+                                _ => {
+                                    let mut d = self.queue.alloc_buf();
+                                    d.extend_from_slice(data);
+                                    self.execute(cmd, d, now);
+                                }
+                            }
                         }
                         _ => return Ok(Some(Status::DATA_SGL_LENGTH_INVALID.dnr())),
                     }
@@ -611,11 +652,25 @@ impl TcpConn {
                 (self.pending.len() - 1) as u16
             }
         };
+        // Without data digests (checked only once all the data is in) a
+        // write's data may go straight into backend memory.
+        let placed = if self.neg.ddgst {
+            None
+        } else {
+            self.queue.placed_write(&cmd, len)
+        };
         // Every byte is overwritten by the host's data before it is used.
-        let buf = self.queue.alloc_len(len as usize);
+        let buf = if placed.is_some() {
+            Vec::new()
+        } else {
+            self.queue.alloc_len(len as usize)
+        };
         self.pending[tag as usize] = Some(PendingWrite {
             cmd,
+            len: len as usize,
             buf,
+            placed,
+            lent: false,
             received: 0,
             digest_error: false,
             large: len >= LARGE_WRITE,
@@ -657,14 +712,13 @@ impl TcpConn {
             ));
         }
         let end = h.datao as u64 + h.datal as u64;
-        if end > w.buf.len() as u64 {
+        if end > w.len as u64 {
             return Err(Fatal::new(
                 fes::DATA_OUT_OF_RANGE,
                 12,
                 format!(
                     "data {}..{end} beyond the {} bytes requested",
-                    h.datao,
-                    w.buf.len()
+                    h.datao, w.len
                 ),
             ));
         }
@@ -689,8 +743,13 @@ impl TcpConn {
     ) -> Result<(), Fatal> {
         let tag = self.h2c_check(&pdu::H2CData::parse(p), data.len())?;
         if let Some(w) = self.pending[tag as usize].as_mut() {
-            w.buf[w.received..w.received + data.len()].copy_from_slice(data);
-            w.received += data.len();
+            if !w.put(data) {
+                return Err(Fatal::new(
+                    fes::DATA_OUT_OF_RANGE,
+                    12,
+                    "write data beyond what was requested",
+                ));
+            }
         }
         self.h2c_check_last(tag, fl)?;
         self.h2c_finish(tag, digest_ok, now);
@@ -717,7 +776,7 @@ impl TcpConn {
     fn h2c_check_last(&self, tag: u16, fl: u8) -> Result<(), Fatal> {
         let done = self.pending[tag as usize]
             .as_ref()
-            .is_some_and(|w| w.received == w.buf.len());
+            .is_some_and(|w| w.received == w.len);
         if done && fl & flags::LAST_PDU == 0 {
             return Err(Fatal::new(
                 fes::INVALID_HEADER_FIELD,
@@ -735,7 +794,7 @@ impl TcpConn {
             return;
         };
         w.digest_error |= !digest_ok;
-        if w.received < w.buf.len() {
+        if w.received < w.len {
             return;
         }
         let w = self.pending[tag as usize].take().expect("checked above");
@@ -746,6 +805,8 @@ impl TcpConn {
         if w.digest_error {
             self.reject(&w.cmd, TRANSIENT_TRANSPORT_ERROR);
             self.queue.recycle(w.buf);
+        } else if w.placed.is_some() {
+            self.execute_placed(&w.cmd, w.len);
         } else {
             self.execute(w.cmd, w.buf, now);
         }
@@ -754,6 +815,14 @@ impl TcpConn {
     fn execute(&mut self, cmd: Command, data: Vec<u8>, now: Instant) {
         let mut r = std::mem::take(&mut self.responses);
         self.queue.execute(&cmd, data, now, &mut r);
+        self.send_responses(&mut r);
+        self.responses = r;
+    }
+
+    /// A write whose data is already in backend memory.
+    fn execute_placed(&mut self, cmd: &Command, len: usize) {
+        let mut r = std::mem::take(&mut self.responses);
+        self.queue.execute_placed(cmd, len, &mut r);
         self.send_responses(&mut r);
         self.responses = r;
     }

@@ -907,3 +907,68 @@ fn read_data_digest_holds_when_a_write_overtakes_the_send() {
     assert!(c.status.is_success());
     assert_eq!(r, new);
 }
+
+/// Without data digests, write data for a RAM namespace goes straight into
+/// its memory: in-capsule data, data through the receive buffer, and direct
+/// receives (lent out as the region, not a buffer). Writes that fail their
+/// checks still get their status.
+#[test]
+fn writes_land_in_backend_memory_without_data_digests() {
+    let t = target();
+    let (_admin, mut q) = io_up(&t, true, false);
+    let data: Vec<u8> = (0..65536u32).map(|i| (i * 13 % 253) as u8).collect();
+    // In-capsule.
+    let (c, _) = q.exec(rw(0x01, 1, 16, 8), &data[..4096], 0);
+    assert!(c.status.is_success());
+    let (_, back) = q.exec(rw(0x02, 1, 16, 8), &[], 4096);
+    assert_eq!(back, data[..4096]);
+    // R2T: 100 bytes through the receive buffer, then two direct receives.
+    let cid = q.submit(rw(0x01, 1, 1024, 128), &[], 65536);
+    let Some(Got::R2t { ttag, .. }) = q.recv() else {
+        panic!("no R2T")
+    };
+    let wire = host::h2c_data(cid, ttag, 0, &data, true, true, false);
+    let head = wire.len() - data.len() + 100;
+    q.send(&wire[..head]);
+    let mut at = 100;
+    for n in [40000, 65536 - 40100] {
+        let d = q.conn.take_direct(1).expect("lent");
+        assert!(d.buf.is_empty(), "no buffer: the data goes to the region");
+        let region = d.region.clone().expect("backend memory lent out");
+        assert_eq!((d.offset, d.len), (at, 65536 - at));
+        assert!(q.conn.take_direct(1).is_none(), "lent out only once");
+        assert!(region.copy_from(d.offset, &data[at..at + n]));
+        q.conn.direct_done(d, n, q.now);
+        at += n;
+    }
+    q.send(&[]); // collects the output
+    let Some(Got::Resp(c)) = q.recv() else {
+        panic!("no completion")
+    };
+    assert!(c.status.is_success() && c.cid == cid, "{:?}", c.status);
+    let (_, back) = q.exec(rw(0x02, 1, 1024, 128), &[], 65536);
+    assert!(back == data, "the write's data is in the namespace");
+    // Out of range (4 MiB namespace = 8192 blocks): nothing placed, the
+    // command fails with its status, in-capsule or through R2T.
+    let (c, _) = q.exec(rw(0x01, 1, 8190, 8), &data[..4096], 0);
+    assert_eq!(c.status.code(), Status::LBA_OUT_OF_RANGE);
+    let cid = q.submit(rw(0x01, 1, 8190, 128), &[], 65536);
+    let Some(Got::R2t { ttag, .. }) = q.recv() else {
+        panic!("no R2T")
+    };
+    q.h2c(cid, ttag, 0, &data, true);
+    let Some(Got::Resp(c)) = q.recv() else {
+        panic!("no completion")
+    };
+    assert_eq!(c.status.code(), Status::LBA_OUT_OF_RANGE);
+    // An SGL shorter than the blocks: Data SGL Length Invalid, as before.
+    let cid = q.submit(rw(0x01, 1, 0, 16), &[], 4096);
+    let Some(Got::R2t { ttag, .. }) = q.recv() else {
+        panic!("no R2T")
+    };
+    q.h2c(cid, ttag, 0, &data[..4096], true);
+    let Some(Got::Resp(c)) = q.recv() else {
+        panic!("no completion")
+    };
+    assert_eq!(c.status.code(), Status::DATA_SGL_LENGTH_INVALID);
+}
