@@ -197,11 +197,12 @@ for r in $(seq "$rounds"); do
         echo "{\"round\": $r, \"target\": \"$t\", \"initiator\": \"$init\", \"pattern\": \"$pattern\", \"io_size\": $size, \"queue_depth\": $qd, \"busy_s\": $busy, \"result\": $res}" >>"$work/runs.jsonl"
         tail -n 1 "$work/runs.jsonl" | python3 -c '
 import json, sys
+secs = float(sys.argv[1])
 r = json.load(sys.stdin); x = r["result"]
 if "error" in x:
     print("  round %d %-4s %-14s %-9s %6d QD%-3d: %s" % (r["round"], r["target"], r["initiator"], r["pattern"], r["io_size"], r["queue_depth"], x["error"]))
 else:
-    print("  round %d %-4s %-14s %-9s %6d QD%-3d: %9.0f IOPS %8.1f MiB/s mean %7.1f us busy/io %.2f us%s" % (r["round"], r["target"], r["initiator"], r["pattern"], r["io_size"], r["queue_depth"], x["iops"], x["mib_s"], x["mean_us"], r["busy_s"] / max(x["ios"], 1) * 1e6, "  ERRORS: %d" % x["errors"] if x["errors"] else ""))'
+    print("  round %d %-4s %-14s %-9s %6d QD%-3d: %9.0f IOPS %8.1f MiB/s mean %7.1f us busy/io %.2f us%s" % (r["round"], r["target"], r["initiator"], r["pattern"], r["io_size"], r["queue_depth"], x["iops"], x["mib_s"], x["mean_us"], r["busy_s"] * secs / (secs + 1) / max(x["ios"], 1) * 1e6, "  ERRORS: %d" % x["errors"] if x["errors"] else ""))' "$secs"
       done
       stop_target
     done

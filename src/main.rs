@@ -120,6 +120,15 @@ fn run(config: Option<PathBuf>, cores: Option<Vec<usize>>) -> ExitCode {
         }
         cfg.target.cores = cores;
     }
+    // Blocked before any thread starts, so none of them takes these: the
+    // main thread waits for them below and stops the reactors in order.
+    let signals = match nvmf_sys::signal::Blocked::new(&nvmf_sys::signal::TERMINATE) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("nvmf-target: cannot block termination signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match Runtime::start(&cfg) {
         Ok(rt) => rt,
         Err(e) => {
@@ -148,6 +157,19 @@ fn run(config: Option<PathBuf>, cores: Option<Vec<usize>>) -> ExitCode {
         cfg.target.cores,
         cfg.target.idle
     );
-    rt.wait();
-    ExitCode::SUCCESS
+    loop {
+        if let Some(sig) = signals.wait(std::time::Duration::from_millis(200)) {
+            log::info!(
+                "{}: closing every connection and stopping",
+                nvmf_sys::signal::name(sig)
+            );
+            rt.shutdown();
+            return ExitCode::SUCCESS;
+        }
+        if rt.reactor_exited() {
+            log::error!("a reactor stopped on an error; stopping the target");
+            rt.shutdown();
+            return ExitCode::FAILURE;
+        }
+    }
 }

@@ -253,9 +253,32 @@ impl Drop for Served {
     }
 }
 
+/// Starts `nvmf-target --config f` and waits until it accepts connections
+/// on `addr` or exits.
+fn spawn_target(f: &Path, addr: SocketAddr) -> Served {
+    let child = Command::new(target_bin())
+        .arg("--config")
+        .arg(f)
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nvmf-target");
+    let mut served = Served { child };
+    let up = wait_until(Duration::from_secs(20), || {
+        if let Ok(Some(_)) = served.child.try_wait() {
+            return true;
+        }
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    assert!(up, "nvmf-target did not start listening on {addr}");
+    served
+}
+
 /// Starts `nvmf-target --config` on a free port and waits until it accepts
-/// connections.
-fn serve(dir: &Path) -> (Served, SocketAddr) {
+/// connections; also returns its config file.
+fn serve_config(dir: &Path) -> (Served, SocketAddr, PathBuf) {
     for attempt in 0..5 {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -267,24 +290,8 @@ fn serve(dir: &Path) -> (Served, SocketAddr) {
             &format!("serve{attempt}.toml"),
             &basic_toml("").replace("port = 4420", &format!("port = {port}")),
         );
-        let child = Command::new(target_bin())
-            .arg("--config")
-            .arg(&f)
-            .args(["--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nvmf-target");
-        let mut served = Served { child };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let up = wait_until(Duration::from_secs(20), || {
-            if let Ok(Some(_)) = served.child.try_wait() {
-                return true;
-            }
-            std::net::TcpStream::connect(addr).is_ok()
-        });
-        assert!(up, "nvmf-target did not start listening on {addr}");
+        let mut served = spawn_target(&f, addr);
         match served.child.try_wait() {
             Ok(Some(status)) => {
                 let mut err = String::new();
@@ -297,10 +304,96 @@ fn serve(dir: &Path) -> (Served, SocketAddr) {
                     "nvmf-target exited ({status}): {err}"
                 );
             }
-            _ => return (served, addr),
+            _ => return (served, addr, f),
         }
     }
     panic!("could not find a free port for nvmf-target");
+}
+
+fn serve(dir: &Path) -> (Served, SocketAddr) {
+    let (served, addr, _) = serve_config(dir);
+    (served, addr)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let o = run(Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string()));
+    assert!(o.status.success(), "kill -{sig}: {}", text(&o.stderr));
+}
+
+/// Waits for the child to exit; its status, or `None` after `timeout`.
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let mut status = None;
+    wait_until(timeout, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    status
+}
+
+#[test]
+fn sigterm_stops_the_target_in_order_and_a_restart_takes_the_same_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut served, addr, cfg) = serve_config(dir.path());
+    let mut c = connect(addr, 1);
+    write_read_check(&mut c.io[0], NS_RAM4K, 4096, 0, 1, 65536);
+    signal(&served.child, "TERM");
+    let status = wait_exit(&mut served.child, Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status after SIGTERM: {status:?}"
+    );
+    let mut err = String::new();
+    if let Some(mut e) = served.child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(
+        err.is_empty(),
+        "nothing at warn level on a clean stop: {err}"
+    );
+    assert!(
+        c.io[0].read(NS_RAM4K, 0, 8, 4096).is_err(),
+        "the connection is closed"
+    );
+    // Killed, and started again at once on the same port: it serves. (The kernel still holds the dead process's
+    // listener for some milliseconds: binding waits for it, and a host
+    // that reaches the old listener meanwhile is closed on and retries.)
+    for round in 0..5 {
+        let mut again = spawn_target(&cfg, addr);
+        let mut ctrl = None;
+        wait_until(Duration::from_secs(5), || {
+            ctrl = nvmf_initiator::Controller::connect(addr, NQN, &opts(), 2).ok();
+            ctrl.is_some()
+        });
+        assert!(
+            matches!(again.child.try_wait(), Ok(None)),
+            "round {round}: the restarted target exited"
+        );
+        let mut c = ctrl.expect("the restarted target accepts a controller");
+        write_read_check(&mut c.io[1], NS_RAM4K, 4096, 64, round, 131072);
+        drop(c);
+        // Killed the moment a load generator stops (as in a benchmark).
+        let o = run(Command::new(tool("nvmf-perf")).args([
+            "-s",
+            &addr.port().to_string(),
+            "-n",
+            NQN,
+            "-w",
+            "write",
+            "-o",
+            "131072",
+            "-q",
+            "16",
+            "-t",
+            "0.2",
+            "--warmup",
+            "0",
+        ]));
+        assert!(o.status.success(), "nvmf-perf: {}", text(&o.stderr));
+        signal(&again.child, "KILL");
+        assert!(wait_exit(&mut again.child, Duration::from_secs(10)).is_some());
+    }
 }
 
 #[test]

@@ -56,6 +56,33 @@ enum Msg {
     Stop,
 }
 
+/// How long binding a listener retries while its address is in use: after
+/// a previous instance was killed, the kernel still holds its listening
+/// socket for a few milliseconds, until it has torn down that process's
+/// rings (their requests held the socket).
+const BIND_RETRY: Duration = Duration::from_secs(3);
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        match TcpListener::bind(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && start.elapsed() < BIND_RETRY => {
+                if !said {
+                    log::info!("{addr} is in use; retrying for up to {BIND_RETRY:?}");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(l) if said => {
+                log::info!("{addr} bound after {:?}", start.elapsed());
+                return Ok(l);
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Shared view of one reactor, for the others and the control plane.
 struct ReactorLink {
     tx: Sender<Msg>,
@@ -88,7 +115,7 @@ impl Runtime {
         let mut cfg = cfg.clone();
         let mut listeners = Vec::new();
         for l in &mut cfg.listeners {
-            let sock = TcpListener::bind(l.addr).map_err(|e| {
+            let sock = bind(l.addr).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
             })?;
             sock.set_nonblocking(true)?;
@@ -221,6 +248,12 @@ impl Runtime {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+
+    /// Whether a reactor has exited (they exit only when stopped or on an
+    /// error that leaves them unable to go on).
+    pub fn reactor_exited(&self) -> bool {
+        self.threads.iter().any(|t| t.is_finished())
     }
 
     /// Blocks until every reactor has exited.

@@ -5,7 +5,8 @@
 //! - [`mem`]: an anonymous memory region shared by threads (the RAM disk);
 //! - [`event`]: an eventfd to wake a reactor sleeping in its ring;
 //! - [`cpu`]: thread and process CPU clocks, thread names;
-//! - [`file`]: opening files and block devices for the file backend.
+//! - [`file`]: opening files and block devices for the file backend;
+//! - [`signal`]: termination signals taken synchronously, for an orderly shutdown.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -16,6 +17,7 @@ pub mod event;
 pub mod file;
 pub mod mem;
 pub mod ring;
+pub mod signal;
 
 pub use event::EventFd;
 pub use mem::{Region, RegionSlice};
