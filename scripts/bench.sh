@@ -12,6 +12,7 @@
 #                         [-c "randread:4096:1 ..."] [-i busy|adaptive]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-config.sh
 
 rounds=3
 secs=10
@@ -47,23 +48,7 @@ cpu_ns() { awk '{s += $1} END {printf "%.0f", s}' /proc/"$1"/task/*/schedstat; }
 
 port=44${RANDOM: -2}
 for backend in $backends; do
-  cat > "$work/$backend.toml" <<TOML
-[target]
-cores = [0]
-idle = "$idle"
-max_queue_depth = 128
-[[listener]]
-transport = "tcp"
-address = "127.0.0.1"
-port = $port
-[[subsystem]]
-nqn = "nqn.2026-01.io.nvmf-target:bench"
-allow_any_host = true
-[[subsystem.namespace]]
-backend = "$backend"
-size = "1GiB"
-block_size = 512
-TOML
+  bench_config "$port" "$backend" "$idle" nqn.2026-01.io.nvmf-target:bench >"$work/$backend.toml"
   # Debug level: each reactor logs how busy it was every second.
   taskset -c 0 "$tgt" --config "$work/$backend.toml" --log-level debug 2>"$work/$backend.log" &
   pid=$!

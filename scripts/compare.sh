@@ -21,6 +21,7 @@
 #          [-b ram|null] [-o OUT.json] [--ddgst]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-config.sh
 
 spdk=""
 rounds=3
@@ -84,22 +85,7 @@ wait_port() {
 
 start_ours() {
   port=4420
-  cat > "$work/ours.toml" <<TOML
-[target]
-cores = [0]
-max_queue_depth = 128
-[[listener]]
-transport = "tcp"
-address = "127.0.0.1"
-port = $port
-[[subsystem]]
-nqn = "$nqn"
-allow_any_host = true
-[[subsystem.namespace]]
-backend = "$backend"
-size = "1GiB"
-block_size = 512
-TOML
+  bench_config "$port" "$backend" adaptive "$nqn" >"$work/ours.toml"
   taskset -c 0 "$tgt" --config "$work/ours.toml" --log-level debug 2>"$work/ours.log" &
   pid=$!
   wait_port $port || { cat "$work/ours.log" >&2; die "this target did not start"; }
