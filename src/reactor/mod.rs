@@ -255,13 +255,6 @@ impl Runtime {
     pub fn reactor_exited(&self) -> bool {
         self.threads.iter().any(|t| t.is_finished())
     }
-
-    /// Blocks until every reactor has exited.
-    pub fn wait(mut self) {
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
 }
 
 impl Drop for Runtime {

@@ -382,13 +382,13 @@ impl TcpConn {
             w.buf = d.buf;
         }
         w.lent = false;
-        let in_buf = w.placed.is_none() && w.buf.len() >= d.offset + n;
-        if w.received != d.offset || n > st.data_left || !(in_buf || w.placed.is_some()) {
+        let fits = w.placed.is_some() || w.buf.len() >= d.offset + n;
+        if w.received != d.offset || n > st.data_left || !fits {
             self.close("direct receive out of step with its write");
             return;
         }
         // (Writes are placed in backend memory only without data digests.)
-        if self.neg.ddgst && in_buf {
+        if self.neg.ddgst && w.placed.is_none() {
             st.crc = crc32c::crc32c_append(st.crc, &w.buf[d.offset..d.offset + n]);
         }
         w.received += n;

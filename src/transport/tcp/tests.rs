@@ -902,7 +902,7 @@ fn read_data_digest_holds_when_a_write_overtakes_the_send() {
     assert!(got_data, "the read sent its data");
     done.sort_unstable();
     assert_eq!(done, [100, 101]);
-    // Without data digests the read goes out from backend memory as before.
+    // A later read sees the write.
     let (c, r) = q.exec(rw(0x02, 1, 8, 8), &[], 4096);
     assert!(c.status.is_success());
     assert_eq!(r, new);
