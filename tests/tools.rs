@@ -581,3 +581,41 @@ fn nvmf_identify_prints_controller_and_namespaces() {
         "{err}"
     );
 }
+
+/// CPU time (user + system) a process has used, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After "pid (comm) ": state is field 3, utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let o = run(Command::new("getconf").arg("CLK_TCK"));
+    let hz: u64 = text(&o.stdout).trim().parse().unwrap_or(100);
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+#[test]
+fn an_idle_target_sleeps_after_a_busy_host_pauses_and_serves_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (served, addr) = serve(dir.path());
+    let pid = served.child.id();
+    let mut c = connect(addr, 1);
+    // Busy: the reactor spins and polls this I/O queue's socket.
+    let busy = Instant::now();
+    let mut round = 0;
+    while busy.elapsed() < Duration::from_millis(200) {
+        write_read_check(&mut c.io[0], NS_RAM4K, 4096, 0, round, 16384);
+        round += 1;
+    }
+    // The host pauses with the connection open: within the spin window
+    // the reactor stops polling, waits in its ring and sleeps.
+    let before = cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = cpu_time(pid) - before;
+    assert!(
+        idle < Duration::from_millis(250),
+        "the target used {idle:?} of CPU in 1 s with nothing to do"
+    );
+    // And the next command, arriving while it sleeps, wakes it.
+    write_read_check(&mut c.io[0], NS_RAM4K, 4096, 8, round, 16384);
+}

@@ -29,6 +29,16 @@ const TICK: Duration = Duration::from_millis(100);
 /// sleeps in its ring: long enough that a host at queue depth 1 never finds
 /// it asleep, short enough that an idle target costs nothing.
 const SPIN_WINDOW: Duration = Duration::from_micros(500);
+/// An I/O connection that received data this recently has its socket
+/// polled (`recv(MSG_DONTWAIT)` on every pass of the spinning reactor)
+/// rather than a receive waiting in the ring: the next command is picked up
+/// by a plain receive, without the wake-up and deferred work of a waiting
+/// one on either side. Shorter than `SPIN_WINDOW`, so every socket has a
+/// waiting receive again before the reactor sleeps.
+const POLL_WINDOW: Duration = Duration::from_micros(200);
+/// At most this many sockets are polled at once: each costs a receive
+/// attempt on every pass, which delays noticing the others.
+const POLL_MAX: usize = 4;
 const RING_ENTRIES: u32 = 1024;
 
 /// Token kinds, in the low byte of a ring token; the slot is above.
@@ -46,6 +56,8 @@ fn token(kind: u64, slot: usize) -> u64 {
 
 /// errno EIO, for a backend operation that could not be queued.
 const EIO: i32 = 5;
+/// errno EAGAIN: a polled socket had nothing to receive.
+const EAGAIN: i32 = 11;
 
 fn io_token(slot: usize, tag: u32) -> u64 {
     token(T_IO, slot) | ((tag as u64) << 32)
@@ -196,6 +208,8 @@ impl Runtime {
                         iov_pool: Vec::new(),
                         dirty: Vec::new(),
                         io_reqs: Vec::new(),
+                        now: Instant::now(),
+                        polling: 0,
                         stop: false,
                     };
                     if let Err(e) = r.run() {
@@ -326,6 +340,10 @@ struct Conn {
     rx_next: Option<Vec<u8>>,
     /// Where the direct receive in flight puts its data.
     direct: Option<(usize, usize)>,
+    /// The receive in flight is a polling one (`Op::RecvNow`).
+    polling: bool,
+    /// When data last came in.
+    last_rx: Instant,
     last_tick: Instant,
     in_dirty: bool,
 }
@@ -347,6 +365,10 @@ struct Reactor {
     dirty: Vec<usize>,
     /// Backend requests being moved to the ring (reused).
     io_reqs: Vec<crate::fabrics::IoRequest>,
+    /// This iteration's clock reading.
+    now: Instant,
+    /// Polling receives in flight.
+    polling: usize,
     stop: bool,
 }
 
@@ -382,13 +404,13 @@ impl Reactor {
             }
             self.ring.drain(&mut comps);
             let now = Instant::now();
+            self.now = now;
             // The previous iteration, from its clock reading to this one
             // (its sends and receives in the kernel included), was work if
             // it found any.
             load.account(now, prev_worked, self.index);
             for c in comps.drain(..) {
-                worked = true;
-                self.completion(c, now)?;
+                worked |= self.completion(c, now)?;
             }
             if now.duration_since(last_tick) >= TICK {
                 last_tick = now;
@@ -433,6 +455,8 @@ impl Reactor {
             rx_spare: None,
             rx_next: None,
             direct: None,
+            polling: false,
+            last_rx: self.now,
             last_tick: Instant::now(),
             in_dirty: false,
         };
@@ -461,11 +485,20 @@ impl Reactor {
             _ => 0,
         };
         c.recv_off = offset;
-        match self
-            .ring
-            .push(Op::Recv { fd, buf, offset }, token(T_RECV, slot))
-        {
-            Ok(()) => c.recv_busy = true,
+        let poll = c.tcp.queue().qid() != 0
+            && self.polling < POLL_MAX
+            && self.now.duration_since(c.last_rx) < POLL_WINDOW;
+        let op = if poll {
+            Op::RecvNow { fd, buf, offset }
+        } else {
+            Op::Recv { fd, buf, offset }
+        };
+        match self.ring.push(op, token(T_RECV, slot)) {
+            Ok(()) => {
+                c.recv_busy = true;
+                c.polling = poll;
+                self.polling += usize::from(poll);
+            }
             Err(e) => {
                 log::warn!("reactor {}: cannot post recv: {e}", self.index);
                 self.shut(slot);
@@ -525,7 +558,9 @@ impl Reactor {
         }
     }
 
-    fn completion(&mut self, c: nvmf_sys::Completion, now: Instant) -> io::Result<()> {
+    /// Handles one completion; false when it was no work (a polled socket
+    /// with nothing in it).
+    fn completion(&mut self, c: nvmf_sys::Completion, now: Instant) -> io::Result<bool> {
         let slot = ((c.token >> 8) & 0xFF_FFFF) as usize;
         match c.token & 0xFF {
             T_LISTEN => {
@@ -540,10 +575,20 @@ impl Reactor {
             }
             T_RECV => {
                 let Some(conn) = self.conns.get_mut(slot).and_then(|c| c.as_mut()) else {
-                    return Ok(());
+                    return Ok(true);
                 };
                 conn.recv_busy = false;
+                if conn.polling {
+                    conn.polling = false;
+                    self.polling -= 1;
+                }
                 let buf = c.buf.unwrap_or_default();
+                if c.result == -EAGAIN && !conn.shut {
+                    // Polled and empty: ask again (or wait, once the
+                    // connection has been quiet for a while).
+                    self.post_recv(slot, buf);
+                    return Ok(false);
+                }
                 if c.result <= 0 || conn.shut {
                     if c.result < 0 && !conn.shut {
                         log::debug!("recv error {}", c.result);
@@ -551,6 +596,7 @@ impl Reactor {
                     self.shut(slot);
                 } else {
                     let off = conn.recv_off;
+                    conn.last_rx = now;
                     conn.tcp.receive(&buf[off..off + c.result as usize], now);
                     conn.rx_next = Some(buf);
                     self.mark_dirty(slot);
@@ -559,7 +605,7 @@ impl Reactor {
             }
             T_RECV_DIRECT => {
                 let Some(conn) = self.conns.get_mut(slot).and_then(|c| c.as_mut()) else {
-                    return Ok(());
+                    return Ok(true);
                 };
                 conn.recv_busy = false;
                 let (offset, len) = conn.direct.take().unwrap_or_default();
@@ -572,6 +618,7 @@ impl Reactor {
                 if c.result <= 0 || conn.shut {
                     self.shut(slot);
                 } else {
+                    conn.last_rx = now;
                     conn.tcp.direct_done(d, c.result as usize, now);
                     conn.rx_next = conn.rx_spare.take();
                     self.mark_dirty(slot);
@@ -580,7 +627,7 @@ impl Reactor {
             }
             T_SEND => {
                 let Some(conn) = self.conns.get_mut(slot).and_then(|c| c.as_mut()) else {
-                    return Ok(());
+                    return Ok(true);
                 };
                 conn.send_busy = false;
                 let mut bufs = c.bufs;
@@ -625,7 +672,7 @@ impl Reactor {
             }
             T_IO => {
                 let Some(conn) = self.conns.get_mut(slot).and_then(|c| c.as_mut()) else {
-                    return Ok(());
+                    return Ok(true);
                 };
                 conn.io_busy -= 1;
                 conn.tcp
@@ -635,7 +682,7 @@ impl Reactor {
             }
             _ => {}
         }
-        Ok(())
+        Ok(true)
     }
 
     fn accept_all(&mut self, listener: usize) {

@@ -43,6 +43,17 @@ pub enum Op {
         /// Where in `buf` the data goes.
         offset: usize,
     },
+    /// `recv(MSG_DONTWAIT)` into `buf[offset..]`: completes at once, with `-EAGAIN` when
+    /// nothing is queued on the socket (never waits for data; for polling a socket from a
+    /// spinning thread).
+    RecvNow {
+        /// Socket.
+        fd: RawFd,
+        /// Buffer, returned in the completion.
+        buf: Vec<u8>,
+        /// Where in `buf` the data goes.
+        offset: usize,
+    },
     /// `recv(MSG_WAITALL)` into `buf[offset..offset + len]`: completes when all `len` bytes
     /// are in, or with fewer only at end of stream or on an error.
     RecvAll {
@@ -394,7 +405,9 @@ impl Ring {
     /// or length is outside its buffer.
     pub fn push(&mut self, op: Op, token: u64) -> io::Result<()> {
         match &op {
-            Op::Recv { buf, offset, .. } => check_range(buf, *offset, 0)?,
+            Op::Recv { buf, offset, .. } | Op::RecvNow { buf, offset, .. } => {
+                check_range(buf, *offset, 0)?
+            }
             Op::Send {
                 buf, offset, len, ..
             }
@@ -447,6 +460,14 @@ impl Ring {
             Op::Recv { fd, buf, offset } => {
                 let data = &mut slot.buf.insert(buf)[offset..];
                 opcode::Recv::new(types::Fd(fd), data.as_mut_ptr(), clamp(data.len())).build()
+            }
+            Op::RecvNow { fd, buf, offset } => {
+                // MSG_DONTWAIT makes io_uring complete the request with -EAGAIN rather
+                // than wait for the socket to become readable.
+                let data = &mut slot.buf.insert(buf)[offset..];
+                opcode::Recv::new(types::Fd(fd), data.as_mut_ptr(), clamp(data.len()))
+                    .flags(libc::MSG_DONTWAIT)
+                    .build()
             }
             Op::RecvAll {
                 fd,

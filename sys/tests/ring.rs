@@ -331,6 +331,62 @@ fn recv_all_waits_for_every_byte() {
 }
 
 #[test]
+fn recv_now_never_waits() {
+    for local in [false, true] {
+        let mut ring = if local {
+            Ring::new_local(8).unwrap()
+        } else {
+            Ring::new(8).unwrap()
+        };
+        let (server, mut client) = tcp_pair(&mut ring);
+        let fd = server.as_raw_fd();
+        // Nothing queued: -EAGAIN at once, and the buffer comes back untouched.
+        let c = run(
+            &mut ring,
+            Op::RecvNow {
+                fd,
+                buf: vec![0xAA; 16],
+                offset: 2,
+            },
+            2,
+        );
+        assert_eq!(c.result, -libc::EAGAIN, "local ring: {local}");
+        assert_eq!(c.buf.as_deref(), Some(&[0xAA; 16][..]));
+        // Queued bytes are taken, into the buffer from the offset.
+        client.write_all(b"abc").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let c = loop {
+            let c = run(
+                &mut ring,
+                Op::RecvNow {
+                    fd,
+                    buf: vec![0xAA; 16],
+                    offset: 2,
+                },
+                3,
+            );
+            if c.result != -libc::EAGAIN || Instant::now() > deadline {
+                break c;
+            }
+        };
+        assert_eq!(c.result, 3);
+        assert_eq!(&c.buf.unwrap()[..6], b"\xAA\xAAabc\xAA");
+        // End of stream: 0, not -EAGAIN.
+        drop(client);
+        let c = run(
+            &mut ring,
+            Op::RecvNow {
+                fd,
+                buf: vec![0; 16],
+                offset: 0,
+            },
+            4,
+        );
+        assert_eq!(c.result, 0);
+    }
+}
+
+#[test]
 fn out_of_range_ops_are_rejected() {
     let mut ring = Ring::new(4).unwrap();
     let bad = [
