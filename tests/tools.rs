@@ -619,3 +619,74 @@ fn an_idle_target_sleeps_after_a_busy_host_pauses_and_serves_it_again() {
     // And the next command, arriving while it sleeps, wakes it.
     write_read_check(&mut c.io[0], NS_RAM4K, 4096, 8, round, 16384);
 }
+
+/// The number after `key` in nvmf-perf's JSON (`"key":N`).
+fn json_num(j: &str, key: &str) -> f64 {
+    let at = j
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("no {key} in {j}"));
+    let rest = &j[at + key.len() + 3..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    rest[..end]
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} in {j}"))
+}
+
+#[test]
+fn nvmf_perf_verifies_and_measures_with_and_without_sq_flow_control() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_served, addr) = serve(dir.path());
+    let port = addr.port().to_string();
+    let base = ["-s", &port, "-n", NQN, "--nsid", "2"];
+    for extra in [
+        &[][..],
+        &["--disable-sqflow"][..],
+        &["--disable-sqflow", "--hdr-digest", "--data-digest"][..],
+    ] {
+        // Verify mode: every block written with its pattern and read back.
+        let o = run(Command::new(tool("nvmf-perf"))
+            .args(base)
+            .args(["--verify", "--span", "4MiB", "-o", "65536", "-q", "8"])
+            .args(extra));
+        let out = text(&o.stdout);
+        assert!(
+            o.status.success(),
+            "verify {extra:?}: {out} {}",
+            text(&o.stderr)
+        );
+        assert!(
+            out.contains("errors 0; mismatches 0"),
+            "verify {extra:?}: {out}"
+        );
+        // A timed mixed run, as JSON.
+        let o = run(Command::new(tool("nvmf-perf"))
+            .args(base)
+            .args([
+                "-w", "randrw", "-M", "50", "-o", "4096", "-q", "16", "-t", "0.3",
+            ])
+            .args(["--warmup", "0", "--span", "4MiB", "--json", "-"])
+            .args(extra));
+        let out = text(&o.stdout);
+        assert!(
+            o.status.success(),
+            "randrw {extra:?}: {out} {}",
+            text(&o.stderr)
+        );
+        let j = out.lines().last().unwrap_or_default();
+        assert_eq!(json_num(j, "errors"), 0.0, "{j}");
+        assert!(
+            json_num(j, "reads") > 0.0 && json_num(j, "writes") > 0.0,
+            "{j}"
+        );
+        let ios = json_num(j, "ios");
+        assert_eq!(ios, json_num(j, "reads") + json_num(j, "writes"), "{j}");
+        assert!(json_num(j, "iops") > 0.0, "{j}");
+        let lat = ["p50", "p99", "p999", "max"].map(|k| json_num(j, k));
+        assert!(
+            lat.windows(2).all(|w| w[0] <= w[1]),
+            "percentiles in order: {j}"
+        );
+    }
+}

@@ -6,7 +6,8 @@
 #   discovery on both ports; connect; nvme list, id-ctrl, id-ns, ns-descs, logs, features;
 #   write/read/compare/write-zeroes/dsm/flush; raw fio verify; ext4 and XFS: mkfs, mount,
 #   files, fio verify, fsck; disconnect; then reconnect with header and data digests (the
-#   XFS files must still be there) and with several I/O, write and poll queues.
+#   XFS files must still be there), with several I/O, write and poll queues, and with SQ
+#   flow control disabled.
 # Every check prints "ok" or "FAIL" with the command's output and the new kernel messages.
 # The last line is "kernel-host: N passed, N failed"; the exit status is 1 if any failed.
 set -euo pipefail
@@ -104,6 +105,18 @@ multiqueue() { # NQN BS
   check "queues: disconnect" disconnect "$NQN" || true
 }
 
+sqflow() { # NQN BS
+  NQN="$1"
+  local bs="$2"
+  say "=== $NQN: reconnect with --disable-sqflow (reads may then end with a C2HData SUCCESS flag, no response capsule)"
+  check "connect --disable-sqflow" connect "$NQN" --disable-sqflow || return 0
+  set_dev
+  check "sqflow: dd 8 MiB O_DIRECT" dd_verify 8 360 || true
+  check "sqflow: fio randrw verify 8 MiB, $bs-128k" fio_verify sqflow "/dev/$NS" 8M --offset=380M \
+    --bsrange="$bs"-128k --rw=randrw || true
+  check "sqflow: disconnect" disconnect "$NQN" || true
+}
+
 if [ "$REFERENCE" = 1 ]; then
   check "reference: set up nvmet" reference_setup || exit 1
 fi
@@ -115,6 +128,7 @@ for entry in "${SUBSYSTEMS[@]}"; do
   basic "$nqn" "$bs"
   digests "$nqn" "$bs"
   multiqueue "$nqn" "$bs"
+  sqflow "$nqn" "$bs"
 done
 summary
 [ "$failed" -eq 0 ]

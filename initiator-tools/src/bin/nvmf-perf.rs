@@ -64,6 +64,11 @@ struct Args {
     /// Enable data digests.
     #[arg(long)]
     data_digest: bool,
+    /// Ask the controller to disable SQ flow control (as `nvme connect
+    /// --disable-sqflow`): responses then carry no SQ head, and a target may
+    /// end a read with the C2HData SUCCESS flag instead of a response capsule.
+    #[arg(long)]
+    disable_sqflow: bool,
     /// Write a pattern over the span, read it back and compare.
     #[arg(long)]
     verify: bool,
@@ -118,6 +123,7 @@ fn main() -> ExitCode {
     let opts = QueueOptions {
         hdr_digest: a.hdr_digest,
         data_digest: a.data_digest,
+        disable_sqflow: a.disable_sqflow,
         queue_size: (a.queue_depth as u16).max(2),
         // Tolerate what other targets do and Linux accepts (SPDK: SUCCESS flag, SQID).
         lenient: true,
