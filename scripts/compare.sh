@@ -12,13 +12,21 @@
 # is the work per I/O without the polling spin, and is far steadier than
 # IOPS on a noisy machine.
 #
+# nvmf-perf connects with SQ flow control disabled (as `nvme connect
+# --disable-sqflow`): then both targets may end a read with the C2HData
+# SUCCESS flag and send no response capsule. SPDK's target does that with
+# any host (its c2h_success option); this one only when the host disabled SQ
+# flow control, as TP 8000 requires. spdk_nvme_perf keeps SQ flow control,
+# so against it this target sends a response capsule per read and SPDK's
+# does not. --sqflow keeps SQ flow control on for nvmf-perf too.
+#
 # SPDK is not built here: point --spdk at a built SPDK tree (build/bin/
 # nvmf_tgt, build/bin/spdk_nvme_perf, scripts/rpc.py) and have hugepages
 # reserved and hugetlbfs mounted. Not part of the test command.
 #
 # Usage: scripts/compare.sh --spdk DIR [-r ROUNDS] [-t SECONDS]
 #          [-c "randread:4096:1 ..."] [-i "nvmf-perf spdk_nvme_perf"]
-#          [-b ram|null] [-o OUT.json] [--ddgst]
+#          [-b ram|null] [-o OUT.json] [--ddgst] [--sqflow]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-config.sh
@@ -30,6 +38,7 @@ cases="randread:4096:1 randread:4096:32 randread:4096:128 randwrite:4096:32 read
 inits="nvmf-perf spdk_nvme_perf"
 backend=ram
 ddgst=0
+sqflow=0
 out="bench-results/compare-$(date +%Y%m%d-%H%M%S).json"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -41,7 +50,8 @@ while [ $# -gt 0 ]; do
     -b) backend=$2; shift 2 ;;
     -o) out=$2; shift 2 ;;
     --ddgst) ddgst=1; shift ;;
-    *) sed -n '2,22p' "$0"; exit 2 ;;
+    --sqflow) sqflow=1; shift ;;
+    *) sed -n '2,30p' "$0"; exit 2 ;;
   esac
 done
 die() { echo "compare: $*" >&2; exit 1; }
@@ -138,6 +148,7 @@ run_init() {
   if [ "$init" = nvmf-perf ]; then
     local dd=()
     [ "$ddgst" = 1 ] && dd=(--data-digest)
+    [ "$sqflow" = 1 ] || dd+=(--disable-sqflow)
     "$perf" -a 127.0.0.1 -s "$port" -n "$nqn" --core 1 -w "$pattern" -o "$size" -q "$qd" \
       -t "$secs" --warmup 1 "${dd[@]}" --json "$work/r.json" >/dev/null 2>"$work/init.err" ||
       { cat "$work/init.err" >&2; echo '{"error": "nvmf-perf failed"}'; return; }
