@@ -3,7 +3,6 @@
 //!
 //! - [`ring`]: an io_uring instance that owns the buffers of its in-flight operations;
 //! - [`mem`]: an anonymous memory region shared by threads (the RAM disk);
-//! - [`pipe`]: a pipe that takes region pages by reference, for sends without copies;
 //! - [`event`]: an eventfd to wake a reactor sleeping in its ring;
 //! - [`cpu`]: thread and process CPU clocks, thread names;
 //! - [`file`]: opening files and block devices for the file backend;
@@ -17,13 +16,11 @@ pub mod cpu;
 pub mod event;
 pub mod file;
 pub mod mem;
-pub mod pipe;
 pub mod ring;
 pub mod signal;
 
 pub use event::EventFd;
 pub use mem::{Region, RegionSlice};
-pub use pipe::Pipe;
 pub use ring::{Completion, Op, Ring, SendBuf};
 
 /// The last OS error as an `io::Error` (errno is thread-local, read it right after the call).

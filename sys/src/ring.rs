@@ -178,11 +178,6 @@ pub enum Op {
         /// Any pollable fd.
         fd: RawFd,
     },
-    /// One-shot poll for `POLLOUT` (room to write); the result is the revents mask.
-    PollOut {
-        /// Any pollable fd.
-        fd: RawFd,
-    },
     /// Completes immediately with result 0.
     Nop,
 }
@@ -605,7 +600,6 @@ impl Ring {
                 .mode(mode)
                 .build(),
             Op::PollIn { fd } => opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build(),
-            Op::PollOut { fd } => opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32).build(),
             Op::Nop => opcode::Nop::new().build(),
         };
         let entry = entry.user_data(idx as u64);
