@@ -634,6 +634,18 @@ fn json_num(j: &str, key: &str) -> f64 {
         .unwrap_or_else(|_| panic!("{key} in {j}"))
 }
 
+/// Runs nvmf-perf with `args`; its standard output, after checking it succeeded.
+fn perf_ok(what: &str, args: &[&[&str]]) -> String {
+    let mut cmd = Command::new(tool("nvmf-perf"));
+    for a in args {
+        cmd.args(*a);
+    }
+    let o = run(&mut cmd);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{what}: {out} {}", text(&o.stderr));
+    out
+}
+
 #[test]
 fn nvmf_perf_verifies_and_measures_with_and_without_sq_flow_control() {
     let dir = tempfile::tempdir().unwrap();
@@ -646,34 +658,18 @@ fn nvmf_perf_verifies_and_measures_with_and_without_sq_flow_control() {
         &["--disable-sqflow", "--hdr-digest", "--data-digest"][..],
     ] {
         // Verify mode: every block written with its pattern and read back.
-        let o = run(Command::new(tool("nvmf-perf"))
-            .args(base)
-            .args(["--verify", "--span", "4MiB", "-o", "65536", "-q", "8"])
-            .args(extra));
-        let out = text(&o.stdout);
-        assert!(
-            o.status.success(),
-            "verify {extra:?}: {out} {}",
-            text(&o.stderr)
-        );
+        let verify = ["--verify", "--span", "4MiB", "-o", "65536", "-q", "8"];
+        let out = perf_ok(&format!("verify {extra:?}"), &[&base, &verify, extra]);
         assert!(
             out.contains("errors 0; mismatches 0"),
             "verify {extra:?}: {out}"
         );
         // A timed mixed run, as JSON.
-        let o = run(Command::new(tool("nvmf-perf"))
-            .args(base)
-            .args([
-                "-w", "randrw", "-M", "50", "-o", "4096", "-q", "16", "-t", "0.3",
-            ])
-            .args(["--warmup", "0", "--span", "4MiB", "--json", "-"])
-            .args(extra));
-        let out = text(&o.stdout);
-        assert!(
-            o.status.success(),
-            "randrw {extra:?}: {out} {}",
-            text(&o.stderr)
-        );
+        let mixed = [
+            "-w", "randrw", "-M", "50", "-o", "4096", "-q", "16", "-t", "0.3", "--warmup", "0",
+            "--span", "4MiB", "--json", "-",
+        ];
+        let out = perf_ok(&format!("randrw {extra:?}"), &[&base, &mixed, extra]);
         let j = out.lines().last().unwrap_or_default();
         assert_eq!(json_num(j, "errors"), 0.0, "{j}");
         assert!(

@@ -330,6 +330,12 @@ fn recv_all_waits_for_every_byte() {
     assert_eq!(c.result, 0);
 }
 
+/// A polling receive into a 16-byte buffer of `fill` bytes, from `offset`.
+fn recv_now(ring: &mut Ring, fd: i32, fill: u8, offset: usize, token: u64) -> Completion {
+    let buf = vec![fill; 16];
+    run(ring, Op::RecvNow { fd, buf, offset }, token)
+}
+
 #[test]
 fn recv_now_never_waits() {
     for local in [false, true] {
@@ -341,30 +347,14 @@ fn recv_now_never_waits() {
         let (server, mut client) = tcp_pair(&mut ring);
         let fd = server.as_raw_fd();
         // Nothing queued: -EAGAIN at once, and the buffer comes back untouched.
-        let c = run(
-            &mut ring,
-            Op::RecvNow {
-                fd,
-                buf: vec![0xAA; 16],
-                offset: 2,
-            },
-            2,
-        );
+        let c = recv_now(&mut ring, fd, 0xAA, 2, 2);
         assert_eq!(c.result, -libc::EAGAIN, "local ring: {local}");
         assert_eq!(c.buf.as_deref(), Some(&[0xAA; 16][..]));
         // Queued bytes are taken, into the buffer from the offset.
         client.write_all(b"abc").unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         let c = loop {
-            let c = run(
-                &mut ring,
-                Op::RecvNow {
-                    fd,
-                    buf: vec![0xAA; 16],
-                    offset: 2,
-                },
-                3,
-            );
+            let c = recv_now(&mut ring, fd, 0xAA, 2, 3);
             if c.result != -libc::EAGAIN || Instant::now() > deadline {
                 break c;
             }
@@ -373,16 +363,7 @@ fn recv_now_never_waits() {
         assert_eq!(&c.buf.unwrap()[..6], b"\xAA\xAAabc\xAA");
         // End of stream: 0, not -EAGAIN.
         drop(client);
-        let c = run(
-            &mut ring,
-            Op::RecvNow {
-                fd,
-                buf: vec![0; 16],
-                offset: 0,
-            },
-            4,
-        );
-        assert_eq!(c.result, 0);
+        assert_eq!(recv_now(&mut ring, fd, 0, 0, 4).result, 0);
     }
 }
 
