@@ -132,7 +132,9 @@ impl Histogram {
         }
     }
 
-    /// The value at quantile `q` (0..=1), as the middle of its bucket.
+    /// The value at quantile `q` (0..=1): the middle of its bucket, kept
+    /// within the measured minimum and maximum (a bucket's middle can lie
+    /// beyond the largest value that fell in it).
     pub fn quantile(&self, q: f64) -> u64 {
         if self.count == 0 {
             return 0;
@@ -144,7 +146,7 @@ impl Histogram {
             if seen >= want {
                 let lo = Self::bucket_low(i);
                 let hi = Self::bucket_low(i + 1);
-                return (lo + hi.saturating_sub(1)) / 2;
+                return ((lo + hi.saturating_sub(1)) / 2).clamp(self.min, self.max);
             }
         }
         self.max
@@ -841,6 +843,31 @@ mod tests {
                 "{v}"
             );
         }
+    }
+
+    #[test]
+    fn quantiles_lie_between_min_and_max() {
+        // Every value in the low part of one wide bucket: its middle is
+        // above the largest value (the case CI once printed: p999 above max).
+        for v in [6452u64, 1 << 20, 3 << 30, 100] {
+            let mut h = Histogram::default();
+            for _ in 0..1000 {
+                h.record(v);
+            }
+            for q in [0.0, 0.5, 0.99, 0.999, 1.0] {
+                assert_eq!(h.quantile(q), v, "q{q} of all {v}");
+            }
+        }
+        let mut h = Histogram::default();
+        for v in [5000u64, 6452, 6400, 6000] {
+            h.record(v * 1000);
+        }
+        let (lo, hi) = (h.min, h.max);
+        for q in [0.0, 0.25, 0.5, 0.99, 0.999, 1.0] {
+            let got = h.quantile(q);
+            assert!(lo <= got && got <= hi, "q{q}: {got} outside {lo}..={hi}");
+        }
+        assert!(h.quantile(0.5) <= h.quantile(0.99));
     }
 
     #[test]
