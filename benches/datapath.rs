@@ -7,11 +7,10 @@
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use nvmf_sys::SendBuf;
 use nvmf_target::config::Config;
-use nvmf_target::fabrics::Queue;
 use nvmf_target::nvme::{io_op, Completion};
 use nvmf_target::subsystem::Target;
-use nvmf_target::transport::tcp::conn::{ConnParams, TcpConn};
-use nvmf_target::transport::tcp::host;
+use nvmf_target::transport::tcp::conn::ConnParams;
+use nvmf_target::transport::tcp::host::{self, Loopback};
 use nvmf_target::transport::tcp::pdu::{self, Negotiated, TxParams};
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,7 +30,6 @@ fn target(backend: &str) -> Arc<Target> {
 
 fn params() -> ConnParams {
     ConnParams {
-        in_capsule_data_size: 8192,
         max_io_size: 131072,
         allow_hdgst: true,
         allow_ddgst: true,
@@ -39,7 +37,7 @@ fn params() -> ConnParams {
 }
 
 /// Feeds `b` and drains the output; returns the number of output bytes.
-fn feed(c: &mut TcpConn, b: &[u8], out: &mut Vec<SendBuf>) -> usize {
+fn feed(c: &mut Loopback, b: &[u8], out: &mut Vec<SendBuf>) -> usize {
     c.receive(b, Instant::now());
     c.take_output(out);
     let n = out.iter().map(|v| v.len()).sum();
@@ -74,9 +72,8 @@ fn last_completion(out: &[u8]) -> Completion {
 }
 
 /// An admin queue and one I/O queue, connected and enabled.
-fn io_queue(t: &Arc<Target>, digests: bool) -> (TcpConn, TcpConn) {
-    let local = "127.0.0.1:4420".parse().unwrap();
-    let mut admin = TcpConn::new(Queue::new(t.clone(), local), params());
+fn io_queue(t: &Arc<Target>, digests: bool) -> (Loopback, Loopback) {
+    let mut admin = Loopback::new(t.clone(), params(), 8192);
     let mut out = Vec::new();
     feed(&mut admin, &host::icreq(false, false), &mut out);
     let (cmd, data) = host::connect(0, 0xFFFF, SUBNQN, HOSTNQN, 0, 0);
@@ -94,7 +91,7 @@ fn io_queue(t: &Arc<Target>, digests: bool) -> (TcpConn, TcpConn) {
     };
     host::set_sgl(&mut cc, 0, 0);
     feed(&mut admin, &host::capsule(&cc, &[], false, false), &mut out);
-    let mut io = TcpConn::new(Queue::new(t.clone(), local), params());
+    let mut io = Loopback::new(t.clone(), params(), 8192);
     feed(&mut io, &host::icreq(digests, digests), &mut out);
     let (cmd, data) = host::connect(1, cntlid, SUBNQN, HOSTNQN, 0, 0);
     io.receive(

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod buf;
 pub mod config;
 pub mod fabrics;
 pub mod nvme;

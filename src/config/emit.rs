@@ -35,7 +35,6 @@ pub(crate) fn to_toml(config: &Config) -> String {
     let _ = writeln!(out, "max_io_size = {}", t.max_io_size);
     let _ = writeln!(out, "max_queue_depth = {}", t.max_queue_depth);
     let _ = writeln!(out, "max_io_queues = {}", t.max_io_queues);
-    let _ = writeln!(out, "max_r2t = {}", t.max_r2t);
     let _ = writeln!(out, "hdr_digest = {}", t.hdr_digest);
     let _ = writeln!(out, "data_digest = {}", t.data_digest);
     let _ = writeln!(

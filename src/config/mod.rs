@@ -72,8 +72,6 @@ pub struct TargetConfig {
     pub max_queue_depth: u16,
     /// I/O queues per controller (1 to 128).
     pub max_io_queues: u16,
-    /// Outstanding R2Ts per command accepted from a host (1 to 64).
-    pub max_r2t: u32,
     /// Whether the target accepts header digests.
     pub hdr_digest: bool,
     /// Whether the target accepts data digests.
@@ -91,7 +89,6 @@ impl Default for TargetConfig {
             max_io_size: 131072,
             max_queue_depth: 128,
             max_io_queues: 8,
-            max_r2t: 16,
             hdr_digest: true,
             data_digest: true,
             keep_alive_timeout_ms_max: 120_000,

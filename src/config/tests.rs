@@ -60,7 +60,6 @@ fn minimal_config_gets_all_defaults() {
     assert_eq!(c.target.max_io_size, 131072);
     assert_eq!(c.target.max_queue_depth, 128);
     assert_eq!(c.target.max_io_queues, 8);
-    assert_eq!(c.target.max_r2t, 16);
     assert!(c.target.hdr_digest && c.target.data_digest);
     assert_eq!(c.target.keep_alive_timeout_ms_max, 120_000);
     assert_eq!(
@@ -83,7 +82,6 @@ fn full_config_is_read_field_by_field() {
         "max_io_size = 1048576",
         "max_queue_depth = 1024",
         "max_io_queues = 128",
-        "max_r2t = 64",
         "hdr_digest = false",
         "data_digest = false",
         "keep_alive_timeout_ms_max = 1000",
@@ -117,7 +115,6 @@ fn full_config_is_read_field_by_field() {
     assert_eq!(t.max_io_size, 1 << 20);
     assert_eq!(t.max_queue_depth, 1024);
     assert_eq!(t.max_io_queues, 128);
-    assert_eq!(t.max_r2t, 64);
     assert!(!t.hdr_digest && !t.data_digest);
     assert_eq!(t.keep_alive_timeout_ms_max, 1000);
     assert_eq!(c.listeners[1].addr, "[::1]:8009".parse().unwrap());
@@ -643,7 +640,9 @@ fn all_errors_are_reported_in_order() {
              and 1024)",
             "test.toml:8:15: target.max_io_size: 5000 is not a power of two",
             "test.toml:9:24: target.in_capsule_data_size: 100 is not a multiple of 16",
-            "test.toml:10:11: target.max_r2t: 65 is out of range (it must be between 1 and 64)",
+            "test.toml:10:1: target.max_r2t: this setting was removed: the target sends one R2T \
+             per write, for all of its data (up to max_io_size), so there is nothing to limit; \
+             delete the line",
             "test.toml:11:17: target.max_io_queues: expected an integer, found the float 1.5",
             "test.toml:12:14: target.hdr_digest: expected a boolean (true or false), found the \
              string \"yes\"",

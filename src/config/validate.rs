@@ -34,11 +34,21 @@ const TARGET_KEYS: &[&str] = &[
     "max_io_size",
     "max_queue_depth",
     "max_io_queues",
-    "max_r2t",
     "hdr_digest",
     "data_digest",
     "keep_alive_timeout_ms_max",
 ];
+/// Keys earlier versions took that do nothing now: why, for the error.
+fn removed_key(path: &str, key: &str) -> Option<&'static str> {
+    match (path, key) {
+        ("target", "max_r2t") => Some(
+            "this setting was removed: the target sends one R2T per write, for all of its \
+             data (up to max_io_size), so there is nothing to limit; delete the line",
+        ),
+        _ => None,
+    }
+}
+
 const LISTENER_KEYS: &[&str] = &["transport", "address", "port"];
 const SUBSYSTEM_KEYS: &[&str] = &[
     "nqn",
@@ -135,6 +145,13 @@ impl<'n> Table<'n> {
     fn check_keys(&self, ctx: &mut Ctx, allowed: &[&str]) {
         for entry in self.entries {
             if allowed.contains(&entry.key.as_str()) {
+                continue;
+            }
+            if let Some(why) = removed_key(&self.path, &entry.key) {
+                ctx.error(
+                    &entry.key_span,
+                    format!("{}: {why}", self.field(&entry.key)),
+                );
                 continue;
             }
             let hint = match suggest(&entry.key, allowed) {
@@ -526,11 +543,6 @@ fn target(ctx: &mut Ctx, node: &Node) -> Option<TargetConfig> {
     if let Some(e) = t.get("max_io_queues") {
         if let Some(v) = int_in(ctx, &t.field("max_io_queues"), &e.node, 1, 128) {
             cfg.max_io_queues = v;
-        }
-    }
-    if let Some(e) = t.get("max_r2t") {
-        if let Some(v) = int_in(ctx, &t.field("max_r2t"), &e.node, 1, 64) {
-            cfg.max_r2t = v;
         }
     }
     if let Some(e) = t.get("hdr_digest") {

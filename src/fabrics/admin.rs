@@ -261,7 +261,8 @@ impl Queue {
             lpa: identify::LPA_EFFECTS | identify::LPA_EXTENDED,
             maxcmd: cfg.max_queue_depth,
             kas: super::KAS,
-            in_capsule: cfg.in_capsule_data_size,
+            in_capsule: self.caps().in_capsule_data,
+            sgls: self.caps().sgls(),
         }
     }
 
@@ -322,10 +323,10 @@ impl Queue {
     /// on every listener, at an address the host can reach.
     fn discovery_log(&self, ctrl: &ControllerShared) -> Vec<u8> {
         let mut entries = Vec::new();
-        for (i, l) in self.target.listeners.iter().enumerate() {
-            let addr = reachable_addr(l.addr, self.local);
+        for (i, port) in self.target.ports.iter().enumerate() {
+            let addr = reachable_addr(port.addr, self.local);
             let entry = |nqn: &str, subtype| DiscoveryEntry {
-                trtype: 3,
+                trtype: port.trtype,
                 adrfam: if addr.is_ipv4() { 1 } else { 2 },
                 subtype,
                 portid: i as u16 + 1,
@@ -338,6 +339,7 @@ impl Queue {
                 trsvcid: addr.port().to_string(),
                 subnqn: nqn.to_string(),
                 traddr: addr.ip().to_string(),
+                tsas: port.tsas,
             };
             entries.push(entry(
                 crate::config::DISCOVERY_NQN,

@@ -13,8 +13,6 @@ use crate::subsystem::Namespace;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-/// Buffers at least this large are pooled apart (see `Queue::alloc_len`).
-pub(super) const BIG_BUF: usize = 32 * 1024;
 /// Bytes read per step when verifying.
 const VERIFY_CHUNK: usize = 128 * 1024;
 
@@ -129,25 +127,20 @@ impl Queue {
         Ok((off, len as usize))
     }
 
-    /// A buffer from this queue's pool, length 0.
+    /// A buffer from the reactor's pool, length 0.
     pub fn alloc_buf(&mut self) -> Vec<u8> {
-        let mut b = self.pool.pop().unwrap_or_default();
-        b.clear();
-        b
+        self.bufs.alloc()
     }
 
-    /// A buffer of `len` bytes from this queue's pool, for data that will
-    /// overwrite all of it: its contents are whatever this queue last had
-    /// in it (only bytes beyond the recycled length are zeroed), which
-    /// saves zeroing 128 KiB per large write.
+    /// A buffer of `len` bytes from the reactor's pool, for data that will
+    /// overwrite all of it (see [`Buffers::alloc_len`](crate::buf::Buffers::alloc_len)).
     pub fn alloc_len(&mut self, len: usize) -> Vec<u8> {
-        pooled(&mut self.pool, &mut self.big_pool, len)
+        self.bufs.alloc_len(len)
     }
 
-    /// Returns a buffer to this queue's pool (its length is kept, see
-    /// [`alloc_len`](Self::alloc_len)); large ones go to their own pool.
+    /// Returns a buffer to the reactor's pool.
     pub fn recycle(&mut self, buf: Vec<u8>) {
-        put(&mut self.pool, &mut self.big_pool, buf);
+        self.bufs.recycle(buf);
     }
 
     /// Backend operations waiting for the reactor's ring.
@@ -531,11 +524,8 @@ impl Queue {
                     if at == 0 && buf.len() != len {
                         // The backend overwrites all of it: a pooled buffer
                         // of the right size, not a zeroed one.
-                        let old = std::mem::replace(
-                            &mut buf,
-                            pooled(&mut self.pool, &mut self.big_pool, len),
-                        );
-                        put(&mut self.pool, &mut self.big_pool, old);
+                        let old = std::mem::replace(&mut buf, self.bufs.alloc_len(len));
+                        self.bufs.recycle(old);
                     }
                     buf.resize(at + len, 0);
                     (
@@ -684,27 +674,6 @@ impl Queue {
     /// Commands still waiting on the backend.
     pub fn io_in_flight(&self) -> usize {
         self.inflight.len() - self.free_tags.len()
-    }
-}
-
-/// A buffer of `len` bytes from the pool for its size (see
-/// [`Queue::alloc_len`]).
-fn pooled(small: &mut Vec<Vec<u8>>, big: &mut Vec<Vec<u8>>, len: usize) -> Vec<u8> {
-    let pool = if len >= BIG_BUF { big } else { small };
-    let mut b = pool.pop().unwrap_or_default();
-    b.resize(len, 0);
-    b
-}
-
-/// Returns a buffer to the pool for its capacity (at most 64 kept in each).
-fn put(small: &mut Vec<Vec<u8>>, big: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
-    let pool = if buf.capacity() >= BIG_BUF {
-        big
-    } else {
-        small
-    };
-    if buf.capacity() > 0 && pool.len() < 64 {
-        pool.push(buf);
     }
 }
 

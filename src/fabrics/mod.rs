@@ -3,10 +3,12 @@
 //! host-to-controller data and sends back the responses it returns.
 
 mod admin;
+pub mod admit;
 pub mod controller;
 pub mod io;
 pub mod queue;
 
+pub use admit::{DataMap, Request, TransportCaps};
 pub use io::IoRequest;
 pub use queue::{Queue, Response, Tick};
 

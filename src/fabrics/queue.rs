@@ -2,7 +2,9 @@
 //! Get/Set, and dispatch to the admin and I/O command handlers.
 
 use super::admin::AdminState;
+use super::admit::TransportCaps;
 use super::controller::{csts, ControllerShared, IoStats};
+use crate::buf::Buffers;
 use crate::nvme::log::ErrorEntry;
 use crate::nvme::{fctype, get_str, prop, Command, Completion, Status};
 use crate::subsystem::Target;
@@ -70,19 +72,24 @@ pub struct Queue {
     pub(super) free_tags: Vec<u32>,
     /// Backend operations for the reactor's ring.
     pub(super) io_out: Vec<super::io::IoRequest>,
-    /// Recycled data buffers.
-    pub(super) pool: Vec<Vec<u8>>,
-    /// Recycled data buffers (capacity of at least `io::BIG_BUF`), kept
-    /// apart so PDU output buffers do not take them and lose their length.
-    pub(super) big_pool: Vec<Vec<u8>>,
+    /// The reactor's data buffers.
+    pub(super) bufs: Buffers,
+    /// What the transport carrying this queue can do.
+    caps: TransportCaps,
     /// Recycled step lists of I/O commands.
     pub(super) step_pool: Vec<std::collections::VecDeque<super::io::Step>>,
 }
 
 impl Queue {
-    /// A queue on a new connection; `local` is the address the host reached
-    /// us at (used in the discovery log when a listener is on a wildcard).
-    pub fn new(target: Arc<Target>, local: SocketAddr) -> Queue {
+    /// A queue on a new connection of a transport with `caps`; `local` is
+    /// the address the host reached us at (used in the discovery log when a
+    /// listener is on a wildcard); `bufs` is the reactor's buffer pool.
+    pub fn new(
+        target: Arc<Target>,
+        local: SocketAddr,
+        caps: TransportCaps,
+        bufs: Buffers,
+    ) -> Queue {
         Queue {
             target,
             local,
@@ -96,8 +103,8 @@ impl Queue {
             inflight: Vec::new(),
             free_tags: Vec::new(),
             io_out: Vec::new(),
-            pool: Vec::new(),
-            big_pool: Vec::new(),
+            bufs,
+            caps,
             step_pool: Vec::new(),
         }
     }
@@ -108,6 +115,16 @@ impl Queue {
 
     pub fn qid(&self) -> u16 {
         self.qid
+    }
+
+    /// What the transport carrying this queue can do.
+    pub fn caps(&self) -> &TransportCaps {
+        &self.caps
+    }
+
+    /// The reactor's buffer pool.
+    pub fn buffers(&self) -> &Buffers {
+        &self.bufs
     }
 
     /// Queue depth (SQSIZE + 1) agreed at Connect, 0 before.

@@ -62,6 +62,8 @@ pub struct ControllerInfo<'a> {
     pub kas: u16,
     /// In-capsule data size in bytes (IOCCSZ = (64 + this) / 16).
     pub in_capsule: u32,
+    /// SGL support (SGLS), as the transport says.
+    pub sgls: u32,
 }
 
 /// Builds the 4096-byte Identify Controller data structure.
@@ -95,8 +97,7 @@ pub fn controller(c: &ControllerInfo) -> Vec<u8> {
     b[524] = 0; // FNA
     b[525] = if c.vwc { 1 | (3 << 1) } else { 3 << 1 }; // VWC present; flush with NSID FFFFFFFFh supported
     put16(&mut b, 534, c.ocfs);
-    // SGLS: SGLs supported (no alignment), keyed SGL, offsets in the capsule.
-    put32(&mut b, 536, 1 | (1 << 2) | (1 << 20));
+    put32(&mut b, 536, c.sgls);
     put_str(&mut b, 768, 256, c.subnqn, 0);
     // Fabrics fields.
     put32(&mut b, 1792, (64 + c.in_capsule) / 16); // IOCCSZ
@@ -224,6 +225,7 @@ mod tests {
             maxcmd: 128,
             kas: 10,
             in_capsule: 8192,
+            sgls: 1 | (1 << 20),
         });
         assert_eq!(&b[4..24], b"SN1                 ");
         assert_eq!(get_str(&b, 24, 40), "model");

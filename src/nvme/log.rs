@@ -115,7 +115,7 @@ pub mod subtype {
 /// One discovery log page entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoveryEntry {
-    /// 3 = TCP.
+    /// 1 = RDMA, 3 = TCP.
     pub trtype: u8,
     /// 1 = IPv4, 2 = IPv6.
     pub adrfam: u8,
@@ -126,6 +126,8 @@ pub struct DiscoveryEntry {
     pub trsvcid: String,
     pub subnqn: String,
     pub traddr: String,
+    /// Transport specific address subtype (TSAS), its first bytes.
+    pub tsas: [u8; 8],
 }
 
 /// Discovery log page: header plus entries.
@@ -147,7 +149,7 @@ pub fn discovery(genctr: u64, entries: &[DiscoveryEntry]) -> Vec<u8> {
         put_str(&mut b, o + 32, 32, &e.trsvcid, 0);
         put_str(&mut b, o + 256, 256, &e.subnqn, 0);
         put_str(&mut b, o + 512, 256, &e.traddr, 0);
-        // TSAS for TCP: SECTYPE 0 (no security).
+        b[o + 768..o + 776].copy_from_slice(&e.tsas);
     }
     b
 }
@@ -185,6 +187,7 @@ mod tests {
                 trsvcid: "4420".into(),
                 subnqn: "nqn.a:b".into(),
                 traddr: "127.0.0.1".into(),
+                tsas: [1, 2, 1, 0, 0, 0, 0, 0],
             }],
         );
         assert_eq!(b.len(), 2048);
@@ -194,5 +197,6 @@ mod tests {
         assert_eq!(get_str(&b, 1024 + 32, 32), "4420");
         assert_eq!(get_str(&b, 1024 + 256, 256), "nqn.a:b");
         assert_eq!(get_str(&b, 1024 + 512, 256), "127.0.0.1");
+        assert_eq!(&b[1024 + 768..1024 + 772], &[1, 2, 1, 0]);
     }
 }

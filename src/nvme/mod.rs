@@ -269,23 +269,47 @@ pub mod sgl_id {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sgl {
     pub address: u64,
+    /// Bytes 8-11, or for a keyed data block its 24-bit length (bytes 8-10).
     pub length: u32,
+    /// A keyed data block's key (bytes 11-14); 0 for other descriptors.
+    pub key: u32,
     /// Byte 15: descriptor type in bits 7:4, subtype in bits 3:0.
     pub id: u8,
 }
 
 impl Sgl {
+    /// Descriptor type 4: Keyed SGL Data Block (host memory, RDMA).
+    pub fn is_keyed(&self) -> bool {
+        self.id >> 4 == 4
+    }
+
     pub fn parse(b: &[u8; 16]) -> Sgl {
-        Sgl {
-            address: le64(b, 0),
-            length: le32(b, 8),
-            id: b[15],
+        let id = b[15];
+        if id >> 4 == 4 {
+            Sgl {
+                address: le64(b, 0),
+                length: le32(b, 8) & 0xFF_FFFF,
+                key: le32(b, 11),
+                id,
+            }
+        } else {
+            Sgl {
+                address: le64(b, 0),
+                length: le32(b, 8),
+                key: 0,
+                id,
+            }
         }
     }
     pub fn to_bytes(&self) -> [u8; 16] {
         let mut b = [0u8; 16];
         put64(&mut b, 0, self.address);
-        put32(&mut b, 8, self.length);
+        if self.is_keyed() {
+            put32(&mut b, 11, self.key);
+            b[8..11].copy_from_slice(&self.length.to_le_bytes()[..3]);
+        } else {
+            put32(&mut b, 8, self.length);
+        }
         b[15] = self.id;
         b
     }
@@ -345,6 +369,7 @@ mod tests {
             cdw11: 0x3,
             cdw12: 7,
             dptr: Sgl {
+                key: 0,
                 address: 0,
                 length: 4096,
                 id: sgl_id::TRANSPORT_DATA_BLOCK,

@@ -2,7 +2,7 @@
 //! reactor consults.
 
 use crate::backend::{self, Backend};
-use crate::config::{Config, ListenerConfig, SubsystemConfig, TargetConfig, DISCOVERY_NQN};
+use crate::config::{Config, SubsystemConfig, TargetConfig, DISCOVERY_NQN};
 use crate::fabrics::controller::ControllerTable;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -89,10 +89,21 @@ impl Subsystem {
     }
 }
 
+/// A listener as the discovery log describes it: which transport, where,
+/// and the transport's address subtype (TSAS), as the transport says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    /// TRTYPE: 1 = RDMA, 3 = TCP.
+    pub trtype: u8,
+    pub addr: std::net::SocketAddr,
+    pub tsas: [u8; 8],
+}
+
 /// Everything the queues of a running target share.
 pub struct Target {
     pub config: TargetConfig,
-    pub listeners: Vec<ListenerConfig>,
+    /// The listeners, in config order (the discovery log's ports).
+    pub ports: Vec<Port>,
     pub subsystems: Vec<Arc<Subsystem>>,
     pub discovery: Arc<Subsystem>,
     /// Controllers by ID; locked only at Connect and teardown, never per I/O.
@@ -111,7 +122,7 @@ impl Target {
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Target {
             config: cfg.target.clone(),
-            listeners: cfg.listeners.clone(),
+            ports: cfg.listeners.iter().map(crate::transport::port).collect(),
             subsystems,
             discovery: Arc::new(Subsystem::discovery_subsystem()),
             controllers: Mutex::new(ControllerTable::default()),

@@ -1,18 +1,18 @@
 //! One NVMe/TCP connection as a sans-IO state machine: fed received bytes,
 //! it frames PDUs, runs the ICReq exchange, gathers write data (in-capsule
-//! or through R2T/H2CData), hands commands to its fabrics queue, and encodes
-//! the responses into an output buffer for the reactor to send.
+//! or through R2T/H2CData), hands commands to the fabrics queue beside it
+//! (its session's, passed in by the driver), and encodes the responses into
+//! an output buffer for the driver to send.
 
 use super::pdu::{self, fes, flags, pdu_type, Fatal, Negotiated, TxParams};
-use crate::fabrics::{Queue, Response, Tick};
-use crate::nvme::{sgl_id, Command, DataDir, Status};
+use crate::buf::Buffers;
+use crate::fabrics::{DataMap, Queue, Response};
+use crate::nvme::{Command, DataDir, Status};
 use nvmf_sys::{RegionSlice, SendBuf};
 use std::time::Instant;
 
 /// Generic status: Transient Transport Error (a data digest mismatch).
 const TRANSIENT_TRANSPORT_ERROR: Status = Status(0x22);
-/// In-capsule data the admin queue accepts (NVMe/TCP fixes it at 8 KiB).
-const ADMIN_IN_CAPSULE: u32 = 8192;
 /// What a receive asks for while writes wait for their data (see
 /// [`TcpConn::recv_limit`]).
 const RECV_LIMIT_AWAITING_DATA: usize = 4096;
@@ -24,7 +24,6 @@ const ZERO_COPY_MIN: usize = 2048;
 /// Connection settings from the target config.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnParams {
-    pub in_capsule_data_size: u32,
     pub max_io_size: u32,
     pub allow_hdgst: bool,
     pub allow_ddgst: bool,
@@ -100,7 +99,7 @@ impl PendingWrite {
 }
 
 pub struct TcpConn {
-    queue: Queue,
+    bufs: Buffers,
     params: ConnParams,
     state: State,
     neg: Negotiated,
@@ -124,9 +123,10 @@ pub struct TcpConn {
 }
 
 impl TcpConn {
-    pub fn new(queue: Queue, params: ConnParams) -> TcpConn {
+    /// A connection whose buffers come from `bufs` (its reactor's pool).
+    pub fn new(params: ConnParams, bufs: Buffers) -> TcpConn {
         TcpConn {
-            queue,
+            bufs,
             params,
             state: State::AwaitIcReq,
             neg: Negotiated::default(),
@@ -144,10 +144,6 @@ impl TcpConn {
         }
     }
 
-    pub fn queue(&self) -> &Queue {
-        &self.queue
-    }
-
     /// Bytes waiting to be sent.
     pub fn has_output(&self) -> bool {
         !self.out.is_empty() || !self.segs.is_empty()
@@ -158,16 +154,16 @@ impl TcpConn {
     pub fn take_output(&mut self, bufs: &mut Vec<SendBuf>) {
         bufs.append(&mut self.segs);
         if !self.out.is_empty() {
-            let next = self.queue.alloc_buf();
+            let next = self.bufs.alloc();
             bufs.push(std::mem::replace(&mut self.out, next).into());
         }
     }
 
     /// Gives back buffers the transport finished sending: data buffers go to
-    /// the queue's pool.
+    /// the reactor's pool.
     pub fn recycle(&mut self, buf: SendBuf) {
         if let SendBuf::Bytes(b) = buf {
-            self.queue.recycle(b);
+            self.bufs.recycle(b);
         }
     }
 
@@ -180,48 +176,26 @@ impl TcpConn {
         self.close_reason.as_deref()
     }
 
-    fn close(&mut self, reason: impl Into<String>) {
+    /// Closes the connection after the output is sent (the controller is
+    /// gone, or the transport failed).
+    pub fn close(&mut self, reason: impl Into<String>) {
         if self.state != State::Closing {
             self.state = State::Closing;
             self.close_reason = Some(reason.into());
         }
     }
 
-    /// Backend operations for the reactor's ring.
-    pub fn take_io(&mut self, out: &mut Vec<crate::fabrics::IoRequest>) {
-        self.queue.take_io(out);
-    }
-
-    pub fn has_io(&self) -> bool {
-        self.queue.has_io()
-    }
-
-    /// The ring completed backend operation `tag`.
-    pub fn io_done(&mut self, tag: u32, result: i32, buf: Vec<u8>) {
-        let mut r = std::mem::take(&mut self.responses);
-        self.queue.io_done(tag, result, buf, &mut r);
-        self.send_responses(&mut r);
-        self.responses = r;
-    }
-
-    /// Timer tick (keep-alive, controller teardown).
-    pub fn tick(&mut self, now: Instant) {
-        if let Tick::Close(why) = self.queue.tick(now) {
-            self.close(why);
-        }
-    }
-
     /// Feeds received bytes; processes every complete PDU.
-    pub fn receive(&mut self, bytes: &[u8], now: Instant) {
+    pub fn receive(&mut self, bytes: &[u8], q: &mut Queue, now: Instant) {
         let mut bytes = bytes;
         while !bytes.is_empty() && self.state != State::Closing {
             if self.stream.is_some() {
-                bytes = self.stream_in(bytes, now);
+                bytes = self.stream_in(bytes, q, now);
             } else if !self.rx.is_empty() {
-                bytes = self.top_up(bytes, now);
+                bytes = self.top_up(bytes, q, now);
             } else {
                 // Parse in place; keep only a trailing partial PDU.
-                let used = self.process(bytes, now);
+                let used = self.process(bytes, q, now);
                 bytes = &bytes[used..];
                 if self.stream.is_none() && self.state != State::Closing {
                     self.rx.extend_from_slice(bytes);
@@ -234,7 +208,7 @@ impl TcpConn {
     /// Adds to the carried-over partial PDU only the bytes it still lacks
     /// (for H2CData, just its header: the data is then streamed), and
     /// processes it once complete. Returns the unused bytes.
-    fn top_up<'a>(&mut self, bytes: &'a [u8], now: Instant) -> &'a [u8] {
+    fn top_up<'a>(&mut self, bytes: &'a [u8], q: &mut Queue, now: Instant) -> &'a [u8] {
         let have = self.rx.len();
         let want = if have < pdu::COMMON_HEADER_LEN {
             pdu::COMMON_HEADER_LEN
@@ -262,7 +236,7 @@ impl TcpConn {
             return rest;
         }
         let rx = std::mem::take(&mut self.rx);
-        let used = self.process(&rx, now);
+        let used = self.process(&rx, q, now);
         if used == 0 && self.stream.is_none() && self.state != State::Closing {
             // The framer needs the whole PDU after all: keep collecting it.
             let plen = (crate::nvme::le32(&rx, 4) as usize).min(pdu::MAX_PLEN as usize);
@@ -271,7 +245,7 @@ impl TcpConn {
             self.rx.extend_from_slice(&rest[..take]);
             if self.rx.len() >= plen {
                 let rx = std::mem::take(&mut self.rx);
-                self.process(&rx, now);
+                self.process(&rx, q, now);
                 self.recycle_rx(rx);
             }
             return &rest[take..];
@@ -281,7 +255,7 @@ impl TcpConn {
     }
 
     /// Feeds bytes of the H2CData PDU being streamed; returns what is left.
-    fn stream_in<'a>(&mut self, bytes: &'a [u8], now: Instant) -> &'a [u8] {
+    fn stream_in<'a>(&mut self, bytes: &'a [u8], q: &mut Queue, now: Instant) -> &'a [u8] {
         let Some(st) = self.stream.as_mut() else {
             return bytes;
         };
@@ -302,12 +276,12 @@ impl TcpConn {
                 }
             }
         }
-        self.stream_tail(rest, now)
+        self.stream_tail(rest, q, now)
     }
 
     /// Takes the data digest bytes of the streamed H2CData PDU from `rest`
     /// and, once it is whole, finishes the PDU. Returns what is left.
-    fn stream_tail<'a>(&mut self, mut rest: &'a [u8], now: Instant) -> &'a [u8] {
+    fn stream_tail<'a>(&mut self, mut rest: &'a [u8], q: &mut Queue, now: Instant) -> &'a [u8] {
         let Some(st) = self.stream.as_mut() else {
             return rest;
         };
@@ -325,7 +299,7 @@ impl TcpConn {
                 self.fatal(f, &[]);
                 return rest;
             }
-            self.h2c_finish(st.tag, digest_ok, now);
+            self.h2c_finish(st.tag, digest_ok, q, now);
         }
         rest
     }
@@ -366,7 +340,7 @@ impl TcpConn {
 
     /// A direct receive finished with `n` bytes (`n` no more than it asked
     /// for): takes the buffer back and accounts for the data.
-    pub fn direct_done(&mut self, d: DirectRecv, n: usize, now: Instant) {
+    pub fn direct_done(&mut self, d: DirectRecv, n: usize, q: &mut Queue, now: Instant) {
         let n = n.min(d.len);
         let Some(st) = self.stream.as_mut() else {
             return;
@@ -393,7 +367,7 @@ impl TcpConn {
         }
         w.received += n;
         st.data_left -= n;
-        let left = self.stream_tail(&[], now);
+        let left = self.stream_tail(&[], q, now);
         debug_assert!(left.is_empty());
     }
 
@@ -406,7 +380,7 @@ impl TcpConn {
 
     /// Handles every complete PDU at the start of `buf`; returns the bytes
     /// used (a trailing partial PDU is left).
-    fn process(&mut self, buf: &[u8], now: Instant) -> usize {
+    fn process(&mut self, buf: &[u8], q: &mut Queue, now: Instant) -> usize {
         let mut pos = 0;
         while self.state != State::Closing {
             let rest = &buf[pos..];
@@ -424,7 +398,7 @@ impl TcpConn {
             if rest.len() < frame.plen {
                 let streamable = frame.ch.pdu_type == pdu_type::H2C_DATA && frame.data_len > 0;
                 if streamable && rest.len() >= frame.data_off {
-                    if let Err(f) = self.h2c_begin(&frame, rest, now) {
+                    if let Err(f) = self.h2c_begin(&frame, rest, q, now) {
                         self.fatal(f, &rest[..frame.hlen]);
                         break;
                     }
@@ -433,7 +407,7 @@ impl TcpConn {
                 break;
             }
             let pdu_bytes = &rest[..frame.plen];
-            if let Err(f) = self.handle(&frame, pdu_bytes, now) {
+            if let Err(f) = self.handle(&frame, pdu_bytes, q, now) {
                 self.fatal(f, &pdu_bytes[..frame.hlen]);
             }
             pos += frame.plen;
@@ -454,7 +428,13 @@ impl TcpConn {
         ));
     }
 
-    fn handle(&mut self, frame: &pdu::Frame, p: &[u8], now: Instant) -> Result<(), Fatal> {
+    fn handle(
+        &mut self,
+        frame: &pdu::Frame,
+        p: &[u8],
+        q: &mut Queue,
+        now: Instant,
+    ) -> Result<(), Fatal> {
         let data = &p[frame.data_off..frame.data_off + frame.data_len];
         let digest_ok = !frame.ddgst || {
             let at = frame.data_off + frame.data_len;
@@ -471,12 +451,12 @@ impl TcpConn {
                 let mut sqe = [0u8; 64];
                 sqe.copy_from_slice(&p[8..72]);
                 let cmd = Command::parse(&sqe);
-                if let Some(st) = self.capsule(cmd, data, digest_ok, now)? {
-                    self.reject(&cmd, st);
+                if let Some(st) = self.capsule(cmd, data, digest_ok, q, now)? {
+                    self.reject(&cmd, st, q);
                 }
                 Ok(())
             }
-            pdu_type::H2C_DATA => self.h2c_data(p, data, frame.ch.flags, digest_ok, now),
+            pdu_type::H2C_DATA => self.h2c_data(p, data, frame.ch.flags, digest_ok, q, now),
             _ => Err(Fatal::new(
                 fes::INVALID_HEADER_FIELD,
                 0,
@@ -525,15 +505,12 @@ impl TcpConn {
         cmd: Command,
         data: &[u8],
         digest_ok: bool,
+        q: &mut Queue,
         now: Instant,
     ) -> Result<Option<Status>, Fatal> {
         // The admin queue (and any queue before Connect) always takes 8 KiB
         // of in-capsule data; I/O queues take what IOCCSZ advertises.
-        let limit = if self.queue.qid() == 0 {
-            self.params.in_capsule_data_size.max(ADMIN_IN_CAPSULE)
-        } else {
-            self.params.in_capsule_data_size
-        };
+        let limit = q.caps().in_capsule_limit(q.qid());
         if data.len() > limit as usize {
             return Err(Fatal::new(
                 fes::DATA_LIMIT_EXCEEDED,
@@ -547,106 +524,83 @@ impl TcpConn {
         if !digest_ok {
             return Ok(Some(TRANSIENT_TRANSPORT_ERROR));
         }
-        // Fabrics requires SGLs (PSDT 01b or 10b).
-        if cmd.psdt() == 0 || cmd.psdt() == 3 {
-            return Ok(Some(Status::INVALID_FIELD.dnr()));
+        // Data the capsule carries that the command does not take is a
+        // framing error on NVMe/TCP.
+        let stray = match cmd.data_dir() {
+            DataDir::None => Some("a command that transfers none"),
+            DataDir::CtrlToHost => Some("a read command"),
+            _ => None,
+        };
+        if let (Some(what), false) = (stray, data.is_empty()) {
+            return Err(Fatal::new(
+                fes::DATA_OUT_OF_RANGE,
+                0,
+                format!("in-capsule data on {what}"),
+            ));
         }
-        let sgl = cmd.sgl();
-        match cmd.data_dir() {
-            DataDir::None => {
-                if !data.is_empty() {
-                    return Err(Fatal::new(
-                        fes::DATA_OUT_OF_RANGE,
-                        0,
-                        "in-capsule data on a command that transfers none",
-                    ));
-                }
-                self.execute(cmd, Vec::new(), now);
-            }
-            DataDir::CtrlToHost => {
-                if !data.is_empty() {
-                    return Err(Fatal::new(
-                        fes::DATA_OUT_OF_RANGE,
-                        0,
-                        "in-capsule data on a read command",
-                    ));
-                }
-                if sgl.id != sgl_id::TRANSPORT_DATA_BLOCK {
-                    return Ok(Some(Status::SGL_TYPE_INVALID.dnr()));
-                }
-                if sgl.length > self.queue.max_transfer() {
-                    return Ok(Some(Status::INVALID_FIELD.dnr()));
-                }
-                self.execute(cmd, Vec::new(), now);
-            }
-            DataDir::HostToCtrl => match sgl.id {
-                sgl_id::DATA_BLOCK_OFFSET => {
-                    let off = sgl.address;
-                    let end = off.checked_add(sgl.length as u64);
-                    match end {
-                        Some(end) if end <= data.len() as u64 => {
-                            if end < data.len() as u64 {
-                                return Err(Fatal::new(
-                                    fes::DATA_OUT_OF_RANGE,
-                                    0,
-                                    "in-capsule data beyond what the SGL describes",
-                                ));
+        let req = match q.admit(&cmd) {
+            Ok(r) => r,
+            Err(st) => return Ok(Some(st)),
+        };
+        if req.map == DataMap::Transport && !data.is_empty() {
+            return Err(Fatal::new(
+                fes::DATA_OUT_OF_RANGE,
+                0,
+                "in-capsule data with a transport SGL",
+            ));
+        }
+        match req.map {
+            DataMap::InCapsule { offset } => {
+                let end = offset.checked_add(req.len as u64);
+                match end {
+                    Some(end) if end <= data.len() as u64 => {
+                        if end < data.len() as u64 {
+                            return Err(Fatal::new(
+                                fes::DATA_OUT_OF_RANGE,
+                                0,
+                                "in-capsule data beyond what the SGL describes",
+                            ));
+                        }
+                        let data = &data[offset as usize..end as usize];
+                        // (The digest, if any, was checked above.)
+                        match q.placed_write(&cmd, req.len) {
+                            Some(dst) if dst.copy_from(0, data) => {
+                                self.execute_placed(&cmd, data.len(), q);
                             }
-                            let data = &data[off as usize..end as usize];
-                            // (The digest, if any, was checked above.)
-                            match self.queue.placed_write(&cmd, sgl.length) {
-                                Some(dst) if dst.copy_from(0, data) => {
-                                    self.execute_placed(&cmd, data.len());
-                                }
-                                _ => {
-                                    let mut d = self.queue.alloc_buf();
-                                    d.extend_from_slice(data);
-                                    self.execute(cmd, d, now);
-                                }
+                            _ => {
+                                let mut d = self.bufs.alloc();
+                                d.extend_from_slice(data);
+                                self.execute(cmd, d, q, now);
                             }
                         }
-                        _ => return Ok(Some(Status::DATA_SGL_LENGTH_INVALID.dnr())),
                     }
+                    _ => return Ok(Some(Status::DATA_SGL_LENGTH_INVALID.dnr())),
                 }
-                sgl_id::TRANSPORT_DATA_BLOCK => {
-                    if !data.is_empty() {
-                        return Err(Fatal::new(
-                            fes::DATA_OUT_OF_RANGE,
-                            0,
-                            "in-capsule data with a transport SGL",
-                        ));
-                    }
-                    if sgl.length > self.queue.max_transfer() {
-                        return Ok(Some(Status::INVALID_FIELD.dnr()));
-                    }
-                    if sgl.length == 0 {
-                        self.execute(cmd, Vec::new(), now);
-                    } else {
-                        self.start_r2t(cmd, sgl.length);
-                    }
-                }
-                _ => return Ok(Some(Status::SGL_TYPE_INVALID.dnr())),
-            },
-            DataDir::Both => return Ok(Some(Status::INVALID_OPCODE.dnr())),
+            }
+            DataMap::Transport if req.dir == DataDir::HostToCtrl && req.len > 0 => {
+                self.start_r2t(cmd, req.len, q);
+            }
+            // No data, read data sent with C2HData, or a zero-length write.
+            _ => self.execute(cmd, Vec::new(), q, now),
         }
         Ok(None)
     }
 
     /// Completes a command the transport refuses before the queue sees it.
-    fn reject(&mut self, cmd: &Command, st: Status) {
+    fn reject(&mut self, cmd: &Command, st: Status, q: &mut Queue) {
         // The queue still counts the entry for SQ head reporting.
         let mut r = std::mem::take(&mut self.responses);
-        self.queue.reject(cmd, st, &mut r);
-        self.send_responses(&mut r);
+        q.reject(cmd, st, &mut r);
+        self.respond(&mut r, q);
         self.responses = r;
     }
 
-    fn start_r2t(&mut self, cmd: Command, len: u32) {
+    fn start_r2t(&mut self, cmd: Command, len: u32, q: &mut Queue) {
         let tag = match self.free_tags.pop() {
             Some(t) => t,
             None => {
                 if self.pending.len() >= u16::MAX as usize {
-                    return self.reject(&cmd, Status::INTERNAL_ERROR);
+                    return self.reject(&cmd, Status::INTERNAL_ERROR, q);
                 }
                 self.pending.push(None);
                 (self.pending.len() - 1) as u16
@@ -657,13 +611,13 @@ impl TcpConn {
         let placed = if self.neg.ddgst {
             None
         } else {
-            self.queue.placed_write(&cmd, len)
+            q.placed_write(&cmd, len)
         };
         // Every byte is overwritten by the host's data before it is used.
         let buf = if placed.is_some() {
             Vec::new()
         } else {
-            self.queue.alloc_len(len as usize)
+            self.bufs.alloc_len(len as usize)
         };
         self.pending[tag as usize] = Some(PendingWrite {
             cmd,
@@ -739,6 +693,7 @@ impl TcpConn {
         data: &[u8],
         fl: u8,
         digest_ok: bool,
+        q: &mut Queue,
         now: Instant,
     ) -> Result<(), Fatal> {
         let tag = self.h2c_check(&pdu::H2CData::parse(p), data.len())?;
@@ -752,13 +707,19 @@ impl TcpConn {
             }
         }
         self.h2c_check_last(tag, fl)?;
-        self.h2c_finish(tag, digest_ok, now);
+        self.h2c_finish(tag, digest_ok, q, now);
         Ok(())
     }
 
     /// The header of an H2CData PDU whose data is still arriving: check it
     /// and stream what is here of the data.
-    fn h2c_begin(&mut self, frame: &pdu::Frame, rest: &[u8], now: Instant) -> Result<(), Fatal> {
+    fn h2c_begin(
+        &mut self,
+        frame: &pdu::Frame,
+        rest: &[u8],
+        q: &mut Queue,
+        now: Instant,
+    ) -> Result<(), Fatal> {
         let tag = self.h2c_check(&pdu::H2CData::parse(rest), frame.data_len)?;
         self.stream = Some(H2cStream {
             tag,
@@ -768,7 +729,7 @@ impl TcpConn {
             digest: [0; 4],
             crc: 0,
         });
-        let left = self.stream_in(&rest[frame.data_off..], now);
+        let left = self.stream_in(&rest[frame.data_off..], q, now);
         debug_assert!(left.is_empty());
         Ok(())
     }
@@ -789,7 +750,7 @@ impl TcpConn {
 
     /// After the data of an H2CData PDU: record a digest error and, once
     /// all the write's data is in, execute it.
-    fn h2c_finish(&mut self, tag: u16, digest_ok: bool, now: Instant) {
+    fn h2c_finish(&mut self, tag: u16, digest_ok: bool, q: &mut Queue, now: Instant) {
         let Some(w) = self.pending[tag as usize].as_mut() else {
             return;
         };
@@ -803,33 +764,35 @@ impl TcpConn {
             self.large_waiting -= 1;
         }
         if w.digest_error {
-            self.reject(&w.cmd, TRANSIENT_TRANSPORT_ERROR);
-            self.queue.recycle(w.buf);
+            self.reject(&w.cmd, TRANSIENT_TRANSPORT_ERROR, q);
+            self.bufs.recycle(w.buf);
         } else if w.placed.is_some() {
-            self.execute_placed(&w.cmd, w.len);
+            self.execute_placed(&w.cmd, w.len, q);
         } else {
-            self.execute(w.cmd, w.buf, now);
+            self.execute(w.cmd, w.buf, q, now);
         }
     }
 
-    fn execute(&mut self, cmd: Command, data: Vec<u8>, now: Instant) {
+    fn execute(&mut self, cmd: Command, data: Vec<u8>, q: &mut Queue, now: Instant) {
         let mut r = std::mem::take(&mut self.responses);
-        self.queue.execute(&cmd, data, now, &mut r);
-        self.send_responses(&mut r);
+        q.execute(&cmd, data, now, &mut r);
+        self.respond(&mut r, q);
         self.responses = r;
     }
 
     /// A write whose data is already in backend memory.
-    fn execute_placed(&mut self, cmd: &Command, len: usize) {
+    fn execute_placed(&mut self, cmd: &Command, len: usize, q: &mut Queue) {
         let mut r = std::mem::take(&mut self.responses);
-        self.queue.execute_placed(cmd, len, &mut r);
-        self.send_responses(&mut r);
+        q.execute_placed(cmd, len, &mut r);
+        self.respond(&mut r, q);
         self.responses = r;
     }
 
-    fn send_responses(&mut self, r: &mut Vec<Response>) {
+    /// Encodes responses of the queue beside this connection (read data
+    /// and completions) into the output.
+    pub fn respond(&mut self, r: &mut Vec<Response>, q: &Queue) {
         for resp in r.drain(..) {
-            let success_flag = self.queue.sqflow_disabled() && resp.cqe.status.is_success();
+            let success_flag = q.sqflow_disabled() && resp.cqe.status.is_success();
             if let Some(shared) = resp.shared {
                 self.send_shared(resp.cqe.cid, shared, success_flag);
                 if success_flag {
@@ -850,12 +813,12 @@ impl TcpConn {
     fn send_data(&mut self, cid: u16, data: Vec<u8>, success: bool) {
         if data.len() < ZERO_COPY_MIN {
             pdu::encode_c2h_data(&mut self.out, &self.tx, cid, 0, &data, true, success);
-            self.queue.recycle(data);
+            self.bufs.recycle(data);
             return;
         }
         pdu::encode_c2h_data_header(&mut self.out, &self.tx, cid, 0, data.len(), true, success);
         let digest = self.tx.ddgst.then(|| pdu::crc32c(&data));
-        let next = self.queue.alloc_buf();
+        let next = self.bufs.alloc();
         self.segs
             .push(std::mem::replace(&mut self.out, next).into());
         self.segs.push(data.into());
@@ -877,12 +840,12 @@ impl TcpConn {
             // digest must cover exactly the bytes sent, so send a copy.
             // (The copy cannot fail: the lengths match and the slice was
             // checked against its region when it was made.)
-            let mut copy = self.queue.alloc_len(data.len());
+            let mut copy = self.bufs.alloc_len(data.len());
             data.copy_to(&mut copy);
             return self.send_data(cid, copy, success);
         }
         pdu::encode_c2h_data_header(&mut self.out, &self.tx, cid, 0, data.len(), true, success);
-        let next = self.queue.alloc_buf();
+        let next = self.bufs.alloc();
         self.segs
             .push(std::mem::replace(&mut self.out, next).into());
         self.segs.push(SendBuf::Region(data));

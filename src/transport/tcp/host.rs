@@ -78,12 +78,14 @@ pub fn set_sgl(cmd: &mut Command, inline: usize, xfer: u32) {
     cmd.flags |= 0x40;
     let sgl = if inline > 0 {
         Sgl {
+            key: 0,
             address: 0,
             length: inline as u32,
             id: sgl_id::DATA_BLOCK_OFFSET,
         }
     } else {
         Sgl {
+            key: 0,
             address: 0,
             length: xfer,
             id: sgl_id::TRANSPORT_DATA_BLOCK,
@@ -127,5 +129,60 @@ pub fn rw(op: u8, nsid: u32, slba: u64, nlb: u32) -> Command {
         cdw11: (slba >> 32) as u32,
         cdw12: nlb - 1,
         ..Default::default()
+    }
+}
+
+/// A connection and its fabrics queue side by side, as a reactor session
+/// pairs them: for tests and benchmarks that drive the state machines in
+/// memory (RAM and null backends complete at once). Derefs to the
+/// connection for its other methods.
+pub struct Loopback {
+    pub conn: super::conn::TcpConn,
+    pub queue: crate::fabrics::Queue,
+}
+
+impl Loopback {
+    /// A connection to `target` as if it arrived at 127.0.0.1:4420, with
+    /// `in_capsule` bytes of in-capsule data on I/O queues.
+    pub fn new(
+        target: std::sync::Arc<crate::subsystem::Target>,
+        params: super::conn::ConnParams,
+        in_capsule: u32,
+    ) -> Loopback {
+        let bufs = crate::buf::Buffers::new();
+        let local = std::net::SocketAddr::from(([127, 0, 0, 1], 4420));
+        Loopback {
+            conn: super::conn::TcpConn::new(params, bufs.clone()),
+            queue: crate::fabrics::Queue::new(target, local, super::caps(in_capsule), bufs),
+        }
+    }
+
+    pub fn receive(&mut self, bytes: &[u8], now: std::time::Instant) {
+        self.conn.receive(bytes, &mut self.queue, now);
+    }
+
+    pub fn direct_done(&mut self, d: super::conn::DirectRecv, n: usize, now: std::time::Instant) {
+        self.conn.direct_done(d, n, &mut self.queue, now);
+    }
+
+    /// The reactor's timer: keep-alive expiry or controller teardown closes
+    /// the connection.
+    pub fn tick(&mut self, now: std::time::Instant) {
+        if let crate::fabrics::Tick::Close(why) = self.queue.tick(now) {
+            self.conn.close(why);
+        }
+    }
+}
+
+impl std::ops::Deref for Loopback {
+    type Target = super::conn::TcpConn;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Loopback {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
     }
 }

@@ -1,11 +1,10 @@
 //! State-machine tests of an NVMe/TCP connection and its fabrics queue, fed
 //! raw bytes: no sockets, no threads.
 
-use super::conn::{ConnParams, TcpConn};
-use super::host;
+use super::conn::ConnParams;
+use super::host::{self, Loopback};
 use super::pdu::{self, fes, flags, pdu_type};
 use crate::config::Config;
-use crate::fabrics::Queue;
 use crate::nvme::{le16, le32, put16, sgl_id, Command, Completion, Sgl, Status};
 use crate::subsystem::Target;
 use std::sync::Arc;
@@ -45,7 +44,7 @@ size = "1MiB"
 
 /// A minimal host: encodes PDUs, decodes the target's output.
 struct Host {
-    conn: TcpConn,
+    conn: Loopback,
     now: Instant,
     hdgst: bool,
     ddgst: bool,
@@ -78,15 +77,13 @@ enum Got {
 
 impl Host {
     fn new(t: &Arc<Target>) -> Host {
-        let q = Queue::new(t.clone(), "127.0.0.1:4420".parse().unwrap());
         let params = ConnParams {
-            in_capsule_data_size: 8192,
             max_io_size: 131072,
             allow_hdgst: true,
             allow_ddgst: true,
         };
         Host {
-            conn: TcpConn::new(q, params),
+            conn: Loopback::new(t.clone(), params, 8192),
             now: Instant::now(),
             hdgst: false,
             ddgst: false,
@@ -572,6 +569,7 @@ fn malformed_pdus_get_a_terminate_request() {
     cmd.cid = 9;
     cmd.flags = 0x40;
     cmd.dptr = Sgl {
+        key: 0,
         address: 0,
         length: 512,
         id: sgl_id::DATA_BLOCK_OFFSET,
@@ -604,6 +602,7 @@ fn bytes_split_at_every_boundary_still_frame() {
         nsid: 1,
         cdw11: 31,
         dptr: Sgl {
+            key: 0,
             address: 0,
             length: 1024,
             id: sgl_id::DATA_BLOCK_OFFSET,
