@@ -6,7 +6,8 @@
 //! - [`event`]: an eventfd to wake a reactor sleeping in its ring;
 //! - [`cpu`]: thread and process CPU clocks, thread names;
 //! - [`file`]: opening files and block devices for the file backend;
-//! - [`signal`]: termination signals taken synchronously, for an orderly shutdown.
+//! - [`signal`]: termination signals taken synchronously, for an orderly shutdown;
+//! - [`rdma`]: RDMA verbs and connection manager, loaded at run time.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -16,6 +17,7 @@ pub mod cpu;
 pub mod event;
 pub mod file;
 pub mod mem;
+pub mod rdma;
 pub mod ring;
 pub mod signal;
 

@@ -109,6 +109,13 @@ impl Region {
         })
     }
 
+    /// The virtual address of byte 0, as a number: what a device descriptor (an RDMA
+    /// scatter/gather entry, a DMA mapping) names the memory by. Not a pointer: the bytes are
+    /// still reached only through this region's methods.
+    pub fn addr(&self) -> u64 {
+        self.ptr.as_ptr() as usize as u64
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.len
@@ -323,6 +330,16 @@ impl RegionSlice {
     pub fn new(region: Arc<Region>, offset: u64, len: usize) -> Option<RegionSlice> {
         let off = region.check(offset, len as u64)?;
         Some(RegionSlice { region, off, len })
+    }
+
+    /// The region the range is in.
+    pub fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    /// Where the range starts in its region.
+    pub fn offset(&self) -> u64 {
+        self.off as u64
     }
 
     /// Start of the range, for an iovec handed to the kernel.
