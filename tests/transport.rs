@@ -968,3 +968,44 @@ fn connections_that_vanish_mid_pdu_are_cleaned_up() {
     let c = connect(addr, 2);
     c.shutdown().unwrap();
 }
+
+/// On a machine without RDMA (this one, and CI's), an RDMA listener stops
+/// the target from starting with a sentence that says why and what to do;
+/// with `fallback = "tcp"` the target serves NVMe/TCP there instead and the
+/// discovery log says TCP.
+#[test]
+fn an_rdma_listener_without_rdma_says_why_or_falls_back_to_tcp() {
+    if std::path::Path::new("/dev/infiniband/rdma_cm").exists() {
+        eprintln!("SKIP: this machine has RDMA (the test needs one without)");
+        return;
+    }
+    let rdma = basic_toml("").replace("transport = \"tcp\"", "transport = \"rdma\"");
+    let mut cfg = nvmf_target::config::Config::parse(&rdma, "test.toml").unwrap();
+    cfg.listeners[0].addr.set_port(0);
+    let e = match nvmf_target::reactor::Runtime::start(&cfg) {
+        Ok(_) => panic!("an RDMA listener started on a machine without RDMA"),
+        Err(e) => e.to_string(),
+    };
+    for want in [
+        "cannot listen for NVMe/RDMA on 127.0.0.1:0",
+        "scripts/soft-roce.sh",
+        "fallback = \"tcp\"",
+    ] {
+        assert!(e.contains(want), "{want:?} not in: {e}");
+    }
+
+    let fallback = rdma.replace(
+        "transport = \"rdma\"",
+        "transport = \"rdma\"\nfallback = \"tcp\"",
+    );
+    let t = start(&fallback);
+    let log = nvmf_initiator::discover(t.addr(), &opts()).unwrap();
+    assert!(!log.entries.is_empty());
+    for e in &log.entries {
+        assert_eq!(e.trtype, 3, "the discovery log tells the truth: TCP");
+        assert_eq!(e.tsas[0], 0, "TCP TSAS: no security");
+    }
+    let mut c = connect(t.addr(), 1);
+    write_read_check(&mut c.io[0], NS_RAM512, 512, 0, 8, 4096);
+    c.shutdown().unwrap();
+}

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::ident::{derived_namespace_ids, derived_serial, format_uuid, hex_lower};
 use super::size::format_size;
-use super::{BackendConfig, Config, IdlePolicy, TransportKind};
+use super::{BackendConfig, Config, IdlePolicy};
 
 /// A TOML string literal (quoted and escaped).
 fn quote(s: &str) -> String {
@@ -26,6 +26,7 @@ pub(crate) fn to_toml(config: &Config) -> String {
     let idle = match t.idle {
         IdlePolicy::Adaptive => "adaptive",
         IdlePolicy::Busy => "busy",
+        IdlePolicy::Sleep => "sleep",
     };
     let _ = writeln!(out, "# nvmf-target configuration\n");
     let _ = writeln!(out, "[target]");
@@ -44,13 +45,13 @@ pub(crate) fn to_toml(config: &Config) -> String {
     );
 
     for l in &config.listeners {
-        let transport = match l.transport {
-            TransportKind::Tcp => "tcp",
-        };
         let _ = writeln!(out, "\n[[listener]]");
-        let _ = writeln!(out, "transport = {}", quote(transport));
+        let _ = writeln!(out, "transport = {}", quote(l.transport.name()));
         let _ = writeln!(out, "address = {}", quote(&l.addr.ip().to_string()));
         let _ = writeln!(out, "port = {}", l.addr.port());
+        if let Some(f) = l.fallback {
+            let _ = writeln!(out, "fallback = {}", quote(f.name()));
+        }
     }
 
     for s in &config.subsystems {

@@ -103,11 +103,26 @@ pub enum IdlePolicy {
     Busy,
     /// Poll while there is work, then sleep in the kernel with a timeout.
     Adaptive,
+    /// Sleep in the kernel as soon as a pass finds no work: for machines
+    /// where polling takes the CPU from what the target waits on (a
+    /// one-CPU VM running Soft-RoCE, whose work is the kernel's).
+    Sleep,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {
     Tcp,
+    Rdma,
+}
+
+impl TransportKind {
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Tcp => "tcp",
+            TransportKind::Rdma => "rdma",
+        }
+    }
 }
 
 /// `[[listener]]`: an address the target accepts connections on.
@@ -115,6 +130,9 @@ pub enum TransportKind {
 pub struct ListenerConfig {
     pub transport: TransportKind,
     pub addr: SocketAddr,
+    /// For an RDMA listener: serve this transport instead when RDMA cannot
+    /// be set up on the address (`fallback = "tcp"`).
+    pub fallback: Option<TransportKind>,
 }
 
 /// `[[subsystem]]`.
@@ -256,10 +274,12 @@ impl Config {
             target: TargetConfig::default(),
             listeners: vec![
                 ListenerConfig {
+                    fallback: None,
                     transport: TransportKind::Tcp,
                     addr: SocketAddr::new(localhost, 4420),
                 },
                 ListenerConfig {
+                    fallback: None,
                     transport: TransportKind::Tcp,
                     addr: SocketAddr::new(localhost, 8009),
                 },

@@ -65,6 +65,7 @@ fn minimal_config_gets_all_defaults() {
     assert_eq!(
         c.listeners,
         vec![ListenerConfig {
+            fallback: None,
             transport: TransportKind::Tcp,
             addr: "127.0.0.1:4420".parse().unwrap(),
         }]
@@ -250,7 +251,7 @@ fn unknown_keys() {
         vec![
             // A key after [[listener]] belongs to the listener.
             "test.toml:5:1: listener[0]: unknown key \"listen\" (expected \
-             one of: transport, address, port)",
+             one of: transport, address, port, fallback)",
             "test.toml:7:1: target: unknown key \"core\" (did you mean \"cores\"?)",
             "test.toml:14:3: subsystem[0].namespace[0]: unknown key \"blocksize\" \
              (did you mean \"block_size\"?)",
@@ -506,7 +507,6 @@ fn port_out_of_range_and_wrong_types() {
             "test.toml:4:8: listener[0].port: 65536 is out of range (it must be between 1 and \
              65535)",
             "test.toml:8:8: listener[1].port: expected an integer, found the string \"abc\"",
-            "test.toml:10:13: listener[2].transport: RDMA listeners are not supported yet",
             "test.toml:11:11: listener[2].address: \"localhost\" is not an IPv4 or IPv6 \
              address (host names are not resolved)",
             "test.toml:12:8: listener[2].port: 0 is out of range (it must be between 1 and \
@@ -634,8 +634,8 @@ fn all_errors_are_reported_in_order() {
     assert_eq!(
         errors(&text),
         vec![
-            "test.toml:6:8: target.idle: unknown idle policy \"spin\" (expected \"adaptive\" or \
-             \"busy\")",
+            "test.toml:6:8: target.idle: unknown idle policy \"spin\" (expected \"adaptive\", \
+             \"busy\" or \"sleep\")",
             "test.toml:7:19: target.max_queue_depth: 1 is out of range (it must be between 2 \
              and 1024)",
             "test.toml:8:15: target.max_io_size: 5000 is not a power of two",
@@ -702,7 +702,7 @@ fn more_value_checks() {
             "test.toml:6:24: target.in_capsule_data_size: 65536 is larger than max_io_size \
              (16384)",
             "test.toml:9:13: listener[1].transport: unknown transport \"TCP\" (expected \
-             \"tcp\")",
+             \"tcp\" or \"rdma\")",
             "test.toml:12:1: listener[2]: duplicate listener 127.0.0.1:4420 (first defined at \
              line 1)",
             "test.toml:21:8: subsystem[0].namespace[0].size: the size must not be zero",
@@ -874,4 +874,57 @@ fn to_toml_keeps_explicit_identities_and_odd_strings() {
     );
     assert!(out.contains("size = \"3MiB\""), "{out}");
     assert!(out.contains("size = 1536"), "{out}");
+}
+
+#[test]
+fn rdma_listeners_default_to_4420_and_may_share_a_tcp_port() {
+    let c = ok(&lines(&[
+        "[[listener]]",
+        "transport = \"tcp\"",
+        "address = \"10.0.2.15\"",
+        "port = 4420",
+        "[[listener]]",
+        "transport = \"rdma\"",
+        "address = \"10.0.2.15\"",
+        "[[listener]]",
+        "transport = \"rdma\"",
+        "address = \"10.0.2.16\"",
+        "port = 4421",
+        "fallback = \"tcp\"",
+    ]));
+    assert_eq!(c.listeners[1].transport, TransportKind::Rdma);
+    assert_eq!(c.listeners[1].addr, "10.0.2.15:4420".parse().unwrap());
+    assert_eq!(c.listeners[1].fallback, None);
+    assert_eq!(c.listeners[2].fallback, Some(TransportKind::Tcp));
+    // What is printed parses back the same.
+    let again = ok(&c.to_toml());
+    assert_eq!(again.listeners, c.listeners);
+}
+
+#[test]
+fn rdma_listener_errors() {
+    let text = lines(&[
+        "[[listener]]",
+        "transport = \"tcp\"",
+        "address = \"10.0.2.15\"",
+        "port = 4420",
+        "fallback = \"tcp\"",
+        "[[listener]]",
+        "transport = \"rdma\"",
+        "address = \"10.0.2.15\"",
+        "fallback = \"tcp\"",
+        "[[listener]]",
+        "transport = \"rdma\"",
+        "address = \"10.0.2.17\"",
+        "fallback = \"iwarp\"",
+    ]);
+    assert_eq!(
+        errors(&text),
+        vec![
+            "test.toml:5:12: listener[0].fallback: only an RDMA listener can fall back to TCP",
+            "test.toml:6:1: listener[1]: 10.0.2.15:4420 overlaps 10.0.2.15:4420 (line 1) once \
+             the RDMA one falls back to TCP",
+            "test.toml:13:12: listener[2].fallback: unknown fallback \"iwarp\" (expected \"tcp\")",
+        ]
+    );
 }

@@ -49,7 +49,7 @@ fn removed_key(path: &str, key: &str) -> Option<&'static str> {
     }
 }
 
-const LISTENER_KEYS: &[&str] = &["transport", "address", "port"];
+const LISTENER_KEYS: &[&str] = &["transport", "address", "port", "fallback"];
 const SUBSYSTEM_KEYS: &[&str] = &[
     "nqn",
     "serial",
@@ -383,7 +383,7 @@ pub(crate) fn validate(ctx: &mut Ctx, root: &Node) -> Option<Config> {
                     "listener: at least one listener is required".to_owned(),
                 );
             }
-            let mut seen: Vec<(SocketAddr, Span)> = Vec::new();
+            let mut seen: Vec<(SocketAddr, Vec<TransportKind>, Span)> = Vec::new();
             for table in array_of_tables(ctx, "listener", &entry.node, "listener") {
                 if let Some(l) = listener(ctx, &table, &mut seen) {
                     listeners.push(l);
@@ -469,10 +469,12 @@ fn target(ctx: &mut Ctx, node: &Node) -> Option<TargetConfig> {
         match as_str(ctx, &path, &e.node) {
             Some("adaptive") => cfg.idle = IdlePolicy::Adaptive,
             Some("busy") => cfg.idle = IdlePolicy::Busy,
+            Some("sleep") => cfg.idle = IdlePolicy::Sleep,
             Some(other) => ctx.error(
                 &e.node.span,
                 format!(
-                    "{path}: unknown idle policy {other:?} (expected \"adaptive\" or \"busy\")"
+                    "{path}: unknown idle policy {other:?} (expected \"adaptive\", \"busy\" \
+                     or \"sleep\")"
                 ),
             ),
             None => {}
@@ -568,30 +570,26 @@ fn target(ctx: &mut Ctx, node: &Node) -> Option<TargetConfig> {
 fn listener(
     ctx: &mut Ctx,
     t: &Table,
-    seen: &mut Vec<(SocketAddr, Span)>,
+    seen: &mut Vec<(SocketAddr, Vec<TransportKind>, Span)>,
 ) -> Option<ListenerConfig> {
     t.check_keys(ctx, LISTENER_KEYS);
 
     let transport = match t.get("transport") {
         None => {
-            t.missing(ctx, "transport", " (\"tcp\")");
+            t.missing(ctx, "transport", " (\"tcp\" or \"rdma\")");
             None
         }
         Some(e) => {
             let path = t.field("transport");
             match as_str(ctx, &path, &e.node) {
                 Some("tcp") => Some(TransportKind::Tcp),
-                Some("rdma") => {
-                    ctx.error(
-                        &e.node.span,
-                        format!("{path}: RDMA listeners are not supported yet"),
-                    );
-                    None
-                }
+                Some("rdma") => Some(TransportKind::Rdma),
                 Some(other) => {
                     ctx.error(
                         &e.node.span,
-                        format!("{path}: unknown transport {other:?} (expected \"tcp\")"),
+                        format!(
+                            "{path}: unknown transport {other:?} (expected \"tcp\" or \"rdma\")"
+                        ),
                     );
                     None
                 }
@@ -630,6 +628,8 @@ fn listener(
     };
 
     let port = match t.get("port") {
+        // RDMA listeners default to the NVMe over Fabrics port.
+        None if transport == Some(TransportKind::Rdma) => Some(4420),
         None => {
             t.missing(ctx, "port", " (4420 is the NVMe/TCP port, 8009 discovery)");
             None
@@ -637,15 +637,54 @@ fn listener(
         Some(e) => int_in::<u16>(ctx, &t.field("port"), &e.node, 1, 65535),
     };
 
+    let fallback = match t.get("fallback") {
+        None => None,
+        Some(e) => {
+            let path = t.field("fallback");
+            match as_str(ctx, &path, &e.node) {
+                Some("tcp") if transport == Some(TransportKind::Rdma) => Some(TransportKind::Tcp),
+                Some("tcp") => {
+                    ctx.error(
+                        &e.node.span,
+                        format!("{path}: only an RDMA listener can fall back to TCP"),
+                    );
+                    None
+                }
+                Some(other) => {
+                    ctx.error(
+                        &e.node.span,
+                        format!("{path}: unknown fallback {other:?} (expected \"tcp\")"),
+                    );
+                    None
+                }
+                None => None,
+            }
+        }
+    };
+
     let (transport, ip, port) = (transport?, address?, port?);
     let addr = SocketAddr::new(ip, port);
-    for (other, span) in seen.iter() {
-        let overlaps = other.port() == port
+    // TCP and RDMA have separate port spaces: a TCP and an RDMA listener may share an
+    // address and port (hosts then have two paths), unless the RDMA one may become TCP.
+    let kinds = |t: TransportKind, f: Option<TransportKind>| {
+        [Some(t), f].into_iter().flatten().collect::<Vec<_>>()
+    };
+    let mine = kinds(transport, fallback);
+    for (other, other_kinds, span) in seen.iter() {
+        let shared = mine.iter().any(|k| other_kinds.contains(k));
+        let overlaps = shared
+            && other.port() == port
             && other.is_ipv4() == addr.is_ipv4()
             && (other.ip() == ip || other.ip().is_unspecified() || ip.is_unspecified());
         if overlaps {
             let line = ctx.line(span);
-            let message = if *other == addr {
+            let message = if other_kinds[0] != transport {
+                format!(
+                    "{}: {addr} overlaps {other} (line {line}) once the RDMA one falls back \
+                     to TCP",
+                    t.path
+                )
+            } else if *other == addr {
                 format!(
                     "{}: duplicate listener {addr} (first defined at line {line})",
                     t.path
@@ -660,8 +699,12 @@ fn listener(
             return None;
         }
     }
-    seen.push((addr, t.span.clone()));
-    Some(ListenerConfig { transport, addr })
+    seen.push((addr, mine, t.span.clone()));
+    Some(ListenerConfig {
+        transport,
+        addr,
+        fallback,
+    })
 }
 
 /// Every namespace identifier given or derived so far, to find duplicates

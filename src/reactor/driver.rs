@@ -45,6 +45,8 @@ pub trait Driver {
     fn flush(&mut self, cx: &mut Cx, slot: usize);
     /// Closes session `slot`'s connection once what is queued is sent.
     fn close(&mut self, cx: &mut Cx, slot: usize, why: &str);
+    /// The reactor's timer (every 100 ms).
+    fn tick(&mut self, _cx: &mut Cx) {}
     /// The reactor is about to sleep in its ring: arm the wake-ups of the
     /// queues the ring does not see. `Ok(false)` when work turned up
     /// meanwhile (the reactor then polls again instead of sleeping).

@@ -341,8 +341,11 @@ impl Reactor {
                 last_work = now;
             }
             prev_worked = worked;
-            let mut sleep =
-                self.idle == IdlePolicy::Adaptive && now.duration_since(last_work) > SPIN_WINDOW;
+            let mut sleep = match self.idle {
+                IdlePolicy::Busy => false,
+                IdlePolicy::Adaptive => now.duration_since(last_work) > SPIN_WINDOW,
+                IdlePolicy::Sleep => !worked,
+            };
             if sleep {
                 for d in self.drivers.iter_mut() {
                     sleep &= d.before_sleep(&mut cx!(self))?;
@@ -410,6 +413,9 @@ impl Reactor {
 
     /// Timers: keep-alive expiry and controller teardown close sessions.
     fn tick(&mut self, now: Instant) {
+        for d in self.drivers.iter_mut() {
+            d.tick(&mut cx!(self));
+        }
         for slot in 0..self.sessions.len() {
             let Some(s) = self.sessions.get_mut(slot) else {
                 continue;

@@ -1098,8 +1098,11 @@ impl CmId {
         socket_addr(unsafe { &(*self.ptr.as_ptr()).dst_addr })
     }
 
-    /// Moves the id's events to `channel`.
+    /// Moves the id's events to `channel` (nothing to do when they go there already).
     pub fn migrate(&mut self, channel: &Arc<EventChannel>) -> io::Result<()> {
+        if Arc::ptr_eq(&self.channel, channel) {
+            return Ok(());
+        }
         let l = lib()?;
         // SAFETY: a live id and channel; every event of the id was acknowledged when read.
         let rc = unsafe { (l.migrate_id)(self.ptr.as_ptr(), channel.ptr.as_ptr()) };
