@@ -74,13 +74,15 @@ ensure_host_tools() {
 # --- package resolution -------------------------------------------------------------------
 # User-space packages whose files go into the guest whole (less docs); their shared libraries
 # come from the library packages among their dependencies, copied per ELF DT_NEEDED.
-GUEST_PACKAGES=(busybox-static bash nvme-cli libnvme1 e2fsprogs xfsprogs iproute2 fio rdma-core)
+GUEST_PACKAGES=(busybox-static bash nvme-cli libnvme1 e2fsprogs xfsprogs iproute2 fio rdma-core
+  libibverbs1 librdmacm1 ibverbs-providers ibverbs-utils rdmacm-utils)
 # Kernel modules the guest gets (with their modules.dep closure).
 GUEST_MODULES=(
   virtio_pci virtio_net
   nvme-core nvme-fabrics nvme-tcp nvme-rdma
   nvmet nvmet-tcp nvmet-rdma null_blk loop
-  rdma_rxe ib_uverbs rdma_ucm
+  rdma_rxe ib_uverbs rdma_ucm crc32_generic
+  nvme vfio vfio-pci vfio_iommu_type1
   ext4 xfs crc32c_generic crc32c-intel
 )
 

@@ -232,10 +232,13 @@ impl RdmaDriver {
                 return;
             }
         };
+        // The event's initiator depth is the host's responder resources
+        // (the CM swaps the two for the passive side): how many RDMA READs
+        // the host serves at once.
         let p = Pending {
             id,
             req,
-            host_rd: ev.responder_resources,
+            host_rd: ev.initiator_depth,
         };
         let r = cx.place();
         if r == cx.index {
