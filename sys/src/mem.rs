@@ -27,6 +27,8 @@ pub struct Region {
     map_len: usize,
     page: usize,
     huge: bool,
+    /// A device holds the pages (an RDMA registration): they must stay where they are.
+    pinned: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the region is plain memory owned by this value; every access through `&self` is an
@@ -87,6 +89,7 @@ impl Region {
                     map_len: len,
                     page: HUGE_PAGE,
                     huge: true,
+                    pinned: Default::default(),
                 });
             }
         }
@@ -106,7 +109,16 @@ impl Region {
             map_len,
             page,
             huge: false,
+            pinned: Default::default(),
         })
+    }
+
+    /// Records that a device now reaches the pages by their physical addresses (an RDMA
+    /// memory registration pinned them): from here on [`discard`](Self::discard) zeroes the
+    /// bytes instead of giving the pages back, since new pages would no longer be the ones
+    /// the device reads and writes.
+    pub fn set_pinned(&self) {
+        self.pinned.store(true, Relaxed);
     }
 
     /// The virtual address of byte 0, as a number: what a device descriptor (an RDMA
@@ -290,7 +302,7 @@ impl Region {
         let end = off + len as usize;
         let first = off.next_multiple_of(self.page);
         let last = end - end % self.page;
-        if first >= last {
+        if first >= last || self.pinned.load(Relaxed) {
             self.zero_range(off, end - off);
             return true;
         }

@@ -699,6 +699,8 @@ impl Pd {
                 format!("ibv_reg_mr of {} bytes: {e}", region.len()),
             )
         })?;
+        // Its pages must stay the ones the device was given.
+        region.set_pinned();
         // SAFETY: a live registration just returned.
         let lkey = unsafe { (*ptr.as_ptr()).lkey };
         Ok(Mr {

@@ -6,7 +6,12 @@
 # NVMF_GUEST_REFERENCE=1: test the kernel's own target (nvmet) in this guest instead, with
 # the same subsystems, to tell target bugs from test bugs.
 REFERENCE="${NVMF_GUEST_REFERENCE:-0}"
-if [ "$REFERENCE" = 1 ]; then
+# tcp, or rdma (then the target runs in this guest, on eth0's address: rxe does not route
+# 127.0.0.1).
+TRANSPORT="${NVMF_GUEST_TRANSPORT:-tcp}"
+if [ "$TRANSPORT" = rdma ]; then
+  TARGET=10.0.2.15
+elif [ "$REFERENCE" = 1 ]; then
   TARGET=127.0.0.1
 else
   TARGET="${NVMF_GUEST_TARGET_ADDR:-10.0.2.2}"
@@ -17,7 +22,7 @@ read -r -a SUBSYSTEMS <<<"${NVMF_GUEST_SUBSYSTEMS:-nqn.2026-01.io.nvmf-target:ra
 CHECK_TIMEOUT="${NVMF_GUEST_CHECK_TIMEOUT:-240}"
 VERBOSE="${NVMF_GUEST_VERBOSE:-0}"
 # A target that stops answering must fail the run quickly, not after the default 600 s.
-CONNECT_OPTS=(-t tcp -a "$TARGET" -s "$PORT" --ctrl-loss-tmo=20 --reconnect-delay=2)
+CONNECT_OPTS=(-t "$TRANSPORT" -a "$TARGET" -s "$PORT" --ctrl-loss-tmo=20 --reconnect-delay=2)
 DISCOVERY_NQN=nqn.2014-08.org.nvmexpress.discovery
 # Namespace identifiers ns-descs must show (nvmet has no EUI-64).
 read -r -a NIDS <<<"${NVMF_GUEST_EXPECT_NIDS:-eui64 nguid uuid}"
@@ -49,11 +54,17 @@ check() {
   out="$(mktemp)"
   dmesg_before="$(dmesg | wc -l)"
   start=$(date +%s)
+  # The command runs in a new bash with this shell's variables and functions: in a subshell
+  # it would inherit the caller's `if check ...` / `check ... || true`, which turns `set -e`
+  # off inside it, so a failing step in the middle of a function would go unnoticed.
+  local state
+  state="$(mktemp)"
+  {
+    declare -p | grep -Ev '^declare -[a-zA-Z-]*r|^declare -[a-zA-Z-]* (BASH[A-Z_]*|SHELLOPTS|EUID|PPID|UID|GROUPS|FUNCNAME|PIPESTATUS|DIRSTACK|RANDOM|SRANDOM|SECONDS|LINENO|HISTCMD|EPOCH[A-Z]*|_)='
+    declare -f
+  } >"$state"
   set +e
-  (
-    set -e
-    "$@"
-  ) >"$out" 2>&1 &
+  bash -c 'source "$0" 2>/dev/null; set -eo pipefail; "$@"' "$state" "$@" >"$out" 2>&1 &
   local pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     sleep 0.2
@@ -85,7 +96,7 @@ check() {
     echo "    kernel log:"
     dmesg | tail -n +"$((dmesg_before + 1))" | indent
   fi
-  rm -f "$out"
+  rm -f "$out" "$state"
   return "$rc"
 }
 
@@ -118,7 +129,7 @@ ctrl_for() { # NQN -> live controller name (nvme0), or nothing
   for c in /sys/class/nvme/nvme*; do
     [ -e "$c/subsysnqn" ] || continue
     [ "$(cat "$c/subsysnqn")" = "$1" ] || continue
-    [ "$(cat "$c/transport" 2>/dev/null)" = tcp ] || continue
+    [ "$(cat "$c/transport" 2>/dev/null)" = "$TRANSPORT" ] || continue
     basename "$c"
     return 0
   done
@@ -146,7 +157,7 @@ ns_for() { # CTRL -> its namespace block device (nvme0n1), waiting for it to app
 # --- checks ---------------------------------------------------------------------------------
 discover() { # PORT NQN
   local out
-  out="$(run nvme discover -t tcp -a "$TARGET" -s "$1" 2>&1)" || {
+  out="$(run nvme discover -t "$TRANSPORT" -a "$TARGET" -s "$1" 2>&1)" || {
     echo "$out"
     return 1
   }
@@ -154,11 +165,17 @@ discover() { # PORT NQN
   expect "subnqn: +$2\$" "$out"
   expect "subnqn: +$DISCOVERY_NQN\$" "$out"
   expect "trsvcid: +$PORT( |\$)" "$out"
+  expect "trtype: +$TRANSPORT( |\$)" "$out"
+  if [ "$TRANSPORT" = rdma ]; then
+    # TSAS: reliable connected, no provider specified, RDMA IP CM.
+    expect "qptype: +connected" "$out"
+    expect "cms: +rdma-cm" "$out"
+  fi
 }
 
 discover_json() { # PORT NQN: the JSON form parses and lists the subsystem
   local out
-  out="$(run nvme discover -t tcp -a "$TARGET" -s "$1" -o json 2>&1)"
+  out="$(run nvme discover -t "$TRANSPORT" -a "$TARGET" -s "$1" -o json 2>&1)"
   echo "$out"
   expect "\"subnqn\" *: *\"$2\"" "$out"
 }
@@ -216,7 +233,7 @@ id_ctrl() {
   expect "^mn +: [^ ]" "$out"
   expect "^ioccsz +: [1-9]" "$out"
   expect "^iorcsz +: [1-9]" "$out"
-  expect "^sgls +: [1-9a-f]" "$out"
+  expect "^sgls +: (0x)?0*[1-9a-f]" "$out"
   expect "^cntrltype +: 1" "$out"
 }
 
@@ -225,7 +242,7 @@ id_ns() { # BS
   out="$(run nvme id-ns "/dev/$NS" 2>&1)"
   echo "$out"
   want_lbads=$([ "$1" = 4096 ] && echo 12 || echo 9)
-  expect "^lbaf +[0-9]+ : ms:0 +lbads:$want_lbads rp:.*\(in use\)" "$out"
+  expect "^lbaf +[0-9]+ : ms:0 +lbads:$want_lbads +rp:.*\(in use\)" "$out"
   nsze=$(($(sed -n 's/^nsze *: *//p' <<<"$out")))
   bytes="$(cat "/sys/block/$NS/size")"
   echo "nsze $nsze blocks of $1; kernel: $((bytes * 512)) bytes; logical_block_size $(cat "/sys/block/$NS/queue/logical_block_size")"
@@ -298,7 +315,10 @@ properties() { # Property Get of CAP, VS, CC, CSTS: an enabled, ready controller
 pattern() { # FILE BYTES SEED: deterministic non-zero data
   local n
   n=$(($2 / 16 + 1))
-  yes "nvmf-target-$3-0123456789abcdef" | head -c $((n * 32)) | head -c "$2" >"$1"
+  # (`yes` ends on SIGPIPE: not a failure.)
+  {
+    yes "nvmf-target-$3-0123456789abcdef" || true
+  } | head -c $((n * 32)) | head -c "$2" >"$1"
 }
 
 io_blocks() { # BS -> blocks per nvme-cli transfer: 8, or fewer if MDTS is smaller
@@ -398,7 +418,10 @@ write_files() {
 }
 
 verify_files() {
-  (cd "$MNT" && run sha256sum -c --quiet SHA256SUMS)
+  (cd "$MNT" && run sha256sum -c SHA256SUMS >/tmp/sums.out) || {
+    grep -v ': OK$' /tmp/sums.out
+    return 1
+  }
   [ "$(wc -l <"$MNT/SHA256SUMS")" -ge 204 ]
 }
 
@@ -437,15 +460,15 @@ set_dev() {
   say "$NQN: controller /dev/$CTRL, namespace /dev/$NS"
 }
 
-reference_setup() { # nvmet on 127.0.0.1:PORT, each namespace a memory-backed null_blk
+reference_setup() { # nvmet on TARGET:PORT, each namespace a memory-backed null_blk
   local cfg=/sys/kernel/config/nvmet entry nqn bs nb
   run modprobe nvmet
-  run modprobe nvmet-tcp
+  run modprobe "nvmet-$TRANSPORT"
   run modprobe null_blk nr_devices=0
   mkdir "$cfg/ports/1"
-  echo tcp >"$cfg/ports/1/addr_trtype"
+  echo "$TRANSPORT" >"$cfg/ports/1/addr_trtype"
   echo ipv4 >"$cfg/ports/1/addr_adrfam"
-  echo 127.0.0.1 >"$cfg/ports/1/addr_traddr"
+  echo "$TARGET" >"$cfg/ports/1/addr_traddr"
   echo "$PORT" >"$cfg/ports/1/addr_trsvcid"
   for entry in "${SUBSYSTEMS[@]}"; do
     nqn="${entry%=*}"
@@ -465,6 +488,152 @@ reference_setup() { # nvmet on 127.0.0.1:PORT, each namespace a memory-backed nu
     echo 1 >"$cfg/subsystems/$nqn/namespaces/1/enable"
     ln -s "$cfg/subsystems/$nqn" "$cfg/ports/1/subsystems/$nqn"
   done
+}
+
+# --- per subsystem ------------------------------------------------------------------------------
+basic() { # NQN BS
+  NQN="$1"
+  local bs="$2"
+  say "=== $NQN (block size $bs): discovery, connect, admin, I/O, filesystems"
+  if [ "$REFERENCE" != 1 ] && [ "$DPORT" != "$PORT" ]; then
+    check "discover on port $DPORT lists $NQN" discover "$DPORT" "$NQN" || true
+    check "discover -o json on port $DPORT" discover_json "$DPORT" "$NQN" || true
+  fi
+  check "discover on port $PORT lists $NQN" discover "$PORT" "$NQN" || true
+  check "connect $NQN" connect "$NQN" || return 0
+  set_dev
+  check "nvme list shows /dev/$NS" nvme_list || true
+  check "id-ctrl" id_ctrl || true
+  check "id-ns: block size $bs, size" id_ns "$bs" || true
+  check "ns-descs: ${NIDS[*]}" ns_descs || true
+  check "list-ns" list_ns || true
+  check "smart-log" smart_log || true
+  check "error-log" error_log || true
+  check "fw-log" fw_log || true
+  check "get-property CAP, VS, CC, CSTS" properties || true
+  local f
+  for f in "${FEATURES[@]}"; do
+    check "get-feature -f $f" get_feature "$f" || true
+  done
+  check "write + read" io_write_read "$bs" || true
+  if [ "$REFERENCE" != 1 ]; then # nvmet has no Compare, and no range check on null_blk
+    check "compare" io_compare "$bs" || true
+    check "read past the end fails" io_oob "$bs" || true
+  fi
+  check "write-zeroes" io_write_zeroes "$bs" || true
+  check "dsm --ad" io_dsm || true
+  check "flush" io_flush || true
+  check "dd 4 MiB O_DIRECT" dd_verify 4 64 || true
+  check "fio raw randwrite verify 16 MiB" fio_verify raw "/dev/$NS" 16M --offset=128M --bsrange="$bs"-128k || true
+
+  FSTYPE=ext4
+  if check "mkfs.ext4" mkfs_ext4 && check "mount ext4" mount_fs; then
+    check "ext4: write files" write_files || true
+    check "ext4: fio randwrite verify 64 MiB" fio_verify fs "$MNT/fio.dat" 64M --bs=4k || true
+    check "umount ext4" umount_fs || true
+    check "fsck.ext4 -fn" fsck_ext4 || true
+    if check "mount ext4 again" mount_fs; then
+      check "ext4: files intact" verify_files || true
+      check "umount ext4" umount_fs || true
+    fi
+  fi
+  FSTYPE=xfs
+  if check "mkfs.xfs" mkfs_xfs && check "mount xfs" mount_fs; then
+    check "xfs: write files" write_files || true
+    check "xfs: fio randwrite verify 64 MiB" fio_verify fs "$MNT/fio.dat" 64M --bsrange=4k-64k || true
+    check "umount xfs" umount_fs || true
+    check "xfs_repair -n" fsck_xfs || true
+  fi
+  check "disconnect $NQN" disconnect "$NQN" || true
+}
+
+multiqueue() { # NQN BS
+  NQN="$1"
+  local bs="$2"
+  say "=== $NQN: reconnect with -i 4 --nr-write-queues=1 --nr-poll-queues=1"
+  check "connect -i 4 -W 1 -P 1" connect "$NQN" -i 4 --nr-write-queues=1 --nr-poll-queues=1 || return 0
+  set_dev
+  check "queues: kernel mapped default/read/poll queues" queues_mapped || true
+  check "queues: fio randrw verify, 2 jobs" fio_verify mq "/dev/$NS" 8M --offset=300M --numjobs=2 \
+    --offset_increment=8M --bsrange="$bs"-64k --rw=randrw || true
+  check "queues: fio polled (pvsync2 --hipri)" run fio --name=poll --filename="/dev/$NS" --size=2M \
+    --offset=320M --ioengine=pvsync2 --hipri --direct=1 --rw=randwrite --bs=4k \
+    --verify=crc32c --verify_fatal=1 --do_verify=1 --output-format=terse --minimal || true
+  check "queues: disconnect" disconnect "$NQN" || true
+}
+
+wait_state() { # CTRL STATE SECONDS: wait until the controller is in STATE
+  local s=""
+  for _ in $(seq $(($3 * 5))); do
+    s="$(cat "/sys/class/nvme/$1/state" 2>/dev/null || echo gone)"
+    [ "$s" = "$2" ] && return 0
+    sleep 0.2
+  done
+  echo "controller $1 is '$s', not '$2', after $3 s"
+  return 1
+}
+
+reset_keeps_data() {
+  head -c 1048576 /dev/urandom >/tmp/rand.dat
+  run dd if=/tmp/rand.dat of="/dev/$NS" bs=1M seek=10 oflag=direct status=none
+  run nvme reset "/dev/$CTRL"
+  wait_state "$CTRL" live 30
+  run dd if="/dev/$NS" of=/tmp/back.dat bs=1M skip=10 count=1 iflag=direct status=none
+  run cmp /tmp/rand.dat /tmp/back.dat
+  dmesg | grep "$CTRL" | tail -n 5
+}
+
+idle_keep_alive() { # connected with -k 5: idle for 2 keep-alive periods, still live
+  wait_state "$CTRL" live 1
+  echo "kato: $(cat "/sys/class/nvme/$CTRL/kato" 2>/dev/null || echo '?')"
+  sleep 11
+  wait_state "$CTRL" live 1
+  if dmesg | grep -iE "$CTRL.*(keep-alive|keep alive)"; then
+    echo "keep-alive trouble in the kernel log"
+    return 1
+  fi
+  run dd if="/dev/$NS" of=/dev/null bs=4k count=1 iflag=direct status=none
+}
+
+# --- target crash and restart (each script defines kill_and_restart_target) -------------------
+write_back_cache() { # a buffered file namespace has a volatile write cache: the host flushes
+  local out
+  out="$(run nvme id-ctrl "/dev/$CTRL" 2>&1)"
+  expect "^vwc +: 0x7" "$out"
+  run cat "/sys/block/$NS/queue/write_cache"
+  [ "$(cat "/sys/block/$NS/queue/write_cache")" = "write back" ]
+  run nvme get-feature "/dev/$CTRL" -f 6
+  run nvme flush "/dev/$NS" -n 1
+}
+
+restart_prepare() {
+  FSTYPE=xfs
+  mkfs_xfs
+  mount_fs
+  write_files
+  run sync
+}
+
+restart_target() {
+  local before
+  before="$(dmesg | grep -c "$CTRL" || true)"
+  kill_and_restart_target
+  # The controller notices the lost connection, then reconnects every 2 s.
+  for _ in $(seq 100); do
+    [ "$(cat "/sys/class/nvme/$CTRL/state")" != live ] && break
+    sleep 0.2
+  done
+  echo "state after the crash: $(cat "/sys/class/nvme/$CTRL/state")"
+  wait_state "$CTRL" live 40
+  dmesg | grep "$CTRL" | tail -n +"$((before + 1))"
+}
+
+restart_verify() {
+  verify_files
+  run dd if=/dev/urandom of="$MNT/after-restart" bs=1M count=4 status=none
+  run sync
+  umount_fs
+  fsck_xfs
 }
 
 for m in ext4 xfs; do modprobe "$m"; done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Kernel-host tests: the Linux kernel's NVMe/TCP host, in a QEMU guest (scripts/vm/run.sh),
-# against nvmf-target running here on the loopback.
+# against nvmf-target running here on the loopback; and its NVMe/RDMA host over Soft-RoCE
+# against nvmf-target running in the guest (guest-rdma.sh: this machine's kernel has no RDMA).
 #
 #   tests/kernel/run.sh [GUEST_SCRIPT...]     default: tests/kernel/guest-*.sh
 #
@@ -81,9 +82,10 @@ if [ "${NVMF_KTEST_REFERENCE:-0}" = 1 ]; then
   say "reference run: the guest tests its own nvmet target"
   rc=0
   for s in "${scripts[@]}"; do
-    # Only guest-basic.sh knows how to set nvmet up.
-    [ "$(basename "$s")" = guest-basic.sh ] || continue
-    NVMF_VM_FILES=tests/kernel/lib-guest.sh NVMF_GUEST_REFERENCE=1 NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096" \
+    # Only guest-basic.sh and guest-rdma.sh know how to set nvmet up.
+    case "$(basename "$s")" in guest-basic.sh | guest-rdma.sh) ;; *) continue ;; esac
+    NVMF_VM_FILES="tests/kernel/lib-guest.sh scripts/soft-roce.sh" NVMF_GUEST_REFERENCE=1 \
+      NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096" NVMF_VM_MEMORY="${NVMF_VM_MEMORY:-2048M}" \
       NVMF_VM_LOG="$logs/$(basename "$s" .sh).reference.console.log" scripts/vm/run.sh "$s" || rc=1
   done
   exit "$rc"
@@ -91,6 +93,10 @@ fi
 say "building nvmf-target"
 cargo build --release --bin nvmf-target
 bin="$repo/target/release/nvmf-target"
+# The guest runs its own copy for the RDMA suite: without debug info it is a 2 MB file.
+guest_bin="$logs/nvmf-target"
+cp "$bin" "$guest_bin"
+strip "$guest_bin" 2>/dev/null || true
 
 cfg="$logs/target.toml"
 cat >"$cfg" <<EOF
@@ -298,8 +304,16 @@ shopt -s lastpipe
 for s in "${scripts[@]}"; do
   name="$(basename "$s" .sh)"
   say "running $s in the guest"
+  extra=()
+  case "$name" in
+  guest-rdma*)
+    # The target runs in the guest, next to its RAM namespaces: more guest memory.
+    extra=(NVMF_VM_FILES="tests/kernel/lib-guest.sh scripts/soft-roce.sh $guest_bin"
+      NVMF_VM_MEMORY="${NVMF_VM_MEMORY:-2560M}")
+    ;;
+  esac
   set +e
-  NVMF_VM_LOG="$logs/$name.console.log" scripts/vm/run.sh "$s" 2>&1 |
+  env "${extra[@]}" NVMF_VM_LOG="$logs/$name.console.log" scripts/vm/run.sh "$s" 2>&1 |
     while IFS= read -r line; do
       printf '%s\n' "$line"
       case "$line" in
