@@ -261,7 +261,8 @@ persistent_discovery() {
   expect "^subnqn +: $DISCOVERY_NQN\$" "$out"
   sleep 8
   wait_state "$c" live 1
-  run nvme get-log "/dev/$c" --log-id=0x70 --log-len=1024 | head -5
+  run nvme get-log "/dev/$c" --log-id=0x70 --log-len=1024 >/tmp/dlog.out
+  head -n 5 /tmp/dlog.out
   run nvme disconnect -d "$c"
 }
 

@@ -313,12 +313,10 @@ properties() { # Property Get of CAP, VS, CC, CSTS: an enabled, ready controller
 }
 
 pattern() { # FILE BYTES SEED: deterministic non-zero data
-  local n
-  n=$(($2 / 16 + 1))
   # (`yes` ends on SIGPIPE: not a failure.)
   {
     yes "nvmf-target-$3-0123456789abcdef" || true
-  } | head -c $((n * 32)) | head -c "$2" >"$1"
+  } | head -c "$2" >"$1"
 }
 
 io_blocks() { # BS -> blocks per nvme-cli transfer: 8, or fewer if MDTS is smaller
