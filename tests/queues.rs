@@ -575,3 +575,95 @@ fn a_host_that_stops_reading_blocks_nobody_else() {
     }
     stalled.shutdown().unwrap();
 }
+
+/// TCP state of our end of a loopback connection, from /proc/net/tcp
+/// ("01" established, "08" close-wait: the target closed its end; gone
+/// when the target reset it).
+fn tcp_state(s: &std::net::TcpStream) -> Option<String> {
+    let hex = |a: std::net::SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(ip) => {
+            format!("{:08X}:{:04X}", u32::from_le_bytes(ip.octets()), a.port())
+        }
+        std::net::IpAddr::V6(_) => String::new(),
+    };
+    let (local, peer) = (hex(s.local_addr().ok()?), hex(s.peer_addr().ok()?));
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    // The row of this connection (both ends: an old one in TIME_WAIT may
+    // have had the same local port).
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&local.as_str()) && f.get(2) == Some(&peer.as_str()))
+            .then(|| f.get(3).map(|s| s.to_string()))?
+    })
+}
+
+/// Waits until the target has closed or reset its end.
+fn wait_closed_by_target(s: &std::net::TcpStream, within: Duration) -> bool {
+    wait_until(within, || {
+        matches!(tcp_state(s).as_deref(), None | Some("08") | Some("07"))
+    })
+}
+
+/// Connections that never send an ICReq, or send it a byte at a time, are
+/// closed after the handshake timeout (10 s); a well-behaved host is served
+/// meanwhile.
+#[test]
+fn silent_and_trickling_connections_are_closed_after_the_handshake_timeout() {
+    use std::io::Write;
+    let t = start_basic();
+    let mut silent: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| std::net::TcpStream::connect(t.addr()).unwrap())
+        .collect();
+    let mut slow = std::net::TcpStream::connect(t.addr()).unwrap();
+    slow.write_all(&[0x00, 0x00, 128]).unwrap();
+    silent.push(slow);
+    let mut c = connect(t.addr(), 1);
+    write_read_check(&mut c.io[0], NS_RAM512, 512, 0, 8, 4096);
+    let start = Instant::now();
+    for (i, s) in silent.iter().enumerate() {
+        assert!(
+            wait_closed_by_target(s, Duration::from_secs(40)),
+            "connection {i} still {:?}",
+            tcp_state(s)
+        );
+    }
+    eprintln!("all closed after {:?}", start.elapsed());
+    // The host that did its handshake is still served.
+    write_read_check(&mut c.io[0], NS_RAM512, 512, 8, 8, 4096);
+    c.shutdown().unwrap();
+}
+
+/// A host that stops reading its I/O queue's socket while reads are
+/// outstanding, and stops its keep-alives: when keep-alive expires the
+/// target closes that connection too, though its sends are stuck.
+#[test]
+fn an_expired_controller_closes_an_io_connection_whose_host_does_not_read() {
+    let t = start_basic();
+    let (admin, io, _) = kato_controller(t.addr(), 1000);
+    let mut io = io;
+    // 64 reads of 128 KiB: 8 MiB the host never takes.
+    let cfg = io.tx_config();
+    let mut burst = Vec::new();
+    for i in 0..64u16 {
+        let mut r = Command::read(NS_RAM512, i as u64 * 256, 255);
+        r.cid = i;
+        r.dptr = nvmf_initiator::command::sgl_descriptor(
+            0,
+            128 * 1024,
+            nvmf_initiator::command::SGL_TRANSPORT_DATA_BLOCK,
+        );
+        burst.extend(nvmf_initiator::pdu::encode_capsule_cmd(
+            &r.to_bytes(),
+            &[],
+            &cfg,
+        ));
+    }
+    io.send_raw(&burst).unwrap();
+    let stream = io.into_stream().unwrap();
+    assert!(
+        wait_closed_by_target(&stream, Duration::from_secs(40)),
+        "the I/O connection is still {:?} long after keep-alive expired",
+        tcp_state(&stream)
+    );
+    drop(admin);
+}

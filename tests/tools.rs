@@ -78,7 +78,7 @@ corez = [0]
 [[listener]]
 transport = "rdma"
 address = "127.0.0.1"
-port = 4420
+fallback = "udp"
 
 [[subsystem]]
 nqn = "nqn.2026-01.io.x:y"
@@ -99,7 +99,7 @@ fn expected_errors(f: &str) -> Vec<String> {
         "syntax.toml" => &["3:1: TOML syntax error: invalid array: expected `]`"],
         "keys.toml" => &[
             "2:1: target: unknown key \"corez\" (did you mean \"cores\"?)",
-            "5:13: listener[0].transport: RDMA listeners are not supported yet",
+            "7:12: listener[0].fallback: unknown fallback \"udp\" (expected \"tcp\")",
             "13:1: subsystem[0].namespace[0]: missing required field \"size\" (the ram backend needs a size)",
         ],
         other => panic!("no expectations for {other}"),

@@ -1009,3 +1009,37 @@ fn an_rdma_listener_without_rdma_says_why_or_falls_back_to_tcp() {
     write_read_check(&mut c.io[0], NS_RAM512, 512, 0, 8, 4096);
     c.shutdown().unwrap();
 }
+
+/// A host with a 1024-entry queue that submits 1000 reads in one burst: every
+/// one is served. (Their responses once took more than IOV_MAX segments in
+/// one gathered send, which failed and dropped the connection silently.)
+#[test]
+fn a_burst_of_1000_reads_on_a_1024_entry_queue_is_served() {
+    let t = start(&basic_toml("max_queue_depth = 1024"));
+    let mut o = opts();
+    o.queue_size = 1024;
+    let mut c = connect_with(t.addr(), NQN, &o, 1);
+    let cfg = c.io[0].tx_config();
+    let mut burst = Vec::new();
+    for cid in 0..1000u16 {
+        let mut r = Command::read(NS_RAM512, cid as u64, 0);
+        r.cid = cid;
+        r.dptr = command::sgl_descriptor(0, 512, command::SGL_TRANSPORT_DATA_BLOCK);
+        burst.extend(capsule(&r, &[], &cfg));
+    }
+    c.io[0].send_raw(&burst).unwrap();
+    let (mut data, mut done) = (0, std::collections::HashSet::new());
+    while done.len() < 1000 {
+        match c.io[0].recv_raw_pdu() {
+            Ok(Pdu::C2hData(d)) => data += d.data.len(),
+            Ok(Pdu::CapsuleResp(r)) => {
+                let cid = u16::from_le_bytes([r.cqe[12], r.cqe[13]]);
+                let status = u16::from_le_bytes([r.cqe[14], r.cqe[15]]) >> 1;
+                assert_eq!(status, 0, "read {cid} failed");
+                assert!(done.insert(cid), "cid {cid} completed twice");
+            }
+            other => panic!("after {} completions: {other:?}", done.len()),
+        }
+    }
+    assert_eq!(data, 1000 * 512);
+}

@@ -6,6 +6,7 @@
 //! - [`event`]: an eventfd to wake a reactor sleeping in its ring;
 //! - [`cpu`]: thread and process CPU clocks, thread names;
 //! - [`file`]: opening files and block devices for the file backend;
+//! - [`net`]: socket options std does not offer;
 //! - [`signal`]: termination signals taken synchronously, for an orderly shutdown;
 //! - [`rdma`]: RDMA verbs and connection manager, loaded at run time.
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod cpu;
 pub mod event;
 pub mod file;
 pub mod mem;
+pub mod net;
 pub mod rdma;
 pub mod ring;
 pub mod signal;

@@ -113,6 +113,19 @@ impl Region {
         })
     }
 
+    /// How many of the region's pages are in memory (`mincore`): what it costs now.
+    pub fn resident_pages(&self) -> io::Result<usize> {
+        let sys_page = page_size();
+        let mut vec = vec![0u8; self.map_len.div_ceil(sys_page)];
+        // SAFETY: the range is exactly our mapping and `vec` has one byte per page of it, as
+        // mincore requires; it only writes `vec`.
+        let rc = unsafe { libc::mincore(self.ptr.as_ptr().cast(), self.map_len, vec.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(vec.iter().filter(|&&b| b & 1 != 0).count())
+    }
+
     /// Records that a device now reaches the pages by their physical addresses (an RDMA
     /// memory registration pinned them): from here on [`discard`](Self::discard) zeroes the
     /// bytes instead of giving the pages back, since new pages would no longer be the ones

@@ -1002,3 +1002,23 @@ impl Driver for RdmaDriver {
         self.listeners.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_request_ids_carry_slot_generation_kind_and_value() {
+        for (slot, gen, kind, value) in [
+            (0usize, 0u8, W_RECV, 0u32),
+            (0xFF_FFFF, 255, W_DRAIN, 0xFF_FFFF),
+            (12345, 7, W_READ, (1023 << 12) | NO_CHUNK),
+            (3, 1, W_RESP, 255),
+        ] {
+            let id = wr_id(slot, gen, kind, value);
+            assert_eq!(wr_split(id), (slot, gen, kind, value), "{id:#x}");
+        }
+        // A value wider than 24 bits cannot spill into the kind.
+        assert_eq!(wr_split(wr_id(1, 2, W_RESP, 0xFFFF_FFFF)).2, W_RESP);
+    }
+}

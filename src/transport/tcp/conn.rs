@@ -20,6 +20,9 @@ const RECV_LIMIT_AWAITING_DATA: usize = 4096;
 const LARGE_WRITE: u32 = 64 * 1024;
 /// Read data at least this large is sent from its own buffer, not copied.
 const ZERO_COPY_MIN: usize = 2048;
+/// Segments one gathered send takes at most (`IOV_MAX` on Linux: a
+/// `sendmsg` with more fails).
+pub const MAX_SEGMENTS: usize = 1024;
 
 /// Connection settings from the target config.
 #[derive(Debug, Clone, Copy)]
@@ -150,8 +153,14 @@ impl TcpConn {
     }
 
     /// Moves the pending output, in order, to the end of `bufs` (segments
-    /// for one gathered send).
+    /// for one gathered send), at most [`MAX_SEGMENTS`] of them: a send
+    /// takes no more (the kernel's IOV_MAX); the rest waits for the next.
     pub fn take_output(&mut self, bufs: &mut Vec<SendBuf>) {
+        let room = MAX_SEGMENTS.saturating_sub(bufs.len());
+        if self.segs.len() >= room {
+            bufs.extend(self.segs.drain(..room));
+            return;
+        }
         bufs.append(&mut self.segs);
         if !self.out.is_empty() {
             let next = self.bufs.alloc();

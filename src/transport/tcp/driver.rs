@@ -11,8 +11,20 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-/// Receive buffer per connection.
+/// Receive buffer of an I/O queue's connection: large, so that one receive
+/// takes many PDUs.
 const RECV_BUF: usize = 256 * 1024;
+/// Receive buffer of a connection before its Connect, and of an admin
+/// queue's (a few commands at a time): what an idle or silent connection
+/// costs.
+const RECV_BUF_SMALL: usize = 16 * 1024;
+/// How long a new connection has to send its ICReq and Connect: one that
+/// does not (silent, or a byte at a time) would hold its socket forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a send may wait for a host that does not read its socket
+/// before the connection is closed (keep-alive may be off; this bounds what
+/// such a host holds either way).
+const SEND_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Write data at least this long still to come in an H2CData PDU is
 /// received straight into the write's buffer rather than through the
 /// receive buffer (one copy fewer).
@@ -98,6 +110,10 @@ struct Sock {
     polling: bool,
     /// When data last came in.
     last_rx: Instant,
+    /// When the connection was accepted.
+    accepted: Instant,
+    /// When the send in flight was posted.
+    send_since: Instant,
 }
 
 pub struct TcpDriver {
@@ -162,8 +178,35 @@ impl TcpDriver {
             direct: None,
             polling: false,
             last_rx: cx.now,
+            accepted: cx.now,
+            send_since: cx.now,
         });
-        self.post_recv(cx, slot, vec![0u8; RECV_BUF]);
+        let buf = cx.bufs.alloc_len(RECV_BUF_SMALL);
+        self.post_recv(cx, slot, buf);
+    }
+
+    /// The receive buffer a connection's queue calls for.
+    fn recv_size(cx: &Cx, slot: usize) -> usize {
+        match cx.sessions.get(slot) {
+            Some(s) if s.queue.qid() != 0 => RECV_BUF,
+            _ => RECV_BUF_SMALL,
+        }
+    }
+
+    /// Closes a connection at once, dropping what it has not sent (the
+    /// host stopped reading, or never spoke): the send in flight then
+    /// fails and the slot is released.
+    fn abort(&mut self, cx: &mut Cx, slot: usize, why: &str) {
+        if let Some(c) = self.sock(slot) {
+            if !c.shut {
+                log::info!("reactor {}: closing connection: {why}", cx.index);
+                c.tcp.close(why);
+                // Reset, rather than wait for a host that may never read
+                // what is queued (the send in flight fails on the shutdown).
+                let _ = nvmf_sys::net::set_abortive_close(&c.stream);
+            }
+        }
+        self.shut(cx, slot);
     }
 
     fn post_recv(&mut self, cx: &mut Cx, slot: usize, buf: Vec<u8>) {
@@ -210,10 +253,12 @@ impl TcpDriver {
             return;
         }
         let Some(d) = c.tcp.take_direct(DIRECT_RECV_MIN) else {
-            let buf = if buf.len() == RECV_BUF {
+            let want = Self::recv_size(cx, slot);
+            let buf = if buf.len() == want {
                 buf
             } else {
-                vec![0u8; RECV_BUF]
+                cx.bufs.recycle(buf);
+                cx.bufs.alloc_len(want)
             };
             return self.post_recv(cx, slot, buf);
         };
@@ -305,6 +350,13 @@ impl TcpDriver {
         };
         sock.send_busy = false;
         let mut bufs = c.bufs;
+        if c.result < 0 && !sock.shut {
+            log::warn!(
+                "reactor {}: send failed: {}; closing the connection",
+                cx.index,
+                io::Error::from_raw_os_error(-c.result)
+            );
+        }
         if c.result < 0 || sock.shut {
             for b in bufs.drain(..) {
                 sock.tcp.recycle(b);
@@ -328,6 +380,9 @@ impl TcpDriver {
             } else {
                 sock.send_off = off;
                 sock.send_busy = true;
+                if c.result > 0 {
+                    sock.send_since = cx.now;
+                }
                 let fd = sock.stream.as_raw_fd();
                 let op = Op::SendV {
                     fd,
@@ -451,6 +506,7 @@ impl Driver for TcpDriver {
             c.tcp.take_output(&mut bufs);
             c.send_busy = true;
             c.send_off = 0;
+            c.send_since = cx.now;
             let fd = c.stream.as_raw_fd();
             let op = Op::SendV {
                 fd,
@@ -482,9 +538,31 @@ impl Driver for TcpDriver {
     }
 
     fn close(&mut self, cx: &mut Cx, slot: usize, why: &str) {
-        if let Some(c) = self.sock(slot) {
-            c.tcp.close(why);
-            cx.sessions.mark_dirty(slot);
+        // The controller is gone (keep-alive expired, torn down): nothing
+        // queued for the host matters, and a host that stopped reading
+        // must not keep the connection open.
+        self.abort(cx, slot, why);
+    }
+
+    fn tick(&mut self, cx: &mut Cx) {
+        for slot in 0..self.socks.len() {
+            let Some(c) = self.socks[slot].as_ref() else {
+                continue;
+            };
+            if c.shut {
+                continue;
+            }
+            let connected = cx
+                .sessions
+                .get(slot)
+                .is_some_and(|s| s.queue.is_connected());
+            if !connected && cx.now.duration_since(c.accepted) > HANDSHAKE_TIMEOUT {
+                let why = format!("no ICReq and Connect within {HANDSHAKE_TIMEOUT:?}");
+                self.abort(cx, slot, &why);
+            } else if c.send_busy && cx.now.duration_since(c.send_since) > SEND_STALL_TIMEOUT {
+                let why = format!("the host read nothing for {SEND_STALL_TIMEOUT:?}");
+                self.abort(cx, slot, &why);
+            }
         }
     }
 

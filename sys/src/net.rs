@@ -1,0 +1,30 @@
+//! Socket options std does not offer on stable.
+
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+
+/// Makes the connection's last close abortive (`SO_LINGER` on, timeout 0): the kernel then
+/// drops what is still unsent and resets the connection instead of holding its buffers for a
+/// peer that does not read.
+pub fn set_abortive_close(s: &TcpStream) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from a live local; the descriptor is
+    // borrowed from `s` for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(crate::last_error());
+    }
+    Ok(())
+}
