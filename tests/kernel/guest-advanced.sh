@@ -436,19 +436,7 @@ say "=== persistent discovery controller"
 check "discover --persistent: stays live 8 s with keep-alive 5 s" persistent_discovery || true
 
 say "=== $FILENQN: target crash (SIGKILL) and restart under a mounted XFS"
-NQN="$FILENQN"
-if check "connect $FILENQN" connect "$FILENQN"; then
-  set_dev
-  check "volatile write cache reported; the kernel flushes" write_back_cache || true
-  if check "mkfs.xfs, mount, write files" restart_prepare; then
-    if check "host reconnects after the target restarts" restart_target; then
-      check "files intact after the restart, more writes, xfs_repair -n clean" restart_verify || true
-    else
-      umount -f "$MNT" 2>/dev/null || true
-    fi
-  fi
-  check "disconnect $FILENQN" disconnect "$FILENQN" || true
-fi
+crash_and_restart "$FILENQN"
 
 summary
 [ "$failed" -eq 0 ]

@@ -626,6 +626,24 @@ restart_target() {
   dmesg | grep "$CTRL" | tail -n +"$((before + 1))"
 }
 
+# The checks of a target crash under a mounted XFS on the file namespace NQN (a sequence of
+# checks: run it in the script itself, not inside a check).
+crash_and_restart() { # NQN
+  NQN="$1"
+  if check "connect $NQN" connect "$NQN"; then
+    set_dev
+    check "volatile write cache reported; the kernel flushes" write_back_cache || true
+    if check "mkfs.xfs, mount, write files" restart_prepare; then
+      if check "host reconnects after the target restarts" restart_target; then
+        check "files intact after the restart, more writes, xfs_repair -n clean" restart_verify || true
+      else
+        umount -f "$MNT" 2>/dev/null || true
+      fi
+    fi
+    check "disconnect $NQN" disconnect "$NQN" || true
+  fi
+}
+
 restart_verify() {
   verify_files
   run dd if=/dev/urandom of="$MNT/after-restart" bs=1M count=4 status=none
