@@ -13,6 +13,7 @@ ROUNDS="${NVMF_GUEST_BENCH_ROUNDS:-3}"
 SECS="${NVMF_GUEST_BENCH_SECS:-10}"
 CASES="${NVMF_GUEST_BENCH_CASES:-randread:4k:1 randread:4k:32 read:128k:16 write:128k:16}"
 NQN=nqn.2026-01.io.nvmf-target:bench
+NQN2=nqn.2026-01.io.nvmet:bench
 ADDR=10.0.2.15
 CFG=/tmp/bench.toml
 
@@ -24,7 +25,7 @@ modprobe null_blk nr_devices=0
 
 cat >"$CFG" <<EOF
 [target]
-cores = [0]
+cores = [${NVMF_GUEST_BENCH_CORE:-0}]
 idle = "${NVMF_GUEST_BENCH_IDLE:-sleep}"
 [[listener]]
 transport = "rdma"
@@ -38,6 +39,7 @@ size = "256MiB"
 block_size = 4096
 EOF
 
+# Both targets run all along, on one address: nvmf-target on port 4420, nvmet on 4421.
 nvmet_up() {
   local cfg=/sys/kernel/config/nvmet nb=/sys/kernel/config/nullb/bench
   mkdir -p "$nb"
@@ -49,54 +51,47 @@ nvmet_up() {
   echo rdma >"$cfg/ports/1/addr_trtype"
   echo ipv4 >"$cfg/ports/1/addr_adrfam"
   echo "$ADDR" >"$cfg/ports/1/addr_traddr"
-  echo 4420 >"$cfg/ports/1/addr_trsvcid"
-  mkdir -p "$cfg/subsystems/$NQN/namespaces/1"
-  echo 1 >"$cfg/subsystems/$NQN/attr_allow_any_host"
-  echo /dev/bench >"$cfg/subsystems/$NQN/namespaces/1/device_path"
-  echo 1 >"$cfg/subsystems/$NQN/namespaces/1/enable"
-  ln -s "$cfg/subsystems/$NQN" "$cfg/ports/1/subsystems/$NQN"
+  echo 4421 >"$cfg/ports/1/addr_trsvcid"
+  mkdir -p "$cfg/subsystems/$NQN2/namespaces/1"
+  echo 1 >"$cfg/subsystems/$NQN2/attr_allow_any_host"
+  echo /dev/bench >"$cfg/subsystems/$NQN2/namespaces/1/device_path"
+  echo 1 >"$cfg/subsystems/$NQN2/namespaces/1/enable"
+  ln -s "$cfg/subsystems/$NQN2" "$cfg/ports/1/subsystems/$NQN2"
 }
 
-nvmet_down() {
-  local cfg=/sys/kernel/config/nvmet
-  rm -f "$cfg/ports/1/subsystems/$NQN"
-  echo 0 >"$cfg/subsystems/$NQN/namespaces/1/enable"
-  rmdir "$cfg/subsystems/$NQN/namespaces/1" "$cfg/subsystems/$NQN" "$cfg/ports/1"
-}
-
-TPID=""
-ours_up() {
-  /test/nvmf-target --config "$CFG" --log-level warn >/tmp/bench-target.log 2>&1 &
-  TPID=$!
-  sleep 1
-}
-ours_down() {
-  kill -TERM "$TPID"
-  wait "$TPID" || true
-  TPID=""
-}
+/test/nvmf-target --config "$CFG" --log-level warn >/tmp/bench-target.log 2>&1 &
+TPID=$!
+nvmet_up
+sleep 1
 
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 run_case() { # TARGET CASE
-  local tgt="$1" rw bs qd dev b0 b1 p0=0 p1=0 hz
+  local tgt="$1" rw bs qd dev="" b0 b1 p0=0 p1=0 hz nqn port pid=""
   IFS=: read -r rw bs qd <<<"$2"
-  nvme connect -t rdma -a "$ADDR" -s 4420 -n "$NQN" >/dev/null
+  if [ "$tgt" = ours ]; then
+    nqn="$NQN" port=4420 pid="$TPID"
+  else
+    nqn="$NQN2" port=4421
+  fi
+  nvme connect -t rdma -a "$ADDR" -s "$port" -n "$nqn" >/dev/null
   for _ in $(seq 50); do
-    dev="$(for b in /sys/block/nvme*n1; do [ "$(cat "$b/device/subsysnqn" 2>/dev/null)" = "$NQN" ] && basename "$b"; done | head -n 1 || true)"
+    for b in /sys/block/nvme*n1; do
+      [ "$(cat "$b/device/subsysnqn" 2>/dev/null)" = "$nqn" ] && dev="$(basename "$b")"
+    done
     [ -n "$dev" ] && [ -b "/dev/$dev" ] && break
     sleep 0.1
   done
-  hz="$(getconf CLK_TCK)"
+  hz=100 # USER_HZ: the unit of /proc/stat and /proc/PID/stat on Linux
   b0="$(busy_ticks)"
-  [ -n "$TPID" ] && p0="$(proc_ticks "$TPID")"
+  [ -n "$pid" ] && p0="$(proc_ticks "$pid")"
   fio --name=b --filename="/dev/$dev" --ioengine=libaio --direct=1 --rw="$rw" --bs="$bs" \
     --iodepth="$qd" --time_based --runtime="$SECS" --ramp_time=1 --size=200M \
-    --output-format=json --output=/tmp/fio.json >/dev/null 2>&1 || true
+    --output-format=json --output=/tmp/fio.json >/tmp/fio.err 2>&1 || cat /tmp/fio.err
   b1="$(busy_ticks)"
-  [ -n "$TPID" ] && p1="$(proc_ticks "$TPID")"
-  nvme disconnect -n "$NQN" >/dev/null
+  [ -n "$pid" ] && p1="$(proc_ticks "$pid")"
+  nvme disconnect -n "$nqn" >/dev/null
   awk -v tgt="$tgt" -v c="$2" -v busy=$((b1 - b0)) -v proc=$((p1 - p0)) -v hz="$hz" -v secs="$SECS" '
     { all = all $0 "\n" }
     END {
@@ -125,9 +120,8 @@ for r in $(seq "$ROUNDS"); do
   order="ours nvmet"
   [ $((r % 2)) -eq 0 ] && order="nvmet ours"
   for tgt in $order; do
-    "${tgt}_up"
     for c in $CASES; do run_case "$tgt" "$c"; done
-    "${tgt}_down"
   done
 done
+kill -TERM "$TPID"
 echo "BENCH-DONE"

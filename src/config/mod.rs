@@ -103,7 +103,7 @@ pub enum IdlePolicy {
     Busy,
     /// Poll while there is work, then sleep in the kernel with a timeout.
     Adaptive,
-    /// Sleep in the kernel as soon as a pass finds no work: for machines
+    /// Sleep in the kernel as soon as nothing is left to do: for machines
     /// where polling takes the CPU from what the target waits on (a
     /// one-CPU VM running Soft-RoCE, whose work is the kernel's).
     Sleep,

@@ -344,7 +344,9 @@ impl Reactor {
             let mut sleep = match self.idle {
                 IdlePolicy::Busy => false,
                 IdlePolicy::Adaptive => now.duration_since(last_work) > SPIN_WINDOW,
-                IdlePolicy::Sleep => !worked,
+                // Even right after work: nothing is left to do but wait
+                // (the drivers poll once more before the ring sleeps).
+                IdlePolicy::Sleep => self.sessions.dirty.is_empty(),
             };
             if sleep {
                 for d in self.drivers.iter_mut() {

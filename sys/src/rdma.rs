@@ -894,26 +894,23 @@ impl Cq {
         check_value(rc, "ibv_req_notify_cq")
     }
 
-    /// Takes the channel's pending events (without blocking); true if there was one.
-    pub fn take_events(&self) -> bool {
+    /// Takes one pending event of the channel (without blocking); true if there was one. A
+    /// queue armed once signals once: after a wake-up there is one event to take.
+    pub fn take_event(&self) -> bool {
         let Ok(l) = lib() else { return false };
-        let mut any = false;
-        loop {
-            let mut cq: *mut ibv_cq = ptr::null_mut();
-            let mut ctx: *mut c_void = ptr::null_mut();
-            // SAFETY: a live, non-blocking channel and valid out-pointers.
-            if unsafe { (l.get_cq_event)(self.channel.ptr.as_ptr(), &mut cq, &mut ctx) } != 0 {
-                break;
-            }
-            any = true;
-            self.events.set(self.events.get() + 1);
-            if self.events.get() >= 1024 {
-                // SAFETY: acknowledges events taken from this queue's channel.
-                unsafe { (l.ack_cq_events)(self.ptr.as_ptr(), self.events.get()) };
-                self.events.set(0);
-            }
+        let mut cq: *mut ibv_cq = ptr::null_mut();
+        let mut ctx: *mut c_void = ptr::null_mut();
+        // SAFETY: a live, non-blocking channel and valid out-pointers.
+        if unsafe { (l.get_cq_event)(self.channel.ptr.as_ptr(), &mut cq, &mut ctx) } != 0 {
+            return false;
         }
-        any
+        self.events.set(self.events.get() + 1);
+        if self.events.get() >= 1024 {
+            // SAFETY: acknowledges events taken from this queue's channel.
+            unsafe { (l.ack_cq_events)(self.ptr.as_ptr(), self.events.get()) };
+            self.events.set(0);
+        }
+        true
     }
 
     pub fn channel(&self) -> &Arc<CompChannel> {
@@ -974,7 +971,7 @@ pub struct SendWr<'a> {
 }
 
 /// Work requests posted in one call at most, and scatter/gather entries per request.
-pub const MAX_CHAIN: usize = 4;
+pub const MAX_CHAIN: usize = 16;
 pub const MAX_SGE: usize = 4;
 
 /// An RDMA CM id (a listener, or one connection with its queue pair).

@@ -61,6 +61,41 @@ fn wr_split(id: u64) -> (usize, u8, u8, u32) {
     )
 }
 
+/// Responses are signalled at least this often (see `post_plans`).
+const SIGNAL_EVERY: u32 = 16;
+
+/// Where a work request's local data is.
+enum Local {
+    None,
+    /// The plan's staging chunk.
+    Staging,
+    /// Registered backend memory.
+    Region(nvmf_sys::RegionSlice),
+}
+
+enum PlanKind {
+    Read {
+        tag: u16,
+        addr: u64,
+        key: u32,
+    },
+    Respond {
+        cqe: [u8; 16],
+        invalidate: Option<u32>,
+        /// The host memory the read data goes to.
+        write: Option<(u64, u32)>,
+    },
+}
+
+/// An action ready to post: its local data decided.
+struct Plan {
+    kind: PlanKind,
+    len: u32,
+    local: Local,
+    /// The staging chunk it holds (NO_CHUNK if none).
+    chunk: u32,
+}
+
 /// A connect request placed on a reactor, for its driver to accept.
 pub struct Pending {
     id: CmId,
@@ -120,6 +155,8 @@ struct Qp {
     /// Actions waiting for a staging buffer.
     waiting: Vec<Action>,
     peer: Option<SocketAddr>,
+    /// Responses posted since the last signalled one.
+    unsignaled: u32,
 }
 
 pub struct RdmaDriver {
@@ -136,6 +173,7 @@ pub struct RdmaDriver {
     gen: u8,
     wcs: Vec<Wc>,
     actions: Vec<Action>,
+    plans: Vec<Plan>,
 }
 
 impl RdmaDriver {
@@ -160,6 +198,7 @@ impl RdmaDriver {
             gen: 0,
             wcs: vec![Wc::default(); POLL_BATCH],
             actions: Vec::new(),
+            plans: Vec::new(),
         }
     }
 
@@ -304,7 +343,9 @@ impl RdmaDriver {
                 .ok_or_else(|| io::Error::other("the connection has no device"))?;
             let di = self.device(cx, dev)?;
             let depth = req.depth();
-            let send_wr = depth * 3 + 1;
+            // Per command at most an RDMA READ, or an RDMA WRITE and a SEND;
+            // plus unsignalled sends not yet reclaimed, and the drain marker.
+            let send_wr = depth * 3 + 2 * SIGNAL_EVERY + 1;
             let cq_share = depth + send_wr;
             let d = &mut self.devices[di];
             if d.cq_used + cq_share > CQ_ENTRIES.min(d.attr.max_cqe) {
@@ -364,6 +405,7 @@ impl RdmaDriver {
             chunks: Vec::new(),
             waiting: Vec::new(),
             peer,
+            unsignaled: 0,
         });
         for i in 0..depth {
             if let Err(e) = self.post_recv(slot, i) {
@@ -483,17 +525,9 @@ impl RdmaDriver {
         true
     }
 
-    /// A scatter/gather entry for backend memory registered with
-    /// [`ensure_region`](Self::ensure_region).
-    fn region_sge(&self, dev: usize, s: &nvmf_sys::RegionSlice, len: u32) -> Option<rdma::Sge<'_>> {
-        self.devices[dev]
-            .regions
-            .get(&s.region().addr())?
-            .sge(s.offset(), len)
-    }
-
-    /// Posts what `slot`'s connection asks for; actions that need a
-    /// staging buffer wait for one.
+    /// Posts what `slot`'s connection asks for, in as few posts as the
+    /// chain limit allows (each post is a doorbell, a system call on
+    /// Soft-RoCE); actions that need a staging buffer wait for one.
     fn run_actions(&mut self, cx: &mut Cx, slot: usize) {
         let mut actions = std::mem::take(&mut self.actions);
         if let Some(q) = self.qps.get_mut(slot).and_then(|q| q.as_mut()) {
@@ -501,6 +535,7 @@ impl RdmaDriver {
             actions.append(&mut q.waiting);
             q.conn.take_actions(&mut actions);
         }
+        let mut plans = std::mem::take(&mut self.plans);
         let mut failed = None;
         for a in actions.drain(..) {
             let open = matches!(self.qps.get(slot), Some(Some(q)) if q.state == QpState::Open);
@@ -508,9 +543,9 @@ impl RdmaDriver {
                 recycle_action(cx, a);
                 continue;
             }
-            match self.post_action(cx, slot, a) {
-                Ok(None) => {}
-                Ok(Some(a)) => {
+            match self.plan(cx, slot, a) {
+                Ok(Ok(p)) => plans.push(p),
+                Ok(Err(a)) => {
                     if let Some(q) = self.qps.get_mut(slot).and_then(|q| q.as_mut()) {
                         q.waiting.push(a);
                     }
@@ -519,17 +554,24 @@ impl RdmaDriver {
             }
         }
         self.actions = actions;
+        if let Err(e) = self.post_plans(slot, &plans) {
+            failed.get_or_insert(e);
+        }
+        // (Staging buffers of plans not posted stay with the queue pair
+        // until it is destroyed: some of its work requests may be posted.)
+        plans.clear();
+        self.plans = plans;
         if let Some(e) = failed {
-            self.teardown(cx, slot, &format!("posting a work request failed: {e}"));
+            self.teardown(cx, slot, &format!("posting work requests failed: {e}"));
         }
     }
 
-    /// Posts one action; gives it back when it must wait for a staging
-    /// buffer.
-    fn post_action(&mut self, cx: &mut Cx, slot: usize, a: Action) -> io::Result<Option<Action>> {
-        let (dev, gen) = match self.qps.get(slot).and_then(|q| q.as_ref()) {
-            Some(q) => (q.dev, q.gen),
-            None => return Ok(None),
+    /// Decides where an action's local data is (copying it into a staging
+    /// buffer when it is not in registered memory); gives the action back
+    /// when it must wait for a staging buffer.
+    fn plan(&mut self, cx: &mut Cx, slot: usize, a: Action) -> io::Result<Result<Plan, Action>> {
+        let Some(dev) = self.qps.get(slot).and_then(|q| q.as_ref()).map(|q| q.dev) else {
+            return Err(io::Error::other("no queue pair"));
         };
         match a {
             Action::Read {
@@ -539,24 +581,20 @@ impl RdmaDriver {
                 len,
                 placed,
             } => {
-                let op = SendOp::RdmaRead { addr, rkey: key };
-                if let Some(p) = &placed {
-                    if self.ensure_region(dev, p.region()) {
-                        if let Some(sge) = self.region_sge(dev, p, len) {
-                            let wr = SendWr {
-                                wr_id: wr_id(slot, gen, W_READ, ((tag as u32) << 12) | NO_CHUNK),
-                                op,
-                                data: SendData::Sges(&[sge]),
-                                signaled: true,
-                            };
-                            let q = self.qps[slot].as_ref().expect("checked above");
-                            q.id.post_send(&[wr])?;
-                            return Ok(None);
-                        }
+                let mut p = Plan {
+                    kind: PlanKind::Read { tag, addr, key },
+                    len,
+                    local: Local::None,
+                    chunk: NO_CHUNK,
+                };
+                if let Some(s) = &placed {
+                    if self.ensure_region(dev, s.region()) {
+                        p.local = Local::Region(s.clone());
+                        return Ok(Ok(p));
                     }
                 }
                 let Some(c) = self.take_chunk(slot) else {
-                    return Ok(Some(Action::Read {
+                    return Ok(Err(Action::Read {
                         tag,
                         addr,
                         key,
@@ -564,116 +602,179 @@ impl RdmaDriver {
                         placed,
                     }));
                 };
-                let st = &self.devices[dev].staging;
-                let sge = st
-                    .mr
-                    .sge(c as u64 * st.chunk as u64, len)
-                    .ok_or_else(|| io::Error::other("write larger than a staging buffer"))?;
-                let wr = SendWr {
-                    wr_id: wr_id(slot, gen, W_READ, ((tag as u32) << 12) | c),
-                    op,
-                    data: SendData::Sges(&[sge]),
-                    signaled: true,
-                };
-                let q = self.qps[slot].as_ref().expect("checked above");
-                if let Err(e) = q.id.post_send(&[wr]) {
-                    self.put_chunk(slot, c);
-                    return Err(e);
-                }
-                Ok(None)
+                p.local = Local::Staging;
+                p.chunk = c;
+                Ok(Ok(p))
             }
             Action::Respond {
                 cqe,
                 data,
                 invalidate,
             } => {
-                let send_op = match invalidate {
-                    Some(k) => SendOp::SendInv(k),
-                    None => SendOp::Send,
-                };
                 let Some((d, addr, key)) = data else {
-                    let wr = SendWr {
-                        wr_id: wr_id(slot, gen, W_RESP, NO_CHUNK),
-                        op: send_op,
-                        data: SendData::Inline(&cqe),
-                        signaled: true,
-                    };
-                    let q = self.qps[slot].as_ref().expect("checked above");
-                    q.id.post_send(&[wr])?;
-                    return Ok(None);
+                    return Ok(Ok(Plan {
+                        kind: PlanKind::Respond {
+                            cqe,
+                            invalidate,
+                            write: None,
+                        },
+                        len: 0,
+                        local: Local::None,
+                        chunk: NO_CHUNK,
+                    }));
                 };
                 let len = d.len() as u32;
+                let kind = PlanKind::Respond {
+                    cqe,
+                    invalidate,
+                    write: Some((addr, key)),
+                };
                 // Backend memory straight from its registration, else a copy
                 // in a staging buffer.
-                let shared = match &d {
-                    ReadData::Shared(s) => (self.ensure_region(dev, s.region())
-                        && self.region_sge(dev, s, len).is_some())
-                    .then(|| s.clone()),
-                    ReadData::Bytes(_) => None,
-                };
-                let chunk = if shared.is_some() {
-                    NO_CHUNK
-                } else {
-                    let Some(c) = self.take_chunk(slot) else {
-                        return Ok(Some(Action::Respond {
-                            cqe,
-                            data: Some((d, addr, key)),
-                            invalidate,
+                if let ReadData::Shared(s) = &d {
+                    if self.ensure_region(dev, s.region()) {
+                        return Ok(Ok(Plan {
+                            kind,
+                            len,
+                            local: Local::Region(s.clone()),
+                            chunk: NO_CHUNK,
                         }));
-                    };
-                    let st = &self.devices[dev].staging;
-                    let at = c as u64 * st.chunk as u64;
-                    let copied = match &d {
-                        ReadData::Bytes(b) => st.mr.region().write(at, b),
-                        ReadData::Shared(s) => {
-                            let mut tmp = cx.bufs.alloc_len(s.len());
-                            let ok = s.copy_to(&mut tmp) && st.mr.region().write(at, &tmp);
-                            cx.bufs.recycle(tmp);
-                            ok
-                        }
-                    };
-                    if !copied {
-                        self.put_chunk(slot, c);
-                        return Err(io::Error::other("read data larger than a staging buffer"));
                     }
-                    c
+                }
+                let Some(c) = self.take_chunk(slot) else {
+                    return Ok(Err(Action::Respond {
+                        cqe,
+                        data: Some((d, addr, key)),
+                        invalidate,
+                    }));
+                };
+                let st = &self.devices[dev].staging;
+                let at = c as u64 * st.chunk as u64;
+                let copied = match &d {
+                    ReadData::Bytes(b) => b.len() <= st.chunk && st.mr.region().write(at, b),
+                    ReadData::Shared(s) => {
+                        let mut tmp = cx.bufs.alloc_len(s.len());
+                        let ok = s.len() <= st.chunk
+                            && s.copy_to(&mut tmp)
+                            && st.mr.region().write(at, &tmp);
+                        cx.bufs.recycle(tmp);
+                        ok
+                    }
                 };
                 if let ReadData::Bytes(b) = d {
                     cx.bufs.recycle(b);
                 }
-                let d = &self.devices[dev];
-                let sge = match &shared {
-                    Some(s) => self.region_sge(dev, s, len),
-                    None => d.staging.mr.sge(chunk as u64 * d.staging.chunk as u64, len),
-                };
-                let Some(sge) = sge else {
-                    return Err(io::Error::other("read data outside registered memory"));
-                };
-                let sges = [sge];
-                let wrs = [
-                    SendWr {
-                        wr_id: wr_id(slot, gen, W_RESP, NO_CHUNK),
-                        op: SendOp::RdmaWrite { addr, rkey: key },
-                        data: SendData::Sges(&sges),
-                        signaled: false,
-                    },
-                    SendWr {
-                        wr_id: wr_id(slot, gen, W_RESP, chunk),
-                        op: send_op,
-                        data: SendData::Inline(&cqe),
-                        signaled: true,
-                    },
-                ];
-                let q = self.qps[slot].as_ref().expect("checked above");
-                if let Err(e) = q.id.post_send(&wrs) {
-                    if chunk != NO_CHUNK {
-                        self.put_chunk(slot, chunk);
-                    }
-                    return Err(e);
+                if !copied {
+                    self.put_chunk(slot, c);
+                    return Err(io::Error::other("read data larger than a staging buffer"));
                 }
-                Ok(None)
+                Ok(Ok(Plan {
+                    kind,
+                    len,
+                    local: Local::Staging,
+                    chunk: c,
+                }))
             }
         }
+    }
+
+    /// Posts the planned work requests of `slot`'s queue pair, chained.
+    fn post_plans(&mut self, slot: usize, plans: &[Plan]) -> io::Result<()> {
+        if plans.is_empty() {
+            return Ok(());
+        }
+        let Some(q) = self.qps.get_mut(slot).and_then(|q| q.as_mut()) else {
+            return Ok(());
+        };
+        // Responses are signalled when they hold a staging buffer, and every
+        // SIGNAL_EVERY-th one otherwise, so that the send queue's slots come
+        // back: fewer completions to take, and fewer wake-ups.
+        let mut signal = Vec::with_capacity(plans.len());
+        for p in plans {
+            let s = match p.kind {
+                PlanKind::Read { .. } => true,
+                PlanKind::Respond { .. } => {
+                    q.unsignaled += 1;
+                    if p.chunk != NO_CHUNK || q.unsignaled >= SIGNAL_EVERY {
+                        q.unsignaled = 0;
+                        true
+                    } else {
+                        false
+                    }
+                }
+            };
+            signal.push(s);
+        }
+        let q = self.qps[slot].as_ref().expect("checked above");
+        let d = &self.devices[q.dev];
+        let gen = q.gen;
+        // Every local buffer first (the work requests borrow them).
+        let mut sges = Vec::with_capacity(plans.len());
+        for p in plans {
+            let sge = match &p.local {
+                Local::None => None,
+                Local::Staging => d
+                    .staging
+                    .mr
+                    .sge(p.chunk as u64 * d.staging.chunk as u64, p.len),
+                Local::Region(s) => d
+                    .regions
+                    .get(&s.region().addr())
+                    .and_then(|mr| mr.sge(s.offset(), p.len)),
+            };
+            if !matches!(p.local, Local::None) && sge.is_none() {
+                return Err(io::Error::other("data outside registered memory"));
+            }
+            sges.push(sge.map(|s| [s]));
+        }
+        let mut wrs: Vec<SendWr> = Vec::with_capacity(plans.len() * 2);
+        for ((p, sge), &signaled) in plans.iter().zip(&sges).zip(&signal) {
+            let local = match sge {
+                Some(s) => SendData::Sges(s),
+                None => SendData::None,
+            };
+            match &p.kind {
+                PlanKind::Read { tag, addr, key } => wrs.push(SendWr {
+                    wr_id: wr_id(slot, gen, W_READ, ((*tag as u32) << 12) | p.chunk),
+                    op: SendOp::RdmaRead {
+                        addr: *addr,
+                        rkey: *key,
+                    },
+                    data: local,
+                    signaled: true,
+                }),
+                PlanKind::Respond {
+                    cqe,
+                    invalidate,
+                    write,
+                } => {
+                    if let Some((addr, key)) = write {
+                        wrs.push(SendWr {
+                            wr_id: wr_id(slot, gen, W_RESP, NO_CHUNK),
+                            op: SendOp::RdmaWrite {
+                                addr: *addr,
+                                rkey: *key,
+                            },
+                            data: local,
+                            signaled: false,
+                        });
+                    }
+                    wrs.push(SendWr {
+                        wr_id: wr_id(slot, gen, W_RESP, p.chunk),
+                        op: match invalidate {
+                            Some(k) => SendOp::SendInv(*k),
+                            None => SendOp::Send,
+                        },
+                        data: SendData::Inline(cqe),
+                        signaled,
+                    });
+                }
+            }
+        }
+        for chain in wrs.chunks(rdma::MAX_CHAIN) {
+            q.id.post_send(chain)?;
+        }
+        Ok(())
     }
 
     /// Polls every device's completion queue once; true if it found work.
@@ -916,7 +1017,7 @@ impl Driver for RdmaDriver {
             }
             K_COMP => {
                 if let Some(d) = self.devices.get_mut(slot) {
-                    d.cq.take_events();
+                    d.cq.take_event();
                     d.armed = false;
                     let fd = d.cq.channel().fd();
                     if let Err(e) = cx.ring.push(Op::PollIn { fd }, c.token) {
