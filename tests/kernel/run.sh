@@ -308,8 +308,9 @@ for s in "${scripts[@]}"; do
   case "$name" in
   guest-rdma*)
     # The target runs in the guest, next to its RAM namespaces: more guest memory.
+    # Two vCPUs: the target runs a reactor on each, so RDMA connections are handed over.
     extra=(NVMF_VM_FILES="tests/kernel/lib-guest.sh scripts/soft-roce.sh $guest_bin"
-      NVMF_VM_MEMORY="${NVMF_VM_MEMORY:-2560M}")
+      NVMF_VM_MEMORY="${NVMF_VM_MEMORY:-2560M}" NVMF_VM_CPUS="${NVMF_VM_CPUS:-2}")
     ;;
   esac
   set +e
