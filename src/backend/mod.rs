@@ -3,6 +3,7 @@
 
 mod file;
 mod null;
+pub mod nvme;
 mod ram;
 
 pub use file::FileBackend;

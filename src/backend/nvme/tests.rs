@@ -1,0 +1,327 @@
+//! The driver's pieces against the simulated controller: bring-up, I/O with
+//! PRP lists, wrap-around, a full queue, completions out of order, timeouts
+//! and aborts, a controller that fails.
+
+use super::sim::{Mode, SimController, SimMem};
+use super::*;
+use crate::nvme::io_op;
+use std::time::{Duration, Instant};
+
+const MEM: usize = 8 << 20;
+
+fn up(depth: u32) -> (Arc<SimMem>, SimController, Up, DmaArena) {
+    let mem = SimMem::new(MEM);
+    // 16 MiB of 512-byte blocks, MDTS 5 (128 KiB), up to 64 entries.
+    let sim = SimController::new(mem.clone(), 32768, 9, 5, 63);
+    let mut arena = DmaArena::new(0, MEM as u64);
+    let up = bring_up(&sim, &*mem, &mut arena, 1, 2, depth, &mut |_| {})
+        .expect("the simulated controller comes up");
+    (mem, sim, up, arena)
+}
+
+use std::sync::Arc;
+
+fn rw(op: u8, slba: u64, blocks: u32, prp1: u64, prp2: u64) -> Command {
+    Command {
+        opcode: op,
+        nsid: 1,
+        cdw10: slba as u32,
+        cdw11: (slba >> 32) as u32,
+        cdw12: blocks - 1,
+        dptr: prp_dptr(prp1, prp2),
+        ..Default::default()
+    }
+}
+
+/// Submits and rings; polls and acknowledges; returns what completed.
+fn run(
+    sim: &SimController,
+    mem: &SimMem,
+    q: &mut QueuePair,
+    dstrd: u32,
+    cmds: Vec<(Command, u64)>,
+) -> Vec<Done> {
+    let far = Instant::now() + Duration::from_secs(60);
+    for (c, t) in cmds {
+        q.submit(mem, c, t, far).expect("room in the queue");
+    }
+    if let Some(tail) = q.sq_doorbell() {
+        sim.write32(doorbell(q.qid, false, dstrd), tail as u32);
+    }
+    let mut done = Vec::new();
+    if let Some(head) = q.poll(mem, &mut done) {
+        sim.write32(doorbell(q.qid, true, dstrd), head as u32);
+    }
+    done
+}
+
+#[test]
+fn bring_up_reads_the_controller_and_namespace_and_creates_queues() {
+    let (_mem, sim, up, _) = up(32);
+    assert_eq!(up.identity.max_transfer, 128 << 10);
+    assert_eq!(up.identity.namespaces, 1);
+    assert!(up.identity.vwc);
+    assert_eq!(up.ns.blocks, 32768);
+    assert_eq!(up.ns.lba_shift, 9);
+    assert_eq!(up.io.len(), 2, "the two queue pairs asked for");
+    assert_eq!(up.io[0].entries(), 32);
+    assert_eq!(sim.read32(reg::CSTS) & reg::CSTS_RDY, 1);
+    // Identify, Identify, Set Features, and Create CQ + SQ twice.
+    assert_eq!(sim.commands(), 7);
+}
+
+#[test]
+fn bring_up_refuses_what_it_cannot_drive() {
+    let mem = SimMem::new(MEM);
+    let sim = SimController::new(mem.clone(), 1024, 9, 5, 63);
+    let mut arena = DmaArena::new(0, MEM as u64);
+    let e = bring_up(&sim, &*mem, &mut arena, 2, 1, 32, &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(e.contains("namespace 2 does not exist"), "{e}");
+    // Queue depth is clamped to what CAP.MQES allows.
+    let mut arena = DmaArena::new(0, MEM as u64);
+    let up = bring_up(&sim, &*mem, &mut arena, 1, 1, 1000, &mut |_| {}).unwrap();
+    assert_eq!(up.io[0].entries(), 64);
+    // No DMA memory left for queues.
+    let mut tiny = DmaArena::new(0, 8192);
+    assert!(bring_up(&sim, &*mem, &mut tiny, 1, 1, 32, &mut |_| {}).is_err());
+}
+
+#[test]
+fn writes_and_reads_through_prp_lists_reach_the_media() {
+    let (mem, sim, mut up, mut arena) = up(32);
+    let q = &mut up.io[0];
+    let data: Vec<u8> = (0..128 * 1024u32).map(|i| (i * 13 + 7) as u8).collect();
+    let buf = arena.alloc(128 << 10).unwrap();
+    let list = arena.alloc(4096).unwrap();
+    let mut entries = Vec::new();
+    // An unaligned start: 33 pages, a PRP list.
+    let at = buf + 512;
+    let (p1, p2) = prp::build(at, 64 << 10, list, &mut entries).unwrap();
+    let bytes: Vec<u8> = entries.iter().flat_map(|e| e.to_le_bytes()).collect();
+    assert!(mem.write(list, &bytes));
+    assert!(mem.write(at, &data[..64 << 10]));
+    let done = run(
+        &sim,
+        &mem,
+        q,
+        up.dstrd,
+        vec![(rw(io_op::WRITE, 100, 128, p1, p2), 7)],
+    );
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].token, done[0].status), (7, Status::SUCCESS));
+    assert_eq!(sim.media(100 * 512, 64 << 10), data[..64 << 10]);
+    // Read it back into another place.
+    assert!(mem.write(at, &vec![0u8; 64 << 10]));
+    let done = run(
+        &sim,
+        &mem,
+        q,
+        up.dstrd,
+        vec![(rw(io_op::READ, 100, 128, p1, p2), 8)],
+    );
+    assert_eq!(done[0].status, Status::SUCCESS);
+    let mut back = vec![0u8; 64 << 10];
+    assert!(mem.read(at, &mut back));
+    assert_eq!(back, data[..64 << 10]);
+    // The device's status goes back unchanged: past the end of the namespace.
+    let done = run(
+        &sim,
+        &mem,
+        q,
+        up.dstrd,
+        vec![(rw(io_op::READ, 32767, 2, p1, p2), 9)],
+    );
+    assert_eq!(done[0].status, Status::LBA_OUT_OF_RANGE);
+}
+
+#[test]
+fn queues_wrap_around_with_the_phase_tag() {
+    let (mem, sim, mut up, mut arena) = up(4);
+    let q = &mut up.io[0];
+    let buf = arena.alloc(4096).unwrap();
+    // 100 commands through a 4-entry queue: the tail, the head and the
+    // phase wrap 25 times.
+    for i in 0..100u64 {
+        let done = run(
+            &sim,
+            &mem,
+            q,
+            up.dstrd,
+            vec![(rw(io_op::READ, i, 1, buf, 0), i)],
+        );
+        assert_eq!(done.len(), 1, "command {i}");
+        assert_eq!(done[0].token, i);
+        assert!(done[0].status.is_success());
+    }
+    assert_eq!(q.in_flight(), 0);
+    assert_eq!(q.stray, 0);
+}
+
+#[test]
+fn a_full_queue_refuses_until_completions_come() {
+    let (mem, sim, mut up, mut arena) = up(4);
+    sim.set_mode(Mode::Hold);
+    let q = &mut up.io[0];
+    let buf = arena.alloc(4096).unwrap();
+    let far = Instant::now() + Duration::from_secs(60);
+    for i in 0..3 {
+        q.submit(&*mem, rw(io_op::READ, i, 1, buf, 0), i, far)
+            .unwrap();
+    }
+    assert!(!q.has_room());
+    assert_eq!(
+        q.submit(&*mem, rw(io_op::READ, 9, 1, buf, 0), 9, far),
+        Err(SubmitError::Full)
+    );
+    sim.write32(
+        doorbell(1, false, up.dstrd),
+        q.sq_doorbell().unwrap() as u32,
+    );
+    sim.release(false);
+    let mut done = Vec::new();
+    q.poll(&*mem, &mut done).unwrap();
+    assert_eq!(done.len(), 3);
+    assert!(q.has_room());
+}
+
+#[test]
+fn completions_out_of_order_find_their_commands() {
+    let (mem, sim, mut up, mut arena) = up(16);
+    sim.set_mode(Mode::Hold);
+    let q = &mut up.io[0];
+    let buf = arena.alloc(4096).unwrap();
+    let cmds = (0..10u64)
+        .map(|i| (rw(io_op::READ, i, 1, buf, 0), 100 + i))
+        .collect();
+    assert!(run(&sim, &mem, q, up.dstrd, cmds).is_empty());
+    assert_eq!(sim.held(), 10);
+    sim.release(true);
+    let mut done = Vec::new();
+    let head = q.poll(&*mem, &mut done).unwrap();
+    sim.write32(doorbell(1, true, up.dstrd), head as u32);
+    let tokens: Vec<u64> = done.iter().map(|d| d.token).collect();
+    assert_eq!(tokens, (100..110).rev().collect::<Vec<_>>());
+    assert_eq!(q.in_flight(), 0);
+}
+
+#[test]
+fn an_overdue_command_is_aborted_and_the_queue_goes_on() {
+    let (mem, sim, mut up, mut arena) = up(8);
+    sim.set_mode(Mode::Drop);
+    let buf = arena.alloc(4096).unwrap();
+    let start = Instant::now();
+    let q = &mut up.io[0];
+    let cid = q
+        .submit(
+            &*mem,
+            rw(io_op::READ, 5, 1, buf, 0),
+            42,
+            start + Duration::from_millis(5),
+        )
+        .unwrap();
+    sim.write32(
+        doorbell(1, false, up.dstrd),
+        q.sq_doorbell().unwrap() as u32,
+    );
+    let mut done = Vec::new();
+    assert!(q.poll(&*mem, &mut done).is_none());
+    assert_eq!(q.overdue(start).count(), 0);
+    let late = start + Duration::from_millis(10);
+    assert_eq!(q.overdue(late).collect::<Vec<_>>(), vec![(cid, 42)]);
+    // The driver aborts it on the admin queue; the command completes aborted.
+    let abort = Command {
+        opcode: admin::ABORT,
+        cdw10: 1 | (cid as u32) << 16,
+        ..Default::default()
+    };
+    let a = run(&sim, &mem, &mut up.admin, up.dstrd, vec![(abort, 1)]);
+    assert_eq!(a[0].dw0 & 1, 0, "aborted");
+    let q = &mut up.io[0];
+    q.poll(&*mem, &mut done).unwrap();
+    assert_eq!(done[0].token, 42);
+    assert_eq!(done[0].status, Status::ABORT_REQUESTED);
+    // The queue keeps working.
+    sim.set_mode(Mode::Immediate);
+    let d = run(
+        &sim,
+        &mem,
+        q,
+        up.dstrd,
+        vec![(rw(io_op::READ, 6, 1, buf, 0), 43)],
+    );
+    assert_eq!((d[0].token, d[0].status), (43, Status::SUCCESS));
+}
+
+#[test]
+fn a_command_given_up_on_frees_its_id_only_when_it_completes() {
+    let (mem, sim, mut up, mut arena) = up(4);
+    sim.set_mode(Mode::Hold);
+    let buf = arena.alloc(4096).unwrap();
+    let q = &mut up.io[0];
+    let far = Instant::now() + Duration::from_secs(60);
+    let cid = q
+        .submit(&*mem, rw(io_op::READ, 1, 1, buf, 0), 1, far)
+        .unwrap();
+    sim.write32(
+        doorbell(1, false, up.dstrd),
+        q.sq_doorbell().unwrap() as u32,
+    );
+    assert_eq!(q.forget(cid), Some(1));
+    // Two ids left of three; the forgotten one is not reused yet.
+    for t in 2..4 {
+        let c = q
+            .submit(&*mem, rw(io_op::READ, t, 1, buf, 0), t, far)
+            .unwrap();
+        assert_ne!(c, cid);
+    }
+    assert!(!q.has_room());
+    sim.write32(
+        doorbell(1, false, up.dstrd),
+        q.sq_doorbell().unwrap() as u32,
+    );
+    sim.release(false);
+    let mut done = Vec::new();
+    q.poll(&*mem, &mut done).unwrap();
+    // The late completion is not delivered; the other two are.
+    assert_eq!(done.iter().map(|d| d.token).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(q.stray, 0);
+    assert!(q.has_room());
+}
+
+#[test]
+fn a_failed_controller_completes_nothing_and_its_commands_are_given_back() {
+    let (mem, sim, mut up, mut arena) = up(8);
+    let buf = arena.alloc(4096).unwrap();
+    sim.fail();
+    assert_ne!(sim.read32(reg::CSTS) & reg::CSTS_CFS, 0);
+    let q = &mut up.io[0];
+    let d = run(
+        &sim,
+        &mem,
+        q,
+        up.dstrd,
+        vec![
+            (rw(io_op::READ, 1, 1, buf, 0), 5),
+            (rw(io_op::READ, 2, 1, buf, 0), 6),
+        ],
+    );
+    assert!(d.is_empty());
+    let mut lost = q.forget_all();
+    lost.sort();
+    assert_eq!(lost, vec![5, 6]);
+    // Bring-up again resets and re-enables it (CC.EN 1 -> 0 -> 1).
+    let mut arena = DmaArena::new(0, MEM as u64);
+    let again = bring_up(&sim, &*mem, &mut arena, 1, 1, 8, &mut |_| {}).unwrap();
+    assert_eq!(sim.read32(reg::CSTS) & reg::CSTS_CFS, 0);
+    let mut q = again.io.into_iter().next().unwrap();
+    let d = run(
+        &sim,
+        &mem,
+        &mut q,
+        again.dstrd,
+        vec![(rw(io_op::READ, 1, 1, buf, 0), 7)],
+    );
+    assert_eq!((d[0].token, d[0].status), (7, Status::SUCCESS));
+}
