@@ -22,6 +22,8 @@ pub enum BackendError {
     Read(String),
     /// The medium failed to write.
     Write(String),
+    /// A device's own NVMe status, passed to the host unchanged.
+    Device(crate::nvme::Status),
 }
 
 impl fmt::Display for BackendError {
@@ -30,6 +32,7 @@ impl fmt::Display for BackendError {
             BackendError::OutOfRange => write!(f, "range outside the backing store"),
             BackendError::Read(e) => write!(f, "read failed: {e}"),
             BackendError::Write(e) => write!(f, "write failed: {e}"),
+            BackendError::Device(st) => write!(f, "the device says {st}"),
         }
     }
 }
@@ -102,6 +105,30 @@ pub enum Submitted {
     Done(IoDone),
     /// Must be run through the reactor's io_uring ring as this operation.
     Ring(nvmf_sys::Op),
+    /// Goes to a device the reactor's NVMe driver drives.
+    Device(DeviceRequest),
+}
+
+/// An operation for a device the process drives itself.
+pub struct DeviceRequest {
+    pub dev: Arc<nvme::device::NvmeDevice>,
+    pub op: IoOp,
+}
+
+impl fmt::Debug for DeviceRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceRequest({}, {:?})", self.dev.name, self.op)
+    }
+}
+
+/// A device operation finished: for session `slot`'s command `tag`, with
+/// the operation's buffer back.
+#[derive(Debug)]
+pub struct DeviceDone {
+    pub slot: usize,
+    pub tag: u32,
+    pub result: Result<(), crate::nvme::Status>,
+    pub buf: Vec<u8>,
 }
 
 /// The one interface every namespace backend implements. Offsets and lengths
@@ -113,6 +140,10 @@ pub trait Backend: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Size in bytes.
     fn size(&self) -> u64;
+    /// The block size the backend imposes (a device's own), if any.
+    fn block_size(&self) -> Option<u32> {
+        None
+    }
     /// Whether acknowledged writes may be lost without a Flush (reported to
     /// the host as a volatile write cache).
     fn volatile_write_cache(&self) -> bool;
@@ -165,6 +196,12 @@ pub fn run_blocking(backend: &dyn Backend, op: IoOp) -> IoDone {
     let write = op.is_write();
     match backend.submit(op) {
         Submitted::Done(d) => d,
+        Submitted::Device(r) => IoDone {
+            result: Err(BackendError::Write(
+                "a device operation needs a reactor".to_string(),
+            )),
+            buf: r.op.into_buf(),
+        },
         Submitted::Ring(rop) => {
             let fail = |e: std::io::Error| IoDone {
                 result: Err(BackendError::Write(e.to_string())),
@@ -230,10 +267,28 @@ pub(crate) fn run_memory(
     Submitted::Done(done)
 }
 
-/// Opens the backend a namespace config names.
-pub fn open(cfg: &crate::config::BackendConfig) -> std::io::Result<Arc<dyn Backend>> {
+/// Opens the backend a namespace config names; `reactors` is how many
+/// reactors will use it (a device gets a queue pair for each).
+pub fn open(
+    cfg: &crate::config::BackendConfig,
+    block_size: u32,
+    reactors: usize,
+) -> std::io::Result<Arc<dyn Backend>> {
     use crate::config::BackendConfig;
     match cfg {
+        BackendConfig::Nvme { pci, size, .. } if pci == "sim" => {
+            let shift = block_size.trailing_zeros();
+            let dev = nvme::device::NvmeDevice::open_sim(
+                size.unwrap_or(1 << 30),
+                shift,
+                reactors.max(1) as u16,
+            )?;
+            Ok(Arc::new(nvme::device::NvmeBackend { dev }))
+        }
+        BackendConfig::Nvme { pci, .. } => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("NVMe controller {pci}: VFIO is not supported yet"),
+        )),
         BackendConfig::Ram { size } => Ok(Arc::new(RamBackend::new(*size)?)),
         BackendConfig::Null { size } => Ok(Arc::new(NullBackend::new(*size))),
         BackendConfig::File { path, size, direct } => {

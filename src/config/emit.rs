@@ -89,6 +89,14 @@ pub(crate) fn to_toml(config: &Config) -> String {
                     }
                     let _ = writeln!(out, "direct = {direct}");
                 }
+                BackendConfig::Nvme { pci, nsid, size } => {
+                    let _ = writeln!(out, "backend = \"nvme\"");
+                    let _ = writeln!(out, "pci = {}", quote(pci));
+                    let _ = writeln!(out, "device_nsid = {nsid}");
+                    if let Some(size) = size {
+                        let _ = writeln!(out, "size = {}", size_literal(*size));
+                    }
+                }
             }
             let _ = writeln!(out, "block_size = {}", ns.block_size);
             let (uuid, nguid, eui64) = derived_namespace_ids(&s.nqn, ns.nsid);

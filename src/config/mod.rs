@@ -177,6 +177,13 @@ pub enum BackendConfig {
         size: Option<u64>,
         direct: bool,
     },
+    /// An NVMe controller this process drives (`pci` a PCI address, or
+    /// "sim" for a simulated one of `size` bytes), its namespace `nsid`.
+    Nvme {
+        pci: String,
+        nsid: u32,
+        size: Option<u64>,
+    },
 }
 
 impl BackendConfig {
@@ -184,7 +191,7 @@ impl BackendConfig {
     pub fn size(&self) -> Option<u64> {
         match self {
             BackendConfig::Ram { size } | BackendConfig::Null { size } => Some(*size),
-            BackendConfig::File { size, .. } => *size,
+            BackendConfig::File { size, .. } | BackendConfig::Nvme { size, .. } => *size,
         }
     }
 }

@@ -256,7 +256,7 @@ fn unknown_keys() {
             "test.toml:14:3: subsystem[0].namespace[0]: unknown key \"blocksize\" \
              (did you mean \"block_size\"?)",
             "test.toml:15:1: subsystem[0].namespace[0]: unknown key \"colour\" (expected one \
-             of: nsid, backend, size, block_size, path, direct, uuid, nguid, eui64)",
+             of: nsid, backend, size, block_size, path, direct, pci, device_nsid, uuid, nguid, eui64)",
         ]
     );
     assert_eq!(
@@ -590,7 +590,7 @@ fn missing_required_fields_point_at_the_table_header() {
              port, 8009 discovery)",
             "test.toml:4:1: subsystem[0]: missing required field \"nqn\"",
             "test.toml:6:1: subsystem[0].namespace[0]: missing required field \"backend\" \
-             (\"ram\", \"null\" or \"file\")",
+             (\"ram\", \"null\", \"file\" or \"nvme\")",
             "test.toml:8:1: subsystem[0].namespace[1]: missing required field \"size\" (the \
              null backend needs a size)",
         ]
@@ -661,7 +661,7 @@ fn all_errors_are_reported_in_order() {
             "test.toml:22:1: subsystem[0].namespace[0].path: path is only valid for the file \
              backend, not \"ram\"",
             "test.toml:24:11: subsystem[0].namespace[1].backend: unknown backend \"disk\" \
-             (expected \"ram\", \"null\" or \"file\")",
+             (expected \"ram\", \"null\", \"file\" or \"nvme\")",
             "test.toml:25:8: subsystem[0].namespace[1].size: invalid size \"1.5GiB\": expected \
              a whole number of bytes, optionally followed by B, KiB, MiB, GiB or TiB (or K, M, \
              G, T)",
@@ -926,5 +926,80 @@ fn rdma_listener_errors() {
              the RDMA one falls back to TCP",
             "test.toml:13:12: listener[2].fallback: unknown fallback \"iwarp\" (expected \"tcp\")",
         ]
+    );
+}
+
+#[test]
+fn nvme_namespaces() {
+    let c = ok(&with_listener(&[
+        "[[subsystem]]",
+        "nqn = \"nqn.2026-01.io.nvmf-target:a\"",
+        "allow_any_host = true",
+        "[[subsystem.namespace]]",
+        "backend = \"nvme\"",
+        "pci = \"0000:01:00.0\"",
+        "device_nsid = 2",
+        "[[subsystem.namespace]]",
+        "backend = \"nvme\"",
+        "pci = \"sim\"",
+        "size = \"64MiB\"",
+    ]));
+    let ns = &c.subsystems[0].namespaces;
+    assert_eq!(
+        ns[0].backend,
+        BackendConfig::Nvme {
+            pci: "0000:01:00.0".into(),
+            nsid: 2,
+            size: None
+        }
+    );
+    assert_eq!(
+        ns[1].backend,
+        BackendConfig::Nvme {
+            pci: "sim".into(),
+            nsid: 1,
+            size: Some(64 << 20)
+        }
+    );
+    assert_eq!(ok(&c.to_toml()).subsystems, c.subsystems);
+    let errs = errors(&with_listener(&[
+        "[[subsystem]]",
+        "nqn = \"nqn.2026-01.io.nvmf-target:a\"",
+        "allow_any_host = true",
+        "[[subsystem.namespace]]",
+        "backend = \"nvme\"",
+        "pci = \"01:00.0\"",
+        "[[subsystem.namespace]]",
+        "backend = \"nvme\"",
+        "pci = \"0000:02:00.0\"",
+        "size = \"1GiB\"",
+        "[[subsystem.namespace]]",
+        "backend = \"nvme\"",
+        "pci = \"sim\"",
+        "[[subsystem.namespace]]",
+        "backend = \"ram\"",
+        "size = \"1MiB\"",
+        "pci = \"0000:03:00.0\"",
+    ]));
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert!(
+        errs[0].contains("\"01:00.0\" is not a PCI address"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains("has its own size; leave size out"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].contains("a simulated controller needs a size"),
+        "{}",
+        errs[2]
+    );
+    assert!(
+        errs[3].contains("pci is only valid for the nvme backend"),
+        "{}",
+        errs[3]
     );
 }

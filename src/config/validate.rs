@@ -65,6 +65,8 @@ const NAMESPACE_KEYS: &[&str] = &[
     "block_size",
     "path",
     "direct",
+    "pci",
+    "device_nsid",
     "uuid",
     "nguid",
     "eui64",
@@ -891,6 +893,99 @@ struct NsDraft<'n> {
     ok: bool,
 }
 
+/// `backend = "nvme"`: `pci` (a PCI address, or "sim"), `device_nsid`
+/// (default 1); a size only for "sim" (a device has its own).
+fn nvme_backend(
+    ctx: &mut Ctx,
+    t: &Table,
+    size_value: Option<Option<u64>>,
+    path_entry: Option<&Entry>,
+    direct_entry: Option<&Entry>,
+) -> Option<BackendConfig> {
+    for (key, entry) in [("path", path_entry), ("direct", direct_entry)] {
+        if let Some(e) = entry {
+            ctx.error(
+                &e.key_span,
+                format!("{}: {key} is not used by the nvme backend", t.field(key)),
+            );
+        }
+    }
+    let pci = match t.get("pci") {
+        None => {
+            t.missing(
+                ctx,
+                "pci",
+                " (the nvme backend needs the controller's PCI address, e.g. \"0000:01:00.0\")",
+            );
+            None
+        }
+        Some(e) => {
+            let field = t.field("pci");
+            match as_str(ctx, &field, &e.node) {
+                Some(p) if p == "sim" || is_pci_address(p) => Some(p.to_string()),
+                Some(p) => {
+                    ctx.error(
+                        &e.node.span,
+                        format!(
+                            "{field}: {p:?} is not a PCI address (DDDD:BB:DD.F, e.g. \
+                             \"0000:01:00.0\", or \"sim\" for a simulated controller)"
+                        ),
+                    );
+                    None
+                }
+                None => None,
+            }
+        }
+    };
+    let nsid = match t.get("device_nsid") {
+        None => Some(1),
+        Some(e) => int_in::<u32>(
+            ctx,
+            &t.field("device_nsid"),
+            &e.node,
+            1,
+            u32::MAX as i64 - 1,
+        ),
+    };
+    let size = match (&pci, size_value) {
+        (Some(p), None) if p == "sim" => {
+            t.missing(ctx, "size", " (a simulated controller needs a size)");
+            return None;
+        }
+        (Some(p), Some(Some(_))) if p != "sim" => {
+            if let Some(e) = t.get("size") {
+                ctx.error(
+                    &e.key_span,
+                    format!(
+                        "{}: a device's namespace has its own size; leave size out",
+                        t.field("size")
+                    ),
+                );
+            }
+            return None;
+        }
+        (_, Some(None)) => return None,
+        (_, v) => v.flatten(),
+    };
+    Some(BackendConfig::Nvme {
+        pci: pci?,
+        nsid: nsid?,
+        size,
+    })
+}
+
+/// DDDD:BB:DD.F in hex.
+fn is_pci_address(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && [0..4, 5..7, 8..10, 11..12]
+            .into_iter()
+            .all(|r| b[r].iter().all(u8::is_ascii_hexdigit))
+}
+
 fn namespace<'n>(ctx: &mut Ctx, t: Table<'n>) -> NsDraft<'n> {
     let before = ctx.errors.len();
     t.check_keys(ctx, NAMESPACE_KEYS);
@@ -923,19 +1018,19 @@ fn namespace<'n>(ctx: &mut Ctx, t: Table<'n>) -> NsDraft<'n> {
 
     let kind = match t.get("backend") {
         None => {
-            t.missing(ctx, "backend", " (\"ram\", \"null\" or \"file\")");
+            t.missing(ctx, "backend", " (\"ram\", \"null\", \"file\" or \"nvme\")");
             None
         }
         Some(e) => {
             let path = t.field("backend");
             match as_str(ctx, &path, &e.node) {
-                Some(k @ ("ram" | "null" | "file")) => Some(k),
+                Some(k @ ("ram" | "null" | "file" | "nvme")) => Some(k),
                 Some(other) => {
                     ctx.error(
                         &e.node.span,
                         format!(
-                            "{path}: unknown backend {other:?} (expected \"ram\", \"null\" or \
-                             \"file\")"
+                            "{path}: unknown backend {other:?} (expected \"ram\", \"null\", \
+                             \"file\" or \"nvme\")"
                         ),
                     );
                     None
@@ -967,6 +1062,17 @@ fn namespace<'n>(ctx: &mut Ctx, t: Table<'n>) -> NsDraft<'n> {
 
     let path_entry = t.get("path");
     let direct_entry = t.get("direct");
+    // Keys only the nvme backend takes.
+    if kind != Some("nvme") {
+        for key in ["pci", "device_nsid"] {
+            if let Some(e) = t.get(key) {
+                ctx.error(
+                    &e.key_span,
+                    format!("{}: {key} is only valid for the nvme backend", t.field(key)),
+                );
+            }
+        }
+    }
     let backend = match kind {
         None => {
             // Still report type errors in the backend-specific fields.
@@ -978,6 +1084,7 @@ fn namespace<'n>(ctx: &mut Ctx, t: Table<'n>) -> NsDraft<'n> {
             }
             None
         }
+        Some("nvme") => nvme_backend(ctx, &t, size_value, path_entry, direct_entry),
         Some(kind @ ("ram" | "null")) => {
             for (key, entry) in [("path", path_entry), ("direct", direct_entry)] {
                 if let Some(e) = entry {

@@ -16,12 +16,19 @@ use std::sync::Arc;
 /// Bytes read per step when verifying.
 const VERIFY_CHUNK: usize = 128 * 1024;
 
-/// A backend operation for the reactor to run through its ring; its
-/// completion goes back to [`Queue::io_done`] with the same tag.
+/// A backend operation for the reactor to run, through its ring or its
+/// device driver; its completion goes back to [`Queue::io_done`] or
+/// [`Queue::device_done`] with the same tag.
 #[derive(Debug)]
 pub struct IoRequest {
     pub tag: u32,
-    pub op: nvmf_sys::Op,
+    pub work: IoWork,
+}
+
+#[derive(Debug)]
+pub enum IoWork {
+    Ring(nvmf_sys::Op),
+    Device(crate::backend::DeviceRequest),
 }
 
 fn backend_status(e: &BackendError, write: bool) -> Status {
@@ -30,6 +37,7 @@ fn backend_status(e: &BackendError, write: bool) -> Status {
         BackendError::Read(_) => Status::UNRECOVERED_READ_ERROR,
         BackendError::Write(_) if write => Status::WRITE_FAULT,
         BackendError::Write(_) => Status::INTERNAL_ERROR,
+        BackendError::Device(st) => *st,
     }
 }
 
@@ -587,7 +595,20 @@ impl Queue {
                     f.ring_ns = Some(ns);
                     f.ring_expected = expected;
                     f.ring_write = write;
-                    self.io_out.push(IoRequest { tag, op });
+                    self.io_out.push(IoRequest {
+                        tag,
+                        work: IoWork::Ring(op),
+                    });
+                    return;
+                }
+                Submitted::Device(d) => {
+                    f.ring_ns = Some(ns);
+                    f.ring_expected = expected;
+                    f.ring_write = write;
+                    self.io_out.push(IoRequest {
+                        tag,
+                        work: IoWork::Device(d),
+                    });
                     return;
                 }
             }
@@ -609,6 +630,30 @@ impl Queue {
             f.status = backend_status(e, write);
             f.steps.clear();
         }
+    }
+
+    /// A device completed the backend operation of command `tag` with its
+    /// NVMe status.
+    pub fn device_done(
+        &mut self,
+        tag: u32,
+        result: Result<(), Status>,
+        buf: Vec<u8>,
+        out: &mut Vec<Response>,
+    ) {
+        let Some(f) = self.inflight.get_mut(tag as usize).and_then(|f| f.as_mut()) else {
+            return;
+        };
+        if f.ring_ns.take().is_none() {
+            return;
+        }
+        let write = f.ring_write;
+        let d = IoDone {
+            result: result.map_err(BackendError::Device),
+            buf,
+        };
+        self.apply(tag, d, write);
+        self.advance(tag, out);
     }
 
     /// The ring completed the backend operation of command `tag`.

@@ -9,7 +9,7 @@ pub mod io;
 pub mod queue;
 
 pub use admit::{DataMap, Request, TransportCaps};
-pub use io::IoRequest;
+pub use io::{IoRequest, IoWork};
 pub use queue::{Queue, Response, Tick};
 
 /// NVMe version this controller reports (1.4.0).

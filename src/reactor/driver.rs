@@ -47,6 +47,25 @@ pub trait Driver {
     fn close(&mut self, cx: &mut Cx, slot: usize, why: &str);
     /// The reactor's timer (every 100 ms).
     fn tick(&mut self, _cx: &mut Cx) {}
+    /// A backend operation of session `slot`'s command `tag` for a device
+    /// this driver drives; its end goes to `cx.device_done`. Drivers of no
+    /// device refuse it.
+    fn submit_io(
+        &mut self,
+        cx: &mut Cx,
+        slot: usize,
+        tag: u32,
+        req: crate::backend::DeviceRequest,
+    ) {
+        cx.device_done.push(crate::backend::DeviceDone {
+            slot,
+            tag,
+            result: Err(crate::nvme::Status::INTERNAL_ERROR),
+            buf: req.op.into_buf(),
+        });
+    }
+    /// The end of a pass: write the doorbells of what was submitted.
+    fn flush_io(&mut self, _cx: &mut Cx) {}
     /// The reactor is about to sleep in its ring: arm the wake-ups of the
     /// queues the ring does not see. `Ok(false)` when work turned up
     /// meanwhile (the reactor then polls again instead of sleeping).
@@ -215,6 +234,9 @@ pub struct Cx<'a> {
     pub index: usize,
     pub target: &'a Arc<Target>,
     pub bufs: &'a Buffers,
+    /// Device operations that finished (the reactor hands them to their
+    /// sessions' queues).
+    pub device_done: &'a mut Vec<crate::backend::DeviceDone>,
     pub(super) links: &'a Arc<Vec<ReactorLink>>,
 }
 

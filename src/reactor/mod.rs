@@ -13,7 +13,14 @@ pub use driver::{token, Cx, Driver, Handoff, Session, Sessions};
 
 use crate::buf::Buffers;
 use crate::config::{Config, IdlePolicy};
-use crate::fabrics::IoRequest;
+use crate::fabrics::{IoRequest, IoWork};
+
+/// How a backend operation ended: a ring result (bytes or -errno), or a
+/// device's NVMe status.
+enum IoResult {
+    Ring(i32),
+    Device(Result<(), crate::nvme::Status>),
+}
 use crate::subsystem::Target;
 use crate::transport;
 use crossbeam_channel::{Receiver, Sender};
@@ -144,6 +151,7 @@ impl Runtime {
                         sessions: Sessions::new(count),
                         io_reqs: Vec::new(),
                         responses: Vec::new(),
+                        device_done: Vec::new(),
                         now: Instant::now(),
                         stop: false,
                     };
@@ -270,6 +278,8 @@ struct Reactor {
     io_reqs: Vec<IoRequest>,
     /// Responses of a backend completion (reused).
     responses: Vec<crate::fabrics::Response>,
+    /// Device operations finished during a driver call.
+    device_done: Vec<crate::backend::DeviceDone>,
     /// This iteration's clock reading.
     now: Instant,
     stop: bool,
@@ -286,6 +296,7 @@ macro_rules! cx {
             index: $r.index,
             target: &$r.target,
             bufs: &$r.bufs,
+            device_done: &mut $r.device_done,
             links: &$r.links,
         }
     };
@@ -336,7 +347,12 @@ impl Reactor {
                 last_tick = now;
                 self.tick(now);
             }
+            self.finish_device_io();
             self.flush_dirty();
+            for d in self.drivers.iter_mut() {
+                d.flush_io(&mut cx!(self));
+            }
+            self.finish_device_io();
             if worked {
                 last_work = now;
             }
@@ -383,22 +399,37 @@ impl Reactor {
                 Ok(true)
             }
             None if kind == T_IO => {
-                self.io_done(slot, tag, c.result, c.buf.unwrap_or_default());
+                self.io_done(
+                    slot,
+                    tag,
+                    IoResult::Ring(c.result),
+                    c.buf.unwrap_or_default(),
+                );
                 Ok(true)
             }
             None => Ok(true),
         }
     }
 
+    /// Device operations that finished go to their sessions' queues.
+    fn finish_device_io(&mut self) {
+        while let Some(d) = self.device_done.pop() {
+            self.io_done(d.slot, d.tag, IoResult::Device(d.result), d.buf);
+        }
+    }
+
     /// A backend operation finished: its result goes straight to the
     /// session's queue, and the queue's responses to the driver.
-    fn io_done(&mut self, slot: usize, tag: u32, result: i32, buf: Vec<u8>) {
+    fn io_done(&mut self, slot: usize, tag: u32, result: IoResult, buf: Vec<u8>) {
         let mut r = std::mem::take(&mut self.responses);
         let Some(s) = self.sessions.get_mut(slot) else {
             return;
         };
         s.io_busy -= 1;
-        s.queue.io_done(tag, result, buf, &mut r);
+        match result {
+            IoResult::Ring(res) => s.queue.io_done(tag, res, buf, &mut r),
+            IoResult::Device(res) => s.queue.device_done(tag, res, buf, &mut r),
+        }
         let driver = s.driver as usize;
         if !r.is_empty() {
             if let Some(d) = self.drivers.get_mut(driver) {
@@ -451,13 +482,23 @@ impl Reactor {
                 s.queue.take_io(&mut reqs);
                 s.io_busy += reqs.len() as u32;
                 for r in reqs.drain(..) {
-                    if let Err(e) = self.ring.push(r.op, reactor_token(T_IO, slot, r.tag)) {
-                        // Only this command fails; the reactor goes on.
-                        log::error!(
-                            "reactor {}: cannot queue a backend operation: {e}",
-                            self.index
-                        );
-                        self.io_done(slot, r.tag, -EIO, Vec::new());
+                    match r.work {
+                        IoWork::Ring(op) => {
+                            if let Err(e) = self.ring.push(op, reactor_token(T_IO, slot, r.tag)) {
+                                // Only this command fails; the reactor goes on.
+                                log::error!(
+                                    "reactor {}: cannot queue a backend operation: {e}",
+                                    self.index
+                                );
+                                self.io_done(slot, r.tag, IoResult::Ring(-EIO), Vec::new());
+                            }
+                        }
+                        IoWork::Device(d) => {
+                            let nvme = transport::DRIVER_NVME as usize;
+                            if let Some(drv) = self.drivers.get_mut(nvme) {
+                                drv.submit_io(&mut cx!(self), slot, r.tag, d);
+                            }
+                        }
                     }
                 }
             }

@@ -46,17 +46,20 @@ impl Subsystem {
             .map(|i| &self.namespaces[i])
     }
 
-    fn from_config(c: &SubsystemConfig) -> std::io::Result<Subsystem> {
+    fn from_config(c: &SubsystemConfig, reactors: usize) -> std::io::Result<Subsystem> {
         let mut namespaces = Vec::new();
         for n in &c.namespaces {
-            let backend = backend::open(&n.backend).map_err(|e| {
+            let err = |e: std::io::Error| {
                 std::io::Error::new(e.kind(), format!("{} nsid {}: {e}", c.nqn, n.nsid))
-            })?;
-            let num_blocks = backend.size() / n.block_size as u64;
+            };
+            let backend = backend::open(&n.backend, n.block_size, reactors).map_err(err)?;
+            // A device's own block size wins over the config's.
+            let block_size = backend.block_size().unwrap_or(n.block_size);
+            let num_blocks = backend.size() / block_size as u64;
             namespaces.push(Arc::new(Namespace {
                 nsid: n.nsid,
-                block_size: n.block_size,
-                lba_shift: n.block_size.trailing_zeros(),
+                block_size,
+                lba_shift: block_size.trailing_zeros(),
                 num_blocks,
                 uuid: n.uuid,
                 nguid: n.nguid,
@@ -118,7 +121,7 @@ impl Target {
         let subsystems = cfg
             .subsystems
             .iter()
-            .map(|s| Subsystem::from_config(s).map(Arc::new))
+            .map(|s| Subsystem::from_config(s, cfg.target.cores.len().max(1)).map(Arc::new))
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Target {
             config: cfg.target.clone(),

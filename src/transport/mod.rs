@@ -16,6 +16,8 @@ use std::sync::Arc;
 /// Driver ids (a reactor's drivers, in this order).
 pub const DRIVER_TCP: u8 = 0;
 pub const DRIVER_RDMA: u8 = 1;
+/// Not a transport: the NVMe devices the reactor drives (see `backend::nvme`).
+pub const DRIVER_NVME: u8 = 2;
 
 /// Connect requests an RDMA listener queues.
 const RDMA_BACKLOG: i32 = 128;
@@ -123,6 +125,9 @@ pub fn drivers(cfg: &TargetConfig, listeners: Option<Listeners>) -> Vec<Box<dyn 
             DRIVER_RDMA,
             rdma_params,
             l.rdma,
+        )),
+        Box::new(crate::backend::nvme::driver::NvmeDriver::new(
+            cfg.max_io_size,
         )),
     ]
 }

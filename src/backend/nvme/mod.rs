@@ -5,6 +5,8 @@
 //! both for a real device; [`sim`] provides both for tests, with a
 //! simulated controller.
 
+pub mod device;
+pub mod driver;
 pub mod prp;
 pub mod qpair;
 pub mod sim;

@@ -1,0 +1,196 @@
+//! One NVMe controller brought up for a namespace backend: its registers,
+//! its DMA memory, the admin queue, and the I/O queue pairs the reactors
+//! take, one each. Shared by the reactors; each one then drives its own
+//! queue pair with no lock (see [`super::driver`]).
+
+use super::sim::{SimController, SimMem};
+use super::{bring_up, doorbell, DmaArena, DmaMem, Identity, Namespace, QueuePair, Regs};
+use crate::backend::{Backend, IoOp, Submitted};
+use crate::nvme::Command;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// DMA memory of a simulated controller: queues, and each reactor's
+/// bounce buffers.
+const SIM_DMA: usize = 96 << 20;
+
+pub struct NvmeDevice {
+    /// What the config named it (a PCI address, or "sim").
+    pub name: String,
+    regs: Box<dyn Regs + Send + Sync>,
+    mem: Arc<dyn DmaMem + Send + Sync>,
+    arena: Mutex<DmaArena>,
+    admin: Mutex<QueuePair>,
+    /// I/O queue pairs no reactor has taken yet.
+    free: Mutex<Vec<QueuePair>>,
+    pub identity: Identity,
+    pub ns: Namespace,
+    pub dstrd: u32,
+    /// The controller reported a fatal status: the namespace is offline.
+    failed: AtomicBool,
+}
+
+impl NvmeDevice {
+    /// A simulated controller with one namespace of `size` bytes of
+    /// `1 << lba_shift`-byte blocks, and `queues` I/O queue pairs.
+    pub fn open_sim(size: u64, lba_shift: u32, queues: u16) -> io::Result<Arc<NvmeDevice>> {
+        let mem = SimMem::new(SIM_DMA);
+        let sim = SimController::new(mem.clone(), size >> lba_shift, lba_shift, 5, 1023);
+        let arena = DmaArena::new(0, SIM_DMA as u64);
+        Self::bring_up(
+            "sim".into(),
+            Box::new(sim),
+            mem,
+            arena,
+            1,
+            queues,
+            &mut |_| {},
+        )
+    }
+
+    /// Brings the controller up over `regs` and `mem` (DMA memory whose
+    /// IOVA space `arena` hands out).
+    pub fn bring_up(
+        name: String,
+        regs: Box<dyn Regs + Send + Sync>,
+        mem: Arc<dyn DmaMem + Send + Sync>,
+        mut arena: DmaArena,
+        nsid: u32,
+        queues: u16,
+        wait: &mut dyn FnMut(Duration),
+    ) -> io::Result<Arc<NvmeDevice>> {
+        let up = bring_up(&*regs, &*mem, &mut arena, nsid, queues, 128, wait)
+            .map_err(|e| io::Error::other(format!("NVMe controller {name}: {e}")))?;
+        log::info!(
+            "NVMe controller {name} ({} {}): namespace {} of {} blocks of {} bytes, {} I/O \
+             queue pairs of {} entries, largest transfer {}",
+            up.identity.model.trim(),
+            up.identity.serial.trim(),
+            nsid,
+            up.ns.blocks,
+            1u64 << up.ns.lba_shift,
+            up.io.len(),
+            up.io.first().map_or(0, |q| q.entries()),
+            match up.identity.max_transfer {
+                0 => "unlimited".to_string(),
+                n => format!("{} KiB", n >> 10),
+            }
+        );
+        Ok(Arc::new(NvmeDevice {
+            name,
+            regs,
+            mem,
+            arena: Mutex::new(arena),
+            admin: Mutex::new(up.admin),
+            free: Mutex::new(up.io),
+            identity: up.identity,
+            ns: up.ns,
+            dstrd: up.dstrd,
+            failed: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn mem(&self) -> &dyn DmaMem {
+        &*self.mem
+    }
+
+    /// An I/O queue pair of its own for a reactor (`None` when the
+    /// controller granted fewer than there are reactors).
+    pub fn take_queue(&self) -> Option<QueuePair> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// `len` bytes of DMA memory (page-aligned IOVA), for the life of the
+    /// controller.
+    pub fn alloc(&self, len: u64) -> Option<u64> {
+        self.arena
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .alloc(len)
+    }
+
+    pub fn ring_sq(&self, qid: u16, tail: u16) {
+        self.regs
+            .write32(doorbell(qid, false, self.dstrd), tail as u32);
+    }
+
+    pub fn ring_cq(&self, qid: u16, head: u16) {
+        self.regs
+            .write32(doorbell(qid, true, self.dstrd), head as u32);
+    }
+
+    /// Whether the controller reports a fatal status (CSTS.CFS); once it
+    /// has, the device stays failed.
+    pub fn check_failed(&self) -> bool {
+        if self.failed.load(Relaxed) {
+            return true;
+        }
+        let csts = self.regs.read32(super::reg::CSTS);
+        // All ones: the device is gone from the bus.
+        if csts & super::reg::CSTS_CFS != 0 || csts == u32::MAX {
+            if !self.failed.swap(true, Relaxed) {
+                log::error!(
+                    "NVMe controller {}: fatal status (CSTS {csts:#x}); its namespace is offline",
+                    self.name
+                );
+            }
+            return true;
+        }
+        false
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Relaxed)
+    }
+
+    /// Asks the controller to abort command `cid` of queue `sqid` (best
+    /// effort: the command may complete first).
+    pub fn abort(&self, sqid: u16, cid: u16) {
+        let mut q = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let cmd = Command {
+            opcode: super::admin::ABORT,
+            cdw10: sqid as u32 | (cid as u32) << 16,
+            ..Default::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        if q.submit(&*self.mem, cmd, 0, deadline).is_ok() {
+            if let Some(tail) = q.sq_doorbell() {
+                self.ring_sq(0, tail);
+            }
+        }
+        // Take whatever admin completions are there (this one may come
+        // later; it is taken by the next abort).
+        let mut done = Vec::new();
+        if let Some(head) = q.poll(&*self.mem, &mut done) {
+            self.ring_cq(0, head);
+        }
+    }
+}
+
+/// A namespace backend on an NVMe controller driven by this process.
+pub struct NvmeBackend {
+    pub dev: Arc<NvmeDevice>,
+}
+
+impl Backend for NvmeBackend {
+    fn kind(&self) -> &'static str {
+        "nvme"
+    }
+    fn size(&self) -> u64 {
+        self.dev.ns.blocks << self.dev.ns.lba_shift
+    }
+    fn block_size(&self) -> Option<u32> {
+        Some(1 << self.dev.ns.lba_shift)
+    }
+    fn volatile_write_cache(&self) -> bool {
+        self.dev.identity.vwc
+    }
+    fn submit(&self, op: IoOp) -> Submitted {
+        Submitted::Device(crate::backend::DeviceRequest {
+            dev: self.dev.clone(),
+            op,
+        })
+    }
+}

@@ -1,0 +1,471 @@
+//! The reactor's NVMe driver: each reactor takes one I/O queue pair of each
+//! controller it uses, builds the commands of its sessions' backend
+//! operations, writes the doorbells once per pass and polls completions in
+//! its loop (interrupts stay off). Data goes through DMA bounce buffers of
+//! the reactor's own (one copy each way; see the notes on registered
+//! buffers).
+
+use super::device::NvmeDevice;
+use super::{prp, prp_dptr, DmaMem, Done, QueuePair, SubmitError};
+use crate::backend::{DeviceDone, DeviceRequest, IoOp};
+use crate::fabrics::Response;
+use crate::nvme::{Command, Status};
+use crate::reactor::{Cx, Driver, Handoff};
+use nvmf_sys::Completion;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a command may take before it is aborted and failed.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bounce buffers per queue pair: up to this many transfers in flight.
+const BOUNCE: usize = 64;
+/// Largest transfer one command carries (one PRP list page).
+const MAX_COMMAND: u32 = (2 << 20) - 4096;
+/// Blocks one Write Zeroes command covers at most (NLB is 16 bits).
+const MAX_ZERO_BLOCKS: u64 = 65536;
+
+/// NVM opcodes.
+mod op {
+    pub const FLUSH: u8 = 0x00;
+    pub const WRITE: u8 = 0x01;
+    pub const READ: u8 = 0x02;
+    pub const WRITE_ZEROES: u8 = 0x08;
+    pub const DSM: u8 = 0x09;
+}
+
+/// One backend operation in flight, perhaps split over several commands.
+struct Req {
+    slot: usize,
+    tag: u32,
+    op: IoOp,
+    chunk: Option<u32>,
+    /// Commands not completed yet.
+    parts: u32,
+    status: Status,
+}
+
+/// A reactor's hold on one controller.
+struct DevQ {
+    dev: Arc<NvmeDevice>,
+    qp: QueuePair,
+    /// Bounce buffers: `BOUNCE` chunks of `chunk` bytes at `bounce`, each
+    /// with its own PRP list pages at `lists`.
+    bounce: u64,
+    lists: u64,
+    chunk: u64,
+    /// List pages per chunk (one per command a transfer is split into).
+    lists_per_chunk: u64,
+    free_chunks: Vec<u32>,
+    reqs: Vec<Option<Req>>,
+    free_reqs: Vec<u32>,
+    /// Operations waiting for a bounce buffer or room in the queue.
+    waiting: VecDeque<(usize, u32, IoOp)>,
+    /// Largest transfer per command.
+    max_cmd: u32,
+    prps: Vec<u64>,
+}
+
+pub struct NvmeDriver {
+    max_io: u32,
+    devs: Vec<DevQ>,
+    done: Vec<Done>,
+}
+
+impl NvmeDriver {
+    /// A driver whose operations are at most `max_io` bytes (the target's
+    /// MDTS).
+    pub fn new(max_io: u32) -> NvmeDriver {
+        NvmeDriver {
+            max_io,
+            devs: Vec::new(),
+            done: Vec::new(),
+        }
+    }
+
+    fn dev_index(&mut self, dev: &Arc<NvmeDevice>) -> io::Result<usize> {
+        if let Some(i) = self.devs.iter().position(|d| Arc::ptr_eq(&d.dev, dev)) {
+            return Ok(i);
+        }
+        let qp = dev.take_queue().ok_or_else(|| {
+            io::Error::other(format!(
+                "NVMe controller {}: no I/O queue pair left for this reactor",
+                dev.name
+            ))
+        })?;
+        let max_cmd = match dev.identity.max_transfer {
+            0 => MAX_COMMAND,
+            n => n.min(MAX_COMMAND),
+        };
+        let chunk = (self.max_io as u64).next_multiple_of(prp::PAGE);
+        let lists_per_chunk = chunk.div_ceil(max_cmd as u64).max(1);
+        let bounce = dev.alloc(chunk * BOUNCE as u64);
+        let lists = dev.alloc(prp::PAGE * lists_per_chunk * BOUNCE as u64);
+        let (Some(bounce), Some(lists)) = (bounce, lists) else {
+            return Err(io::Error::other(format!(
+                "NVMe controller {}: no DMA memory for a reactor's buffers",
+                dev.name
+            )));
+        };
+        self.devs.push(DevQ {
+            dev: dev.clone(),
+            qp,
+            bounce,
+            lists,
+            chunk,
+            lists_per_chunk,
+            free_chunks: (0..BOUNCE as u32).rev().collect(),
+            reqs: Vec::new(),
+            free_reqs: Vec::new(),
+            waiting: VecDeque::new(),
+            max_cmd,
+            prps: Vec::new(),
+        });
+        Ok(self.devs.len() - 1)
+    }
+}
+
+fn fail(cx: &mut Cx, slot: usize, tag: u32, op: IoOp, st: Status) {
+    cx.device_done.push(DeviceDone {
+        slot,
+        tag,
+        result: Err(st),
+        buf: op.into_buf(),
+    });
+}
+
+impl DevQ {
+    fn new_req(&mut self, r: Req) -> u32 {
+        match self.free_reqs.pop() {
+            Some(i) => {
+                self.reqs[i as usize] = Some(r);
+                i
+            }
+            None => {
+                self.reqs.push(Some(r));
+                (self.reqs.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Starts an operation; gives it back when it must wait.
+    fn start(&mut self, cx: &mut Cx, slot: usize, tag: u32, op: IoOp) -> Option<IoOp> {
+        if self.dev.is_failed() {
+            fail(cx, slot, tag, op, super::NOT_READY);
+            return None;
+        }
+        let shift = self.dev.ns.lba_shift;
+        let nsid = self.dev.ns.nsid;
+        let dev = self.dev.clone();
+        let mem: &dyn DmaMem = dev.mem();
+        // Commands this operation needs, and whether it needs a chunk.
+        let (needs_chunk, cmds) = match &op {
+            IoOp::Read { len, .. } | IoOp::Write { len, .. } => {
+                (true, (*len as u64).div_ceil(self.max_cmd as u64).max(1))
+            }
+            IoOp::Flush => (false, 1),
+            IoOp::WriteZeroes { len, .. } => {
+                (false, (len >> shift).div_ceil(MAX_ZERO_BLOCKS).max(1))
+            }
+            IoOp::Deallocate { .. } => (true, 1),
+        };
+        if self.qp.entries() as u64 - 1 < cmds {
+            fail(cx, slot, tag, op, Status::INTERNAL_ERROR);
+            return None;
+        }
+        // Room for every command of it, so that none waits half-submitted.
+        if (self.qp.entries() as usize - 1 - self.qp.in_flight()) < cmds as usize
+            || (needs_chunk && self.free_chunks.is_empty())
+        {
+            return Some(op);
+        }
+        let chunk = if needs_chunk {
+            self.free_chunks.pop()
+        } else {
+            None
+        };
+        let c_iova = chunk.map(|c| self.bounce + c as u64 * self.chunk);
+        let mut commands: Vec<Command> = Vec::with_capacity(cmds as usize);
+        let ok = match &op {
+            IoOp::Read { offset, len, .. } | IoOp::Write { offset, len, .. } => {
+                let is_write = matches!(op, IoOp::Write { .. });
+                let c_iova = c_iova.unwrap_or(0);
+                if let IoOp::Write { buf, at, len, .. } = &op {
+                    if buf.len() < at + len || !mem.write(c_iova, &buf[*at..at + len]) {
+                        self.free_chunk(chunk);
+                        fail(cx, slot, tag, op, Status::INTERNAL_ERROR);
+                        return None;
+                    }
+                }
+                let mut done = 0u64;
+                let mut ok = true;
+                let mut part = 0u64;
+                while done < *len as u64 {
+                    let n = (*len as u64 - done).min(self.max_cmd as u64);
+                    let list = self.lists
+                        + (chunk.unwrap_or(0) as u64 * self.lists_per_chunk + part) * prp::PAGE;
+                    match prp::build(c_iova + done, n as u32, list, &mut self.prps) {
+                        Some((p1, p2)) => {
+                            if !self.prps.is_empty() {
+                                let b: Vec<u8> =
+                                    self.prps.iter().flat_map(|e| e.to_le_bytes()).collect();
+                                ok &= mem.write(list, &b);
+                            }
+                            let slba = (offset + done) >> shift;
+                            commands.push(Command {
+                                opcode: if is_write { op::WRITE } else { op::READ },
+                                nsid,
+                                cdw10: slba as u32,
+                                cdw11: (slba >> 32) as u32,
+                                cdw12: ((n >> shift) as u32).saturating_sub(1),
+                                dptr: prp_dptr(p1, p2),
+                                ..Default::default()
+                            });
+                        }
+                        None => ok = false,
+                    }
+                    done += n;
+                    part += 1;
+                }
+                ok
+            }
+            IoOp::Flush => {
+                commands.push(Command {
+                    opcode: op::FLUSH,
+                    nsid,
+                    ..Default::default()
+                });
+                true
+            }
+            IoOp::WriteZeroes { offset, len } => {
+                let (mut slba, mut left) = (offset >> shift, len >> shift);
+                while left > 0 {
+                    let n = left.min(MAX_ZERO_BLOCKS);
+                    commands.push(Command {
+                        opcode: op::WRITE_ZEROES,
+                        nsid,
+                        cdw10: slba as u32,
+                        cdw11: (slba >> 32) as u32,
+                        cdw12: (n - 1) as u32,
+                        ..Default::default()
+                    });
+                    slba += n;
+                    left -= n;
+                }
+                true
+            }
+            IoOp::Deallocate { offset, len } => {
+                // One range: context attributes 0, length in blocks, start.
+                let mut range = [0u8; 16];
+                range[4..8].copy_from_slice(&((len >> shift) as u32).to_le_bytes());
+                range[8..16].copy_from_slice(&(offset >> shift).to_le_bytes());
+                let at = c_iova.unwrap_or(0);
+                commands.push(Command {
+                    opcode: op::DSM,
+                    nsid,
+                    // One range; Attribute - Deallocate.
+                    cdw10: 0,
+                    cdw11: 1 << 2,
+                    dptr: prp_dptr(at, 0),
+                    ..Default::default()
+                });
+                mem.write(at, &range) && (len >> shift) <= u32::MAX as u64
+            }
+        };
+        if !ok {
+            self.free_chunk(chunk);
+            fail(cx, slot, tag, op, Status::INTERNAL_ERROR);
+            return None;
+        }
+        let parts = commands.len() as u32;
+        let r = self.new_req(Req {
+            slot,
+            tag,
+            op,
+            chunk,
+            parts,
+            status: Status::SUCCESS,
+        });
+        let deadline = cx.now + COMMAND_TIMEOUT;
+        for c in commands {
+            match self.qp.submit(self.dev.mem(), c, r as u64, deadline) {
+                Ok(_) => {}
+                Err(SubmitError::Full | SubmitError::Memory) => {
+                    // (Room was checked above; memory is ours.) The parts not
+                    // queued count as failed.
+                    self.part_done(cx, r as u64, Status::INTERNAL_ERROR);
+                }
+            }
+        }
+        None
+    }
+
+    fn free_chunk(&mut self, chunk: Option<u32>) {
+        if let Some(c) = chunk {
+            self.free_chunks.push(c);
+        }
+    }
+
+    /// One command of request `token` finished with `st`.
+    fn part_done(&mut self, cx: &mut Cx, token: u64, st: Status) {
+        let Some(r) = self.reqs.get_mut(token as usize).and_then(|r| r.as_mut()) else {
+            return;
+        };
+        if !st.is_success() && r.status.is_success() {
+            r.status = st;
+        }
+        r.parts -= 1;
+        if r.parts > 0 {
+            return;
+        }
+        let Some(mut r) = self.reqs[token as usize].take() else {
+            return;
+        };
+        self.free_reqs.push(token as u32);
+        if r.status.is_success() {
+            if let (IoOp::Read { buf, at, len, .. }, Some(c)) = (&mut r.op, r.chunk) {
+                let from = self.bounce + c as u64 * self.chunk;
+                if buf.len() < *at + *len || !self.dev.mem().read(from, &mut buf[*at..*at + *len]) {
+                    r.status = Status::INTERNAL_ERROR;
+                }
+            }
+        }
+        self.free_chunk(r.chunk);
+        let result = if r.status.is_success() {
+            Ok(())
+        } else {
+            Err(r.status)
+        };
+        cx.device_done.push(DeviceDone {
+            slot: r.slot,
+            tag: r.tag,
+            result,
+            buf: r.op.into_buf(),
+        });
+    }
+
+    /// Operations that waited, while there is room.
+    fn run_waiting(&mut self, cx: &mut Cx) {
+        while let Some((slot, tag, op)) = self.waiting.pop_front() {
+            if let Some(op) = self.start(cx, slot, tag, op) {
+                self.waiting.push_front((slot, tag, op));
+                return;
+            }
+        }
+    }
+
+    /// Everything in flight and waiting fails with `st` (the controller is
+    /// gone).
+    fn fail_all(&mut self, cx: &mut Cx, st: Status) {
+        for t in self.qp.forget_all() {
+            // Every part of the request: it is given up whole.
+            while self.reqs.get(t as usize).is_some_and(|r| r.is_some()) {
+                self.part_done(cx, t, st);
+            }
+        }
+        while let Some((slot, tag, op)) = self.waiting.pop_front() {
+            fail(cx, slot, tag, op, st);
+        }
+    }
+}
+
+impl Driver for NvmeDriver {
+    fn start(&mut self, _cx: &mut Cx) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn completion(&mut self, _cx: &mut Cx, _kind: u8, _slot: usize, _c: Completion) -> bool {
+        false
+    }
+
+    fn poll(&mut self, cx: &mut Cx) -> bool {
+        let mut worked = false;
+        for d in self.devs.iter_mut() {
+            let mut done = std::mem::take(&mut self.done);
+            if let Some(head) = d.qp.poll(d.dev.mem(), &mut done) {
+                d.dev.ring_cq(d.qp.qid, head);
+                worked = true;
+            }
+            for c in done.drain(..) {
+                d.part_done(cx, c.token, c.status);
+            }
+            self.done = done;
+            if !d.waiting.is_empty() {
+                d.run_waiting(cx);
+            }
+            if let Some(tail) = d.qp.sq_doorbell() {
+                d.dev.ring_sq(d.qp.qid, tail);
+            }
+        }
+        worked
+    }
+
+    fn submit_io(&mut self, cx: &mut Cx, slot: usize, tag: u32, req: DeviceRequest) {
+        let DeviceRequest { dev, op } = req;
+        let i = match self.dev_index(&dev) {
+            Ok(i) => i,
+            Err(e) => {
+                log::error!("reactor {}: {e}", cx.index);
+                return fail(cx, slot, tag, op, super::NOT_READY);
+            }
+        };
+        let d = &mut self.devs[i];
+        if d.waiting.is_empty() {
+            if let Some(op) = d.start(cx, slot, tag, op) {
+                d.waiting.push_back((slot, tag, op));
+            }
+        } else {
+            d.waiting.push_back((slot, tag, op));
+        }
+        // The doorbell is written once per pass, in `flush_io`.
+    }
+
+    fn flush_io(&mut self, _cx: &mut Cx) {
+        for d in self.devs.iter_mut() {
+            if let Some(tail) = d.qp.sq_doorbell() {
+                d.dev.ring_sq(d.qp.qid, tail);
+            }
+        }
+    }
+
+    fn adopt(&mut self, cx: &mut Cx, _conn: Handoff) {
+        cx.sessions.abandon();
+    }
+
+    fn respond(&mut self, _cx: &mut Cx, _slot: usize, _r: &mut Vec<Response>) {}
+
+    fn flush(&mut self, _cx: &mut Cx, _slot: usize) {}
+
+    fn close(&mut self, _cx: &mut Cx, _slot: usize, _why: &str) {}
+
+    fn tick(&mut self, cx: &mut Cx) {
+        for d in self.devs.iter_mut() {
+            if d.dev.check_failed() {
+                d.fail_all(cx, super::NOT_READY);
+                continue;
+            }
+            // Commands past their deadline: abort them and fail their
+            // requests; the queue goes on.
+            let late: Vec<(u16, u64)> = d.qp.overdue(cx.now).collect();
+            for (cid, token) in late {
+                log::warn!(
+                    "reactor {}: NVMe controller {}: command {cid} on queue {} not done in \
+                     {COMMAND_TIMEOUT:?}; aborting it",
+                    cx.index,
+                    d.dev.name,
+                    d.qp.qid
+                );
+                d.dev.abort(d.qp.qid, cid);
+                d.qp.forget(cid);
+                d.part_done(cx, token, Status::ABORT_REQUESTED);
+            }
+        }
+    }
+
+    fn stop(&mut self, cx: &mut Cx) {
+        for d in self.devs.iter_mut() {
+            d.fail_all(cx, Status::ABORTED_SQ_DELETION);
+        }
+    }
+}
