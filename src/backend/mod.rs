@@ -273,6 +273,7 @@ pub fn open(
     cfg: &crate::config::BackendConfig,
     block_size: u32,
     reactors: usize,
+    max_io: u32,
 ) -> std::io::Result<Arc<dyn Backend>> {
     use crate::config::BackendConfig;
     match cfg {
@@ -285,10 +286,11 @@ pub fn open(
             )?;
             Ok(Arc::new(nvme::device::NvmeBackend { dev }))
         }
-        BackendConfig::Nvme { pci, .. } => Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            format!("NVMe controller {pci}: VFIO is not supported yet"),
-        )),
+        BackendConfig::Nvme { pci, nsid, .. } => {
+            let dev =
+                nvme::device::NvmeDevice::open_vfio(pci, *nsid, reactors.max(1) as u16, max_io)?;
+            Ok(Arc::new(nvme::device::NvmeBackend { dev }))
+        }
         BackendConfig::Ram { size } => Ok(Arc::new(RamBackend::new(*size)?)),
         BackendConfig::Null { size } => Ok(Arc::new(NullBackend::new(*size))),
         BackendConfig::File { path, size, direct } => {

@@ -46,13 +46,15 @@ impl Subsystem {
             .map(|i| &self.namespaces[i])
     }
 
-    fn from_config(c: &SubsystemConfig, reactors: usize) -> std::io::Result<Subsystem> {
+    fn from_config(c: &SubsystemConfig, t: &TargetConfig) -> std::io::Result<Subsystem> {
+        let reactors = t.cores.len().max(1);
         let mut namespaces = Vec::new();
         for n in &c.namespaces {
             let err = |e: std::io::Error| {
                 std::io::Error::new(e.kind(), format!("{} nsid {}: {e}", c.nqn, n.nsid))
             };
-            let backend = backend::open(&n.backend, n.block_size, reactors).map_err(err)?;
+            let backend =
+                backend::open(&n.backend, n.block_size, reactors, t.max_io_size).map_err(err)?;
             // A device's own block size wins over the config's.
             let block_size = backend.block_size().unwrap_or(n.block_size);
             let num_blocks = backend.size() / block_size as u64;
@@ -121,7 +123,7 @@ impl Target {
         let subsystems = cfg
             .subsystems
             .iter()
-            .map(|s| Subsystem::from_config(s, cfg.target.cores.len().max(1)).map(Arc::new))
+            .map(|s| Subsystem::from_config(s, &cfg.target).map(Arc::new))
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Target {
             config: cfg.target.clone(),

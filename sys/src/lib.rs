@@ -8,7 +8,8 @@
 //! - [`file`]: opening files and block devices for the file backend;
 //! - [`net`]: socket options std does not offer;
 //! - [`signal`]: termination signals taken synchronously, for an orderly shutdown;
-//! - [`rdma`]: RDMA verbs and connection manager, loaded at run time.
+//! - [`rdma`]: RDMA verbs and connection manager, loaded at run time;
+//! - [`vfio`]: PCI devices given to the process through VFIO (registers, DMA mappings).
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -22,6 +23,7 @@ pub mod net;
 pub mod rdma;
 pub mod ring;
 pub mod signal;
+pub mod vfio;
 
 pub use event::EventFd;
 pub use mem::{Region, RegionSlice};

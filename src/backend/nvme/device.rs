@@ -15,6 +15,39 @@ use std::time::{Duration, Instant};
 /// DMA memory of a simulated controller: queues, and each reactor's
 /// bounce buffers.
 const SIM_DMA: usize = 96 << 20;
+/// Where a device's DMA memory starts in its IOVA space (chosen by us: an
+/// emulated IOMMU may have only 39 address bits, too few for our virtual
+/// addresses).
+const IOVA_BASE: u64 = 1 << 30;
+
+/// DMA memory: a region mapped for the device at `base`.
+struct RegionDma {
+    region: Arc<nvmf_sys::Region>,
+    base: u64,
+}
+
+impl DmaMem for RegionDma {
+    fn read(&self, iova: u64, dst: &mut [u8]) -> bool {
+        iova.checked_sub(self.base)
+            .is_some_and(|off| self.region.read(off, dst))
+    }
+    fn write(&self, iova: u64, src: &[u8]) -> bool {
+        iova.checked_sub(self.base)
+            .is_some_and(|off| self.region.write(off, src))
+    }
+}
+
+/// A VFIO device's registers.
+struct VfioRegs(nvmf_sys::vfio::VfioDevice);
+
+impl Regs for VfioRegs {
+    fn read32(&self, off: u32) -> u32 {
+        self.0.bar0().read32(off)
+    }
+    fn write32(&self, off: u32, v: u32) {
+        self.0.bar0().write32(off, v)
+    }
+}
 
 pub struct NvmeDevice {
     /// What the config named it (a PCI address, or "sim").
@@ -47,6 +80,37 @@ impl NvmeDevice {
             1,
             queues,
             &mut |_| {},
+        )
+    }
+
+    /// The controller at PCI address `pci` (bound to vfio-pci), its
+    /// namespace `nsid`, with `queues` I/O queue pairs and DMA memory for
+    /// transfers of up to `max_io` bytes.
+    pub fn open_vfio(
+        pci: &str,
+        nsid: u32,
+        queues: u16,
+        max_io: u32,
+    ) -> io::Result<Arc<NvmeDevice>> {
+        let dev = nvmf_sys::vfio::VfioDevice::open(pci)?;
+        // Queues and identify data, and each reactor's bounce buffers.
+        let chunk = (max_io as usize).next_multiple_of(4096) + 2 * 4096;
+        let len = (8 << 20) + queues as usize * 64 * chunk;
+        let region = Arc::new(nvmf_sys::Region::new(len.next_multiple_of(2 << 20))?);
+        dev.map_dma(region.clone(), IOVA_BASE)?;
+        let arena = DmaArena::new(IOVA_BASE, region.len() as u64);
+        let mem = Arc::new(RegionDma {
+            region,
+            base: IOVA_BASE,
+        });
+        Self::bring_up(
+            pci.to_string(),
+            Box::new(VfioRegs(dev)),
+            mem,
+            arena,
+            nsid,
+            queues,
+            &mut |d| std::thread::sleep(d),
         )
     }
 
@@ -166,6 +230,28 @@ impl NvmeDevice {
         if let Some(head) = q.poll(&*self.mem, &mut done) {
             self.ring_cq(0, head);
         }
+    }
+}
+
+impl Drop for NvmeDevice {
+    /// A normal shutdown (CC.SHN): the controller writes back its cache.
+    fn drop(&mut self) {
+        if self.is_failed() {
+            return;
+        }
+        let cc = self.regs.read32(super::reg::CC);
+        self.regs
+            .write32(super::reg::CC, (cc & !(3 << 14)) | (1 << 14));
+        for _ in 0..2000 {
+            if (self.regs.read32(super::reg::CSTS) >> 2) & 3 == 2 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        log::warn!(
+            "NVMe controller {}: shutdown not complete after 2 s",
+            self.name
+        );
     }
 }
 
