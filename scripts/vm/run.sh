@@ -16,6 +16,9 @@
 #   NVMF_VM_CPUS        guest vCPUs (default 1: one vCPU is faster under TCG)
 #   NVMF_VM_APPEND      more kernel command-line parameters
 #   NVMF_VM_FILES       more host files to copy into the guest's /test (space-separated)
+#   NVMF_VM_IOMMU=1     a q35 machine with an emulated Intel IOMMU (intel_iommu=on), so that
+#                       vfio-pci can take PCI devices in the guest
+#   NVMF_VM_NVME        emulated NVMe controllers: "IMAGE:BLOCK_SIZE ..." (raw image files)
 #   NVMF_VM_LOG         also write the console to this file
 #   NVMF_GUEST_*        passed into the guest's environment, as are NVMF_VM_SCRIPT_NAME
 #   NVMF_VM_CACHE, NVMF_VM_OFFLINE, ...   see build-initramfs.sh
@@ -86,13 +89,27 @@ console="$tmp/console.log"
 : >"$console"
 echo "run.sh: booting $(cat "$img/kernel-version") ($img) with $(basename "$script"), timeout ${timeout_s}s" >&2
 start=$SECONDS
+machine=(-machine pc)
+devices=()
+if [ "${NVMF_VM_IOMMU:-0}" = 1 ]; then
+  # The IOMMU comes before the other devices; caching mode lets vfio map guest memory.
+  machine=(-machine q35,kernel-irqchip=split -device intel-iommu,intremap=on,caching-mode=on)
+  append+=" intel_iommu=on"
+fi
+n=0
+for spec in ${NVMF_VM_NVME:-}; do
+  file="${spec%:*}" bs="${spec##*:}"
+  devices+=(-drive "file=$file,if=none,id=nvme$n,format=raw,cache=unsafe"
+    -device "nvme,serial=NVMFTEST$n,drive=nvme$n,logical_block_size=$bs,physical_block_size=$bs")
+  n=$((n + 1))
+done
 timeout -k 5 "$timeout_s" qemu-system-x86_64 \
   -name nvmf-vm -nodefaults -no-user-config -no-reboot \
-  -machine pc -accel tcg,thread=multi -cpu max \
+  "${machine[@]}" -accel tcg,thread=multi -cpu max \
   -smp "${NVMF_VM_CPUS:-1}" -m "${NVMF_VM_MEMORY:-1536M}" \
   -display none -vga none -serial "file:$console" -monitor none \
   -kernel "$img/kernel" -initrd "$tmp/initrd" -append "$append" \
-  -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
+  -netdev user,id=n0 -device virtio-net-pci,netdev=n0 "${devices[@]}" \
   </dev/null >"$tmp/qemu.out" 2>&1 &
 qemu_pid=$!
 tail -n +1 -f --pid="$qemu_pid" "$console" | sed -u 's/\r$//' &

@@ -215,7 +215,12 @@ impl VfioDevice {
         let iommu = [VFIO_TYPE1V2_IOMMU, VFIO_TYPE1_IOMMU]
             .into_iter()
             .find(|&t| ioctl_val(&container, VFIO_CHECK_EXTENSION, t).unwrap_or(0) > 0)
-            .ok_or_else(|| io::Error::other("VFIO has no type-1 IOMMU (is the IOMMU on?)"))?;
+            .ok_or_else(|| {
+                io::Error::other(
+                    "VFIO has no type-1 IOMMU: is the IOMMU on, and vfio_iommu_type1 loaded \
+                     (scripts/nvme-setup.sh bind loads it)?",
+                )
+            })?;
         let group_path = format!("/dev/vfio/{group_no}");
         let group = rdwr(Path::new(&group_path)).map_err(|e| ctx(&group_path, e))?;
         let mut st = GroupStatus {

@@ -23,10 +23,7 @@ DPORT="$PORT"
 RAM512="${SUBSYSTEMS[0]%=*}"
 RAM4K="${SUBSYSTEMS[1]%=*}"
 FILENQN="${NVMF_GUEST_FILE_NQN:-nqn.2026-01.io.nvmf-target:file0}"
-BIN=/test/nvmf-target
 CFG=/tmp/nvmf-rdma.toml
-TLOG=/tmp/nvmf-target.log
-TPID=""
 
 setup_rxe() {
   local dev again
@@ -91,49 +88,15 @@ EOF
   run "$BIN" check "$CFG"
 }
 
-# (Checks run in subshells: the target's pid is kept in a file.)
-target_pid() { cat /tmp/nvmf-target.pid; }
-
-start_target() {
-  local from
-  touch "$TLOG"
-  from=$(($(wc -l <"$TLOG") + 1))
-  echo "---- target started $(date +%T) ----" >>"$TLOG"
-  "$BIN" --config "$CFG" --log-level info >>"$TLOG" 2>&1 &
-  echo $! >/tmp/nvmf-target.pid
-  for _ in $(seq 100); do
-    tail -n +"$from" "$TLOG" | grep -q "serving on" && break
-    kill -0 "$(target_pid)" 2>/dev/null || break
-    sleep 0.1
-  done
-  tail -n +"$from" "$TLOG" | tail -n 8
-  kill -0 "$(target_pid)" 2>/dev/null && tail -n +"$from" "$TLOG" | grep -q "serving on"
-}
-
-# The target runs here: kill it as a crash would, and start it again.
-kill_and_restart_target() {
-  local pid
-  pid="$(target_pid)"
-  say "SIGKILL to the target (pid $pid), then start it again"
-  kill -KILL "$pid"
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  start_target >/dev/null
-}
-
-stop_target() { # SIGTERM: an orderly stop, within 5 s, saying so in its log
-  local pid
-  pid="$(target_pid)"
-  kill -TERM "$pid"
-  for _ in $(seq 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  tail -n 3 "$TLOG"
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "still running 5 s after SIGTERM"
-    return 1
+rdma_on_every_reactor() {
+  echo "queue pairs closed: $(grep -cE 'closing RDMA queue pair' "$TLOG" || true)"
+  # With two reactors, connections accepted by reactor 0 were handed to reactor 1.
+  if [ "$(nproc)" -ge 2 ]; then
+    grep -q "reactor 1: RDMA device ready" "$TLOG" || {
+      echo "reactor 1 never served an RDMA connection"
+      return 1
+    }
   fi
-  grep -q "SIGTERM: closing every connection and stopping" "$TLOG"
 }
 
 multipath_tcp_rdma() { # NQN: a TCP and an RDMA path to one namespace
@@ -176,20 +139,6 @@ churn_rdma() { # connect and disconnect 10 times, a little I/O each time
   echo "10 connect/disconnect cycles"
 }
 
-target_log_clean() {
-  if grep -nE 'panicked|RUST_BACKTRACE' "$TLOG"; then
-    echo "the target panicked"
-    return 1
-  fi
-  grep -cE 'closing RDMA queue pair' "$TLOG" | sed 's/^/queue pairs closed: /'
-  # With two reactors, connections accepted by reactor 0 were handed to reactor 1.
-  if [ "$(nproc)" -ge 2 ]; then
-    grep -q "reactor 1: RDMA device ready" "$TLOG" || {
-      echo "reactor 1 never served an RDMA connection"
-      return 1
-    }
-  fi
-}
 
 say "host $(cat /etc/nvme/hostnqn), NVMe/RDMA target $TARGET:$PORT, subsystems: ${SUBSYSTEMS[*]}"
 check "soft-roce.sh sets up rxe on eth0 (twice: idempotent)" setup_rxe || {
@@ -232,7 +181,8 @@ if [ "$REFERENCE" != 1 ]; then
 
   say "=== $FILENQN: target crash (SIGKILL) and restart under a mounted XFS"
   crash_and_restart "$FILENQN"
-  check "target log: no panic; connections on every reactor" target_log_clean || true
+  check "target log: no panic" target_log_clean || true
+  check "connections on every reactor" rdma_on_every_reactor || true
   check "SIGTERM stops the target in order" stop_target || true
   say "---- target log (last 60 lines) ----"
   tail -n 60 "$TLOG"

@@ -652,4 +652,60 @@ restart_verify() {
   fsck_xfs
 }
 
+# --- a target running in this guest (the RDMA and NVMe suites) ------------------------------------
+BIN=/test/nvmf-target
+TLOG=/tmp/nvmf-target.log
+# (Checks run in their own shells: the target's pid is kept in a file; its config is $CFG.)
+target_pid() { cat /tmp/nvmf-target.pid; }
+
+start_target() {
+  local from
+  touch "$TLOG"
+  from=$(($(wc -l <"$TLOG") + 1))
+  echo "---- target started $(date +%T) ----" >>"$TLOG"
+  "$BIN" --config "$CFG" --log-level info >>"$TLOG" 2>&1 &
+  echo $! >/tmp/nvmf-target.pid
+  for _ in $(seq 100); do
+    tail -n +"$from" "$TLOG" | grep -q "serving on" && break
+    kill -0 "$(target_pid)" 2>/dev/null || break
+    sleep 0.1
+  done
+  tail -n +"$from" "$TLOG" | tail -n 8
+  kill -0 "$(target_pid)" 2>/dev/null && tail -n +"$from" "$TLOG" | grep -q "serving on"
+}
+
+# The target runs here: kill it as a crash would, and start it again.
+kill_and_restart_target() {
+  local pid
+  pid="$(target_pid)"
+  say "SIGKILL to the target (pid $pid), then start it again"
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  start_target >/dev/null
+}
+
+stop_target() { # SIGTERM: an orderly stop, within 5 s, saying so in its log
+  local pid
+  pid="$(target_pid)"
+  kill -TERM "$pid"
+  for _ in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  tail -n 3 "$TLOG"
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "still running 5 s after SIGTERM"
+    return 1
+  fi
+  grep -q "SIGTERM: closing every connection and stopping" "$TLOG"
+}
+
+target_log_clean() {
+  if grep -nE 'panicked|RUST_BACKTRACE' "$TLOG"; then
+    echo "the target panicked"
+    return 1
+  fi
+  echo "error lines: $(grep -cE 'ERROR|error:' "$TLOG" || true)"
+}
+
 for m in ext4 xfs; do modprobe "$m"; done

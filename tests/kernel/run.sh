@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Kernel-host tests: the Linux kernel's NVMe/TCP host, in a QEMU guest (scripts/vm/run.sh),
-# against nvmf-target running here on the loopback; and its NVMe/RDMA host over Soft-RoCE
-# against nvmf-target running in the guest (guest-rdma.sh: this machine's kernel has no RDMA).
+# against nvmf-target running here on the loopback; its NVMe/RDMA host over Soft-RoCE against
+# nvmf-target running in the guest (guest-rdma.sh: this machine's kernel has no RDMA); and
+# nvmf-target driving emulated NVMe SSDs through VFIO in the guest (guest-nvme.sh).
 #
 #   tests/kernel/run.sh [GUEST_SCRIPT...]     default: tests/kernel/guest-*.sh
 #
@@ -306,6 +307,15 @@ for s in "${scripts[@]}"; do
   say "running $s in the guest"
   extra=()
   case "$name" in
+  guest-nvme*)
+    # A q35 machine with an IOMMU and two NVMe controllers on image files; the target runs
+    # in the guest and drives them through VFIO.
+    rm -f "$logs/nvme512.img" "$logs/nvme4k.img"
+    truncate -s 512M "$logs/nvme512.img" "$logs/nvme4k.img"
+    extra=(NVMF_VM_FILES="tests/kernel/lib-guest.sh scripts/nvme-setup.sh $guest_bin"
+      NVMF_VM_MEMORY="${NVMF_VM_MEMORY:-1536M}" NVMF_VM_IOMMU=1
+      NVMF_VM_NVME="$logs/nvme512.img:512 $logs/nvme4k.img:4096")
+    ;;
   guest-rdma*)
     # The target runs in the guest, next to its RAM namespaces: more guest memory.
     # Two vCPUs: the target runs a reactor on each, so RDMA connections are handed over.
@@ -337,6 +347,19 @@ for s in "${scripts[@]}"; do
     say "FAIL: $s exited $rc"
     failed+=("$s (exit $rc)")
   fi
+  case "$name" in
+  guest-nvme*)
+    # What the guest wrote through the target is in the drives' image files.
+    for img in "$logs/nvme512.img" "$logs/nvme4k.img"; do
+      if grep -qa "nvmf-target-nvme-marker" "$img"; then
+        say "ok: $(basename "$img") holds the marker the guest wrote through the target"
+      else
+        say "FAIL: $(basename "$img") does not hold the guest's marker"
+        failed+=("$s ($(basename "$img") lacks the marker)")
+      fi
+    done
+    ;;
+  esac
 done
 stop_target
 

@@ -1,0 +1,149 @@
+#!/bin/bash
+# Runs inside the QEMU guest (scripts/vm/run.sh) on a q35 machine with an emulated IOMMU and
+# two emulated NVMe controllers (512 and 4096-byte blocks, raw image files on the host):
+# scripts/nvme-setup.sh gives them to vfio-pci, nvmf-target (/test/nvmf-target) drives them
+# with its user-space driver (backend = "nvme") and exports them over NVMe/TCP on 10.0.2.15,
+# and the guest kernel's NVMe/TCP host runs the basic checks on each (identify, logs,
+# features, write/read, compare, write-zeroes, dsm, flush, fio verify, ext4 and XFS). Then the
+# host writes a marker, the target stops (a normal shutdown of the controllers), the devices
+# go back to the kernel's nvme driver, which must read the marker; tests/kernel/run.sh finds
+# it in the image files after the guest is gone.
+# The last line is "kernel-host: N passed, N failed"; the exit status is 1 if any failed.
+set -euo pipefail
+
+export NVMF_GUEST_TRANSPORT=tcp NVMF_GUEST_TARGET_ADDR=10.0.2.15
+export NVMF_GUEST_SUBSYSTEMS="nqn.2026-01.io.nvmf-target:nvme512=512 nqn.2026-01.io.nvmf-target:nvme4k=4096"
+# shellcheck source=tests/kernel/lib-guest.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib-guest.sh"
+
+DPORT="$PORT"
+CFG=/tmp/nvmf-nvme.toml
+MARKER="nvmf-target-nvme-marker"
+
+kernel_disk() { # PCI: the namespace disk the kernel's nvme driver made for it
+  local d=""
+  for _ in $(seq 100); do
+    d="$(ls "/sys/bus/pci/devices/$1/nvme/"nvme*/ 2>/dev/null | grep -E '^nvme[0-9]+n1$' | head -n 1 || true)"
+    [ -n "$d" ] && [ -b "/dev/$d" ] && break
+    sleep 0.1
+  done
+  echo "$d"
+}
+
+# The emulated controllers, by block size (512 first), while the kernel still has them.
+modprobe nvme
+modprobe vfio-pci
+for d in /sys/bus/pci/devices/*; do
+  [ "$(cat "$d/class")" = 0x010802 ] || continue
+  p="$(basename "$d")"
+  disk="$(kernel_disk "$p")"
+  echo "$(cat "/sys/block/$disk/queue/logical_block_size" 2>/dev/null || echo 0) $p"
+done | sort -n | awk '{ print $2 }' >/tmp/pcis
+mapfile -t PCIS </tmp/pcis
+
+setup() {
+  run bash /test/nvme-setup.sh status
+  echo "controllers: ${PCIS[*]}"
+  [ "${#PCIS[@]}" -eq 2 ]
+  run bash /test/nvme-setup.sh bind "${PCIS[@]}"
+  for p in "${PCIS[@]}"; do
+    [ "$(basename "$(readlink "/sys/bus/pci/devices/$p/driver")")" = vfio-pci ]
+  done
+  ls -l /dev/vfio
+}
+
+# A device in use by the kernel is not taken.
+bind_refuses_a_mounted_disk() {
+  local p="${PCIS[0]}" d out
+  run bash /test/nvme-setup.sh unbind "$p"
+  d="$(kernel_disk "$p")"
+  echo "kernel disk: /dev/$d"
+  run mkfs.ext4 -q -F "/dev/$d"
+  run mount "/dev/$d" "$MNT"
+  if out="$(bash /test/nvme-setup.sh bind "$p" 2>&1)"; then
+    echo "$out"
+    umount "$MNT"
+    echo "bind took a disk with a mounted file system"
+    return 1
+  fi
+  echo "$out"
+  expect "in use" "$out"
+  run umount "$MNT"
+  run bash /test/nvme-setup.sh bind "$p"
+}
+
+write_config() {
+  local i=0 entry nqn bs
+  {
+    printf '[target]\ncores = [0]\n# One vCPU: never spin.\nidle = "sleep"\n\n'
+    printf '[[listener]]\ntransport = "tcp"\naddress = "%s"\nport = %s\n' "$TARGET" "$PORT"
+    for entry in "${SUBSYSTEMS[@]}"; do
+      nqn="${entry%=*}"
+      bs="${entry##*=}"
+      printf '\n[[subsystem]]\nnqn = "%s"\nallow_any_host = true\n' "$nqn"
+      printf '[[subsystem.namespace]]\nbackend = "nvme"\npci = "%s"\n# (The device says %s.)\n' \
+        "${PCIS[$i]}" "$bs"
+      i=$((i + 1))
+    done
+  } >"$CFG"
+  cat "$CFG"
+  run "$BIN" check "$CFG"
+}
+
+device_log() { # what the driver said about each controller
+  grep -E "NVMe controller" "$TLOG"
+  [ "$(grep -c "NVMe controller .* I/O queue pairs" "$TLOG")" -eq 2 ]
+}
+
+write_marker() { # NQN: a marker at LBA 1000 through the target
+  local ns
+  connect "$1" >/dev/null
+  ns="$(ns_for "$(ctrl_for "$1")")"
+  printf '%s %s\n' "$MARKER" "$1" >/tmp/marker
+  run dd if=/tmp/marker of="/dev/$ns" bs=4096 seek=125 count=1 conv=sync oflag=direct status=none
+  run nvme flush "/dev/$ns" -n 1
+  disconnect "$1"
+}
+
+stop_and_give_back() { # the target stops (controller shutdown), the kernel gets the devices
+  stop_target
+  grep -q "shutdown not complete" "$TLOG" && return 1
+  run bash /test/nvme-setup.sh unbind "${PCIS[@]}"
+  local p d found=0
+  for p in "${PCIS[@]}"; do
+    d="$(kernel_disk "$p")"
+    echo "$p: kernel disk /dev/$d"
+    if dd if="/dev/$d" bs=4096 skip=125 count=1 iflag=direct status=none | grep -q "$MARKER"; then
+      found=$((found + 1))
+    fi
+  done
+  echo "markers read back by the kernel's driver: $found"
+  [ "$found" -eq 2 ]
+}
+
+say "host $(cat /etc/nvme/hostnqn), NVMe over VFIO exported at $TARGET:$PORT"
+check "nvme-setup.sh binds both controllers to vfio-pci" setup || {
+  summary
+  exit 1
+}
+check "nvme-setup.sh refuses a controller whose disk is mounted" bind_refuses_a_mounted_disk || true
+check "target config" write_config || exit 1
+check "target starts; the driver brings both controllers up" start_target || {
+  cat "$TLOG"
+  summary
+  exit 1
+}
+check "the driver read each controller's identity and namespace" device_log || true
+for entry in "${SUBSYSTEMS[@]}"; do
+  basic "${entry%=*}" "${entry##*=}"
+done
+for entry in "${SUBSYSTEMS[@]}"; do
+  check "marker written to ${entry%=*}" write_marker "${entry%=*}" || true
+done
+check "target log: no panic" target_log_clean || true
+check "SIGTERM: controllers shut down, back to the kernel's driver, markers there" \
+  stop_and_give_back || true
+say "---- target log (last 30 lines) ----"
+tail -n 30 "$TLOG"
+summary
+[ "$failed" -eq 0 ]
