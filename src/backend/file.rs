@@ -195,6 +195,11 @@ impl Backend for FileBackend {
                 offset,
                 len,
             }),
+            // (Files are compared by reading: `compares` is false.)
+            op @ IoOp::Compare { .. } => Submitted::Done(IoDone {
+                result: Err(BackendError::Read("compare is not a file operation".into())),
+                buf: op.into_buf(),
+            }),
         }
     }
 }

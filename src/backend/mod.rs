@@ -68,6 +68,15 @@ pub enum IoOp {
         offset: u64,
         len: u64,
     },
+    /// Compare `buf[at..at + len]` with the data at `offset` (only for
+    /// backends whose [`Backend::compares`] is true): a mismatch is the
+    /// device's Compare Failure.
+    Compare {
+        offset: u64,
+        buf: Vec<u8>,
+        at: usize,
+        len: usize,
+    },
 }
 
 impl IoOp {
@@ -80,13 +89,13 @@ impl IoOp {
     }
 
     pub fn is_write(&self) -> bool {
-        !matches!(self, IoOp::Read { .. })
+        !matches!(self, IoOp::Read { .. } | IoOp::Compare { .. })
     }
 
     /// Gives the operation's buffer back (empty for bufferless ops).
     pub fn into_buf(self) -> Vec<u8> {
         match self {
-            IoOp::Read { buf, .. } | IoOp::Write { buf, .. } => buf,
+            IoOp::Read { buf, .. } | IoOp::Write { buf, .. } | IoOp::Compare { buf, .. } => buf,
             _ => Vec::new(),
         }
     }
@@ -140,6 +149,11 @@ pub trait Backend: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Size in bytes.
     fn size(&self) -> u64;
+    /// Whether the backend compares data itself ([`IoOp::Compare`]); the
+    /// others are compared by reading.
+    fn compares(&self) -> bool {
+        false
+    }
     /// The block size the backend imposes (a device's own), if any.
     fn block_size(&self) -> Option<u32> {
         None

@@ -68,6 +68,11 @@ pub(super) enum Step {
     },
     /// Compare the accumulator with the host's data.
     Compare,
+    /// Have the backend compare the host's data with its own.
+    CompareHost {
+        off: u64,
+        len: usize,
+    },
 }
 
 /// What a finished command counts in the SMART log.
@@ -318,12 +323,17 @@ impl Queue {
                 if data.len() != len {
                     return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
                 }
-                steps.push_back(Step::Read {
-                    off,
-                    len,
-                    append: true,
-                });
-                steps.push_back(Step::Compare);
+                if ns.backend.compares() {
+                    // The device compares (its status comes back as is).
+                    steps.push_back(Step::CompareHost { off, len });
+                } else {
+                    steps.push_back(Step::Read {
+                        off,
+                        len,
+                        append: true,
+                    });
+                    steps.push_back(Step::Compare);
+                }
                 (false, Count::Read(len as u64))
             }
             io_op::VERIFY => {
@@ -552,6 +562,19 @@ impl Queue {
                     (
                         f.ns.clone(),
                         IoOp::Write {
+                            offset: off,
+                            buf,
+                            at: 0,
+                            len,
+                        },
+                        Holds::Host,
+                    )
+                }
+                Step::CompareHost { off, len } => {
+                    let buf = std::mem::take(&mut f.host);
+                    (
+                        f.ns.clone(),
+                        IoOp::Compare {
                             offset: off,
                             buf,
                             at: 0,

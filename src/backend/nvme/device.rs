@@ -273,6 +273,10 @@ impl Backend for NvmeBackend {
     fn volatile_write_cache(&self) -> bool {
         self.dev.identity.vwc
     }
+    /// NVMe Compare goes to the device when it has it (ONCS bit 0).
+    fn compares(&self) -> bool {
+        self.dev.identity.oncs & 1 != 0
+    }
     fn submit(&self, op: IoOp) -> Submitted {
         Submitted::Device(crate::backend::DeviceRequest {
             dev: self.dev.clone(),

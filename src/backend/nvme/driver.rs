@@ -31,6 +31,7 @@ mod op {
     pub const FLUSH: u8 = 0x00;
     pub const WRITE: u8 = 0x01;
     pub const READ: u8 = 0x02;
+    pub const COMPARE: u8 = 0x05;
     pub const WRITE_ZEROES: u8 = 0x08;
     pub const DSM: u8 = 0x09;
 }
@@ -161,7 +162,7 @@ impl DevQ {
         let mem: &dyn DmaMem = dev.mem();
         // Commands this operation needs, and whether it needs a chunk.
         let (needs_chunk, cmds) = match &op {
-            IoOp::Read { len, .. } | IoOp::Write { len, .. } => {
+            IoOp::Read { len, .. } | IoOp::Write { len, .. } | IoOp::Compare { len, .. } => {
                 (true, (*len as u64).div_ceil(self.max_cmd as u64).max(1))
             }
             IoOp::Flush => (false, 1),
@@ -188,10 +189,16 @@ impl DevQ {
         let c_iova = chunk.map(|c| self.bounce + c as u64 * self.chunk);
         let mut commands: Vec<Command> = Vec::with_capacity(cmds as usize);
         let ok = match &op {
-            IoOp::Read { offset, len, .. } | IoOp::Write { offset, len, .. } => {
-                let is_write = matches!(op, IoOp::Write { .. });
+            IoOp::Read { offset, len, .. }
+            | IoOp::Write { offset, len, .. }
+            | IoOp::Compare { offset, len, .. } => {
+                let opcode = match op {
+                    IoOp::Write { .. } => op::WRITE,
+                    IoOp::Compare { .. } => op::COMPARE,
+                    _ => op::READ,
+                };
                 let c_iova = c_iova.unwrap_or(0);
-                if let IoOp::Write { buf, at, len, .. } = &op {
+                if let IoOp::Write { buf, at, len, .. } | IoOp::Compare { buf, at, len, .. } = &op {
                     if buf.len() < at + len || !mem.write(c_iova, &buf[*at..at + len]) {
                         self.free_chunk(chunk);
                         fail(cx, slot, tag, op, Status::INTERNAL_ERROR);
@@ -214,7 +221,7 @@ impl DevQ {
                             }
                             let slba = (offset + done) >> shift;
                             commands.push(Command {
-                                opcode: if is_write { op::WRITE } else { op::READ },
+                                opcode,
                                 nsid,
                                 cdw10: slba as u32,
                                 cdw11: (slba >> 32) as u32,

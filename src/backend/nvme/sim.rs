@@ -232,9 +232,9 @@ fn execute(mem: &SimMem, st: &mut State, qid: u16, cmd: &Command) -> (Status, u3
     let (off, len) = ((slba << shift) as usize, (nlb << shift) as usize);
     match cmd.opcode {
         0x00 => (Status::SUCCESS, 0),
-        0x01 | 0x02 | 0x05 if !in_range => (Status::LBA_OUT_OF_RANGE, 0),
+        0x01 | 0x02 | 0x05 if !in_range => (Status::LBA_OUT_OF_RANGE.dnr(), 0),
         0x01 | 0x02 | 0x05 if st.mdts > 0 && len > (4096usize << st.mdts) => {
-            (Status::INVALID_FIELD, 0)
+            (Status::INVALID_FIELD.dnr(), 0)
         }
         0x01 | 0x02 | 0x05 => {
             let Some(runs) = prp_runs(mem, cmd, len) else {
@@ -248,7 +248,7 @@ fn execute(mem: &SimMem, st: &mut State, qid: u16, cmd: &Command) -> (Status, u3
                     _ => {
                         let mut b = vec![0u8; n];
                         if mem.read(iova, &mut b) && b != st.blocks[at..at + n] {
-                            return (Status::COMPARE_FAILURE, 0);
+                            return (Status::COMPARE_FAILURE.dnr(), 0);
                         }
                         true
                     }
@@ -260,13 +260,13 @@ fn execute(mem: &SimMem, st: &mut State, qid: u16, cmd: &Command) -> (Status, u3
             }
             (Status::SUCCESS, 0)
         }
-        0x08 if !in_range => (Status::LBA_OUT_OF_RANGE, 0),
+        0x08 if !in_range => (Status::LBA_OUT_OF_RANGE.dnr(), 0),
         0x08 => {
             st.blocks[off..off + len].fill(0);
             (Status::SUCCESS, 0)
         }
         0x09 => (Status::SUCCESS, 0),
-        _ => (Status::INVALID_OPCODE, 0),
+        _ => (Status::INVALID_OPCODE.dnr(), 0),
     }
 }
 
