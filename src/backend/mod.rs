@@ -118,15 +118,33 @@ pub enum Submitted {
     Device(DeviceRequest),
 }
 
+/// A device the reactor's NVMe driver sends commands to.
+#[derive(Clone)]
+pub enum DeviceRef {
+    /// A controller this process drives through VFIO (or the simulator).
+    Pci(Arc<nvme::device::NvmeDevice>),
+    /// A namespace the kernel keeps, through io_uring passthrough.
+    Passthru(Arc<nvme::passthru::PassthruDevice>),
+}
+
+impl DeviceRef {
+    pub fn name(&self) -> &str {
+        match self {
+            DeviceRef::Pci(d) => &d.name,
+            DeviceRef::Passthru(d) => &d.name,
+        }
+    }
+}
+
 /// An operation for a device the process drives itself.
 pub struct DeviceRequest {
-    pub dev: Arc<nvme::device::NvmeDevice>,
+    pub dev: DeviceRef,
     pub op: IoOp,
 }
 
 impl fmt::Debug for DeviceRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DeviceRequest({}, {:?})", self.dev.name, self.op)
+        write!(f, "DeviceRequest({}, {:?})", self.dev.name(), self.op)
     }
 }
 
@@ -299,6 +317,10 @@ pub fn open(
                 reactors.max(1) as u16,
             )?;
             Ok(Arc::new(nvme::device::NvmeBackend { dev }))
+        }
+        BackendConfig::NvmePassthru { path } => {
+            let dev = nvme::passthru::PassthruDevice::open(path)?;
+            Ok(Arc::new(nvme::passthru::PassthruBackend { dev }))
         }
         BackendConfig::Nvme { pci, nsid, .. } => {
             let dev =

@@ -97,6 +97,10 @@ pub(crate) fn to_toml(config: &Config) -> String {
                         let _ = writeln!(out, "size = {}", size_literal(*size));
                     }
                 }
+                BackendConfig::NvmePassthru { path } => {
+                    let _ = writeln!(out, "backend = \"nvme\"");
+                    let _ = writeln!(out, "path = {}", quote(&path.display().to_string()));
+                }
             }
             let _ = writeln!(out, "block_size = {}", ns.block_size);
             let (uuid, nguid, eui64) = derived_namespace_ids(&s.nqn, ns.nsid);

@@ -184,6 +184,11 @@ pub enum BackendConfig {
         nsid: u32,
         size: Option<u64>,
     },
+    /// An NVMe namespace the kernel keeps, driven through its character
+    /// device (`/dev/ngXnY`) with io_uring passthrough commands.
+    NvmePassthru {
+        path: PathBuf,
+    },
 }
 
 impl BackendConfig {
@@ -192,6 +197,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Ram { size } | BackendConfig::Null { size } => Some(*size),
             BackendConfig::File { size, .. } | BackendConfig::Nvme { size, .. } => *size,
+            BackendConfig::NvmePassthru { .. } => None,
         }
     }
 }

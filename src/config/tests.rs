@@ -1003,3 +1003,51 @@ fn nvme_namespaces() {
         errs[3]
     );
 }
+
+#[test]
+fn nvme_passthrough_namespaces_name_the_character_device() {
+    let c = ok(&with_listener(&[
+        "[[subsystem]]",
+        "nqn = \"nqn.2026-01.io.nvmf-target:a\"",
+        "allow_any_host = true",
+        "[[subsystem.namespace]]",
+        "backend = \"nvme\"",
+        "path = \"/dev/ng1n2\"",
+    ]));
+    let ns = &c.subsystems[0].namespaces;
+    assert_eq!(
+        ns[0].backend,
+        BackendConfig::NvmePassthru {
+            path: "/dev/ng1n2".into()
+        }
+    );
+    assert_eq!(ok(&c.to_toml()).subsystems, c.subsystems);
+    let errs = errors(&with_listener(&[
+        "[[subsystem]]",
+        "nqn = \"nqn.2026-01.io.nvmf-target:a\"",
+        "allow_any_host = true",
+        "[[subsystem.namespace]]",
+        "backend = \"nvme\"",
+        "path = \"/dev/nvme1n2\"",
+        "[[subsystem.namespace]]",
+        "backend = \"nvme\"",
+        "path = \"/dev/ng0n1\"",
+        "pci = \"0000:02:00.0\"",
+        "[[subsystem.namespace]]",
+        "backend = \"nvme\"",
+        "path = \"/dev/ng0n2\"",
+        "size = \"1GiB\"",
+    ]));
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].contains("\"/dev/nvme1n2\" is not an NVMe namespace character device"),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[1].contains("not both; leave pci out"), "{}", errs[1]);
+    assert!(
+        errs[2].contains("has its own size; leave size out"),
+        "{}",
+        errs[2]
+    );
+}

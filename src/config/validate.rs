@@ -902,20 +902,26 @@ fn nvme_backend(
     path_entry: Option<&Entry>,
     direct_entry: Option<&Entry>,
 ) -> Option<BackendConfig> {
-    for (key, entry) in [("path", path_entry), ("direct", direct_entry)] {
-        if let Some(e) = entry {
-            ctx.error(
-                &e.key_span,
-                format!("{}: {key} is not used by the nvme backend", t.field(key)),
-            );
-        }
+    if let Some(e) = direct_entry {
+        ctx.error(
+            &e.key_span,
+            format!(
+                "{}: direct is not used by the nvme backend",
+                t.field("direct")
+            ),
+        );
+    }
+    if let Some(e) = path_entry {
+        return nvme_passthru(ctx, t, size_value, e);
     }
     let pci = match t.get("pci") {
         None => {
             t.missing(
                 ctx,
                 "pci",
-                " (the nvme backend needs the controller's PCI address, e.g. \"0000:01:00.0\")",
+                " (the nvme backend needs the controller's PCI address, e.g. \"0000:01:00.0\", \
+                 or path, the namespace's character device the kernel keeps, e.g. \
+                 \"/dev/ng0n1\")",
             );
             None
         }
@@ -971,6 +977,65 @@ fn nvme_backend(
         pci: pci?,
         nsid: nsid?,
         size,
+    })
+}
+
+/// `backend = "nvme"` with `path`: a namespace the kernel keeps, driven
+/// through its character device with passthrough commands.
+fn nvme_passthru(
+    ctx: &mut Ctx,
+    t: &Table,
+    size_value: Option<Option<u64>>,
+    path_entry: &Entry,
+) -> Option<BackendConfig> {
+    for (key, why) in [
+        (
+            "pci",
+            "a controller of ours (pci) or a namespace of the kernel's (path), not both",
+        ),
+        (
+            "device_nsid",
+            "the character device is one namespace already",
+        ),
+        ("size", "a device's namespace has its own size"),
+    ] {
+        if let Some(e) = t.get(key) {
+            ctx.error(
+                &e.key_span,
+                format!("{}: {why}; leave {key} out", t.field(key)),
+            );
+        }
+    }
+    if matches!(size_value, Some(None)) {
+        return None;
+    }
+    let field = t.field("path");
+    let p = as_str(ctx, &field, &path_entry.node)?;
+    let name = std::path::Path::new(p)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let is_ng = name
+        .strip_prefix("ng")
+        .and_then(|r| r.split_once('n'))
+        .is_some_and(|(c, n)| {
+            !c.is_empty()
+                && !n.is_empty()
+                && c.bytes().all(|b| b.is_ascii_digit())
+                && n.bytes().all(|b| b.is_ascii_digit())
+        });
+    if !is_ng {
+        ctx.error(
+            &path_entry.node.span,
+            format!(
+                "{field}: {p:?} is not an NVMe namespace character device (/dev/ngXnY, e.g. \
+                 \"/dev/ng0n1\"; the block device /dev/nvmeXnY goes to the file backend)"
+            ),
+        );
+        return None;
+    }
+    Some(BackendConfig::NvmePassthru {
+        path: PathBuf::from(p),
     })
 }
 

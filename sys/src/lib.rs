@@ -9,6 +9,7 @@
 //! - [`net`]: socket options std does not offer;
 //! - [`signal`]: termination signals taken synchronously, for an orderly shutdown;
 //! - [`rdma`]: RDMA verbs and connection manager, loaded at run time;
+//! - [`nvme_cmd`]: NVMe passthrough commands to namespace devices through io_uring;
 //! - [`vfio`]: PCI devices given to the process through VFIO (registers, DMA mappings).
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -20,6 +21,7 @@ pub mod event;
 pub mod file;
 pub mod mem;
 pub mod net;
+pub mod nvme_cmd;
 pub mod rdma;
 pub mod ring;
 pub mod signal;

@@ -1,18 +1,21 @@
 #!/bin/bash
 # Runs inside the QEMU guest (scripts/vm/run.sh) on a q35 machine with an emulated IOMMU and
-# two emulated NVMe controllers (512 and 4096-byte blocks, raw image files on the host):
-# scripts/nvme-setup.sh gives them to vfio-pci, nvmf-target (/test/nvmf-target) drives them
-# with its user-space driver (backend = "nvme") and exports them over NVMe/TCP on 10.0.2.15,
+# three emulated NVMe controllers (raw image files on the host). The first two (512 and
+# 4096-byte blocks): scripts/nvme-setup.sh gives them to vfio-pci and nvmf-target
+# (/test/nvmf-target) drives them with its user-space driver (backend = "nvme", pci). The
+# third (serial NVMFTEST2, 512-byte blocks) stays with the kernel's nvme driver and the target
+# sends it NVMe commands through io_uring passthrough on its namespace's character device
+# (backend = "nvme", path = "/dev/ngXnY"). All three are exported over NVMe/TCP on 10.0.2.15,
 # and the guest kernel's NVMe/TCP host runs the basic checks on each (identify, logs,
 # features, write/read, compare, write-zeroes, dsm, flush, fio verify, ext4 and XFS). Then the
 # host writes a marker, the target stops (a normal shutdown of the controllers), the devices
-# go back to the kernel's nvme driver, which must read the marker; tests/kernel/run.sh finds
-# it in the image files after the guest is gone.
+# go back to the kernel's nvme driver, which must read the markers; tests/kernel/run.sh finds
+# them in the image files after the guest is gone.
 # The last line is "kernel-host: N passed, N failed"; the exit status is 1 if any failed.
 set -euo pipefail
 
 export NVMF_GUEST_TRANSPORT=tcp NVMF_GUEST_TARGET_ADDR=10.0.2.15
-export NVMF_GUEST_SUBSYSTEMS="nqn.2026-01.io.nvmf-target:nvme512=512 nqn.2026-01.io.nvmf-target:nvme4k=4096"
+export NVMF_GUEST_SUBSYSTEMS="nqn.2026-01.io.nvmf-target:nvme512=512 nqn.2026-01.io.nvmf-target:nvme4k=4096 nqn.2026-01.io.nvmf-target:nvmepass=512"
 # shellcheck source=tests/kernel/lib-guest.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib-guest.sh"
 
@@ -30,16 +33,26 @@ kernel_disk() { # PCI: the namespace disk the kernel's nvme driver made for it
   echo "$d"
 }
 
-# The emulated controllers, by block size (512 first), while the kernel still has them.
+# The emulated controllers for VFIO, by block size (512 first), while the kernel still has
+# them; the one whose serial is NVMFTEST2 stays the kernel's (passthrough).
 modprobe nvme
 modprobe vfio-pci
+: >/tmp/pass_pci
 for d in /sys/bus/pci/devices/*; do
   [ "$(cat "$d/class")" = 0x010802 ] || continue
   p="$(basename "$d")"
   disk="$(kernel_disk "$p")"
+  if [ "$(cat "$d"/nvme/nvme*/serial 2>/dev/null | tr -d ' ')" = NVMFTEST2 ]; then
+    echo "$p" >/tmp/pass_pci
+    continue
+  fi
   echo "$(cat "/sys/block/$disk/queue/logical_block_size" 2>/dev/null || echo 0) $p"
 done | sort -n | awk '{ print $2 }' >/tmp/pcis
 mapfile -t PCIS </tmp/pcis
+PASS_PCI="$(cat /tmp/pass_pci)"
+PASS_DISK=""
+[ -n "$PASS_PCI" ] && PASS_DISK="$(kernel_disk "$PASS_PCI")"
+PASS_NG="/dev/ng${PASS_DISK#nvme}"
 
 setup() {
   run bash /test/nvme-setup.sh status
@@ -50,6 +63,14 @@ setup() {
     [ "$(basename "$(readlink "/sys/bus/pci/devices/$p/driver")")" = vfio-pci ]
   done
   ls -l /dev/vfio
+}
+
+# The third controller stays with the kernel: its namespace's character device is there.
+passthru_device() {
+  echo "passthrough controller: ${PASS_PCI:-none}, disk /dev/${PASS_DISK:-none}, $PASS_NG"
+  [ -n "$PASS_DISK" ]
+  [ -c "$PASS_NG" ]
+  [ "$(basename "$(readlink "/sys/bus/pci/devices/$PASS_PCI/driver")")" = nvme ]
 }
 
 # A device in use by the kernel is not taken.
@@ -81,8 +102,13 @@ write_config() {
       nqn="${entry%=*}"
       bs="${entry##*=}"
       printf '\n[[subsystem]]\nnqn = "%s"\nallow_any_host = true\n' "$nqn"
-      printf '[[subsystem.namespace]]\nbackend = "nvme"\npci = "%s"\n# (The device says %s.)\n' \
-        "${PCIS[$i]}" "$bs"
+      if [ "$i" -lt "${#PCIS[@]}" ]; then
+        printf '[[subsystem.namespace]]\nbackend = "nvme"\npci = "%s"\n# (The device says %s.)\n' \
+          "${PCIS[$i]}" "$bs"
+      else
+        printf '[[subsystem.namespace]]\nbackend = "nvme"\npath = "%s"\n# (The device says %s.)\n' \
+          "$PASS_NG" "$bs"
+      fi
       i=$((i + 1))
     done
   } >"$CFG"
@@ -90,9 +116,10 @@ write_config() {
   run "$BIN" check "$CFG"
 }
 
-device_log() { # what the driver said about each controller
-  grep -E "NVMe controller" "$TLOG"
+device_log() { # what the driver said about each controller and the passthrough namespace
+  grep -E "NVMe controller|passthrough" "$TLOG"
   [ "$(grep -c "NVMe controller .* I/O queue pairs" "$TLOG")" -eq 2 ]
+  grep -q "$PASS_NG: NVMe namespace 1 passthrough" "$TLOG"
 }
 
 write_marker() { # NQN: a marker at LBA 1000 through the target
@@ -117,8 +144,13 @@ stop_and_give_back() { # the target stops (controller shutdown), the kernel gets
       found=$((found + 1))
     fi
   done
+  # The passthrough namespace was the kernel's all along.
+  if dd if="/dev/$PASS_DISK" bs=4096 skip=125 count=1 iflag=direct status=none |
+    grep -q "$MARKER"; then
+    found=$((found + 1))
+  fi
   echo "markers read back by the kernel's driver: $found"
-  [ "$found" -eq 2 ]
+  [ "$found" -eq 3 ]
 }
 
 say "host $(cat /etc/nvme/hostnqn), NVMe over VFIO exported at $TARGET:$PORT"
@@ -127,13 +159,16 @@ check "nvme-setup.sh binds both controllers to vfio-pci" setup || {
   exit 1
 }
 check "nvme-setup.sh refuses a controller whose disk is mounted" bind_refuses_a_mounted_disk || true
+check "the third controller stays the kernel's, its namespace's character device there" \
+  passthru_device || true
 check "target config" write_config || exit 1
-check "target starts; the driver brings both controllers up" start_target || {
+check "target starts; the driver brings both controllers up, opens the passthrough namespace" \
+  start_target || {
   cat "$TLOG"
   summary
   exit 1
 }
-check "the driver read each controller's identity and namespace" device_log || true
+check "the driver read each controller's identity and namespace; passthrough geometry" device_log || true
 for entry in "${SUBSYSTEMS[@]}"; do
   basic "${entry%=*}" "${entry##*=}"
 done

@@ -308,13 +308,13 @@ for s in "${scripts[@]}"; do
   extra=()
   case "$name" in
   guest-nvme*)
-    # A q35 machine with an IOMMU and two NVMe controllers on image files; the target runs
-    # in the guest and drives them through VFIO.
-    rm -f "$logs/nvme512.img" "$logs/nvme4k.img"
-    truncate -s 512M "$logs/nvme512.img" "$logs/nvme4k.img"
+    # A q35 machine with an IOMMU and three NVMe controllers on image files; the target runs
+    # in the guest and drives two through VFIO, the third through the kernel (passthrough).
+    rm -f "$logs/nvme512.img" "$logs/nvme4k.img" "$logs/nvmepass.img"
+    truncate -s 512M "$logs/nvme512.img" "$logs/nvme4k.img" "$logs/nvmepass.img"
     extra=(NVMF_VM_FILES="tests/kernel/lib-guest.sh scripts/nvme-setup.sh $guest_bin"
       NVMF_VM_MEMORY="${NVMF_VM_MEMORY:-1536M}" NVMF_VM_IOMMU=1
-      NVMF_VM_NVME="$logs/nvme512.img:512 $logs/nvme4k.img:4096")
+      NVMF_VM_NVME="$logs/nvme512.img:512 $logs/nvme4k.img:4096 $logs/nvmepass.img:512")
     ;;
   guest-rdma*)
     # The target runs in the guest, next to its RAM namespaces: more guest memory.
@@ -350,7 +350,7 @@ for s in "${scripts[@]}"; do
   case "$name" in
   guest-nvme*)
     # What the guest wrote through the target is in the drives' image files.
-    for img in "$logs/nvme512.img" "$logs/nvme4k.img"; do
+    for img in "$logs/nvme512.img" "$logs/nvme4k.img" "$logs/nvmepass.img"; do
       if grep -qa "nvmf-target-nvme-marker" "$img"; then
         say "ok: $(basename "$img") holds the marker the guest wrote through the target"
       else

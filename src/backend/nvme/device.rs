@@ -279,7 +279,7 @@ impl Backend for NvmeBackend {
     }
     fn submit(&self, op: IoOp) -> Submitted {
         Submitted::Device(crate::backend::DeviceRequest {
-            dev: self.dev.clone(),
+            dev: crate::backend::DeviceRef::Pci(self.dev.clone()),
             op,
         })
     }

@@ -6,11 +6,14 @@
 //! buffers).
 
 use super::device::NvmeDevice;
+use super::passthru::PassQ;
 use super::{prp, prp_dptr, DmaMem, Done, QueuePair, SubmitError};
-use crate::backend::{DeviceDone, DeviceRequest, IoOp};
+use crate::backend::{DeviceDone, DeviceRef, DeviceRequest, IoOp};
 use crate::fabrics::Response;
 use crate::nvme::{Command, Status};
-use crate::reactor::{Cx, Driver, Handoff};
+use crate::reactor::{token, Cx, Driver, Handoff};
+use crate::transport::DRIVER_NVME;
+use nvmf_sys::ring::Op;
 use nvmf_sys::Completion;
 use std::collections::VecDeque;
 use std::io;
@@ -72,7 +75,13 @@ pub struct NvmeDriver {
     max_io: u32,
     devs: Vec<DevQ>,
     done: Vec<Done>,
+    /// Passthrough commands to namespaces the kernel keeps (made when first
+    /// needed).
+    pass: Option<PassQ>,
 }
+
+/// Ring token kind: the passthrough ring has completions.
+const K_CMD: u8 = 1;
 
 impl NvmeDriver {
     /// A driver whose operations are at most `max_io` bytes (the target's
@@ -82,6 +91,7 @@ impl NvmeDriver {
             max_io,
             devs: Vec::new(),
             done: Vec::new(),
+            pass: None,
         }
     }
 
@@ -382,8 +392,14 @@ impl Driver for NvmeDriver {
         Ok(())
     }
 
-    fn completion(&mut self, _cx: &mut Cx, _kind: u8, _slot: usize, _c: Completion) -> bool {
-        false
+    fn completion(&mut self, cx: &mut Cx, kind: u8, _slot: usize, _c: Completion) -> bool {
+        match (kind, self.pass.as_mut()) {
+            (K_CMD, Some(p)) => {
+                p.armed = false;
+                p.poll(cx)
+            }
+            _ => false,
+        }
     }
 
     fn poll(&mut self, cx: &mut Cx) -> bool {
@@ -405,11 +421,32 @@ impl Driver for NvmeDriver {
                 d.dev.ring_sq(d.qp.qid, tail);
             }
         }
+        if let Some(p) = self.pass.as_mut() {
+            worked |= p.poll(cx);
+        }
         worked
     }
 
     fn submit_io(&mut self, cx: &mut Cx, slot: usize, tag: u32, req: DeviceRequest) {
         let DeviceRequest { dev, op } = req;
+        let dev = match dev {
+            DeviceRef::Pci(d) => d,
+            DeviceRef::Passthru(d) => {
+                if self.pass.is_none() {
+                    match PassQ::new() {
+                        Ok(p) => self.pass = Some(p),
+                        Err(e) => {
+                            log::error!("reactor {}: {}: {e}", cx.index, d.name);
+                            return fail(cx, slot, tag, op, super::NOT_READY);
+                        }
+                    }
+                }
+                if let Some(p) = self.pass.as_mut() {
+                    p.submit(cx, d, slot, tag, op);
+                }
+                return;
+            }
+        };
         let i = match self.dev_index(&dev) {
             Ok(i) => i,
             Err(e) => {
@@ -428,12 +465,37 @@ impl Driver for NvmeDriver {
         // The doorbell is written once per pass, in `flush_io`.
     }
 
-    fn flush_io(&mut self, _cx: &mut Cx) {
+    fn flush_io(&mut self, cx: &mut Cx) {
         for d in self.devs.iter_mut() {
             if let Some(tail) = d.qp.sq_doorbell() {
                 d.dev.ring_sq(d.qp.qid, tail);
             }
         }
+        if let Some(p) = self.pass.as_mut() {
+            p.flush(cx);
+        }
+    }
+
+    fn before_sleep(&mut self, cx: &mut Cx) -> io::Result<bool> {
+        // A controller of ours interrupts nobody: while it has commands, the
+        // reactor polls.
+        if self
+            .devs
+            .iter()
+            .any(|d| d.qp.in_flight() > 0 || !d.waiting.is_empty())
+        {
+            return Ok(false);
+        }
+        let Some(p) = self.pass.as_mut() else {
+            return Ok(true);
+        };
+        if p.busy() && !p.armed {
+            cx.ring
+                .push(Op::PollIn { fd: p.fd() }, token(DRIVER_NVME, K_CMD, 0))?;
+            p.armed = true;
+        }
+        // Completions that came before the poll was armed.
+        Ok(!p.poll(cx))
     }
 
     fn adopt(&mut self, cx: &mut Cx, _conn: Handoff) {
@@ -473,6 +535,9 @@ impl Driver for NvmeDriver {
     fn stop(&mut self, cx: &mut Cx) {
         for d in self.devs.iter_mut() {
             d.fail_all(cx, Status::ABORTED_SQ_DELETION);
+        }
+        if let Some(p) = self.pass.as_mut() {
+            p.stop(cx);
         }
     }
 }

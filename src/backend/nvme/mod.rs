@@ -7,6 +7,7 @@
 
 pub mod device;
 pub mod driver;
+pub mod passthru;
 pub mod prp;
 pub mod qpair;
 pub mod sim;
