@@ -157,13 +157,23 @@ impl Region {
     }
 
     /// The whole mapping as atomic words.
-    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
     fn words(&self) -> &[AtomicU64] {
         // SAFETY: the mapping is page aligned (so 8-byte aligned), `map_len` (a multiple of the
         // page size, so of 8) bytes long, readable and writable, and lives as long as `self`.
         // All bit patterns are valid `u64`s, and the memory is only ever accessed through
         // atomics (or by the kernel), so shared references to `AtomicU64` are sound.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast(), self.map_len / 8) }
+    }
+
+    /// The 8-byte word at `offset` (a multiple of 8), read with one atomic load with acquire
+    /// ordering: what a device wrote into it is seen whole, and reads after this one see what
+    /// the device wrote before it. `None` if out of bounds or unaligned.
+    pub fn load_u64(&self, offset: u64) -> Option<u64> {
+        let off = self.check(offset, 8)?;
+        if off % 8 != 0 {
+            return None;
+        }
+        Some(self.words()[off / 8].load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// `offset` as a usize if `offset..offset+len` is inside the region.

@@ -35,6 +35,9 @@ impl DmaMem for RegionDma {
         iova.checked_sub(self.base)
             .is_some_and(|off| self.region.write(off, src))
     }
+    fn load64(&self, iova: u64) -> Option<u64> {
+        self.region.load_u64(iova.checked_sub(self.base)?)
+    }
 }
 
 /// A VFIO device's registers.

@@ -7,7 +7,7 @@
 
 use super::device::NvmeDevice;
 use super::passthru::PassQ;
-use super::{prp, prp_dptr, DmaMem, Done, QueuePair, SubmitError};
+use super::{prp, prp_dptr, DmaMem, Done, Faults, QueuePair, SubmitError};
 use crate::backend::{DeviceDone, DeviceRef, DeviceRequest, IoOp};
 use crate::fabrics::Response;
 use crate::nvme::{Command, Status};
@@ -69,6 +69,7 @@ struct DevQ {
     /// Largest transfer per command.
     max_cmd: u32,
     prps: Vec<u64>,
+    faults: Faults,
 }
 
 pub struct NvmeDriver {
@@ -132,8 +133,21 @@ impl NvmeDriver {
             waiting: VecDeque::new(),
             max_cmd,
             prps: Vec::new(),
+            faults: Faults::default(),
         });
         Ok(self.devs.len() - 1)
+    }
+}
+
+/// The NVM opcode an operation's (first) command has.
+fn opcode_of(op: &IoOp) -> u8 {
+    match op {
+        IoOp::Read { .. } => op::READ,
+        IoOp::Write { .. } => op::WRITE,
+        IoOp::Compare { .. } => op::COMPARE,
+        IoOp::Flush => op::FLUSH,
+        IoOp::WriteZeroes { .. } => op::WRITE_ZEROES,
+        IoOp::Deallocate { .. } => op::DSM,
     }
 }
 
@@ -182,13 +196,13 @@ impl DevQ {
             IoOp::Deallocate { .. } => (true, 1),
         };
         if self.qp.entries() as u64 - 1 < cmds {
+            self.faults
+                .add("the operation needs more commands than the queue holds");
             fail(cx, slot, tag, op, Status::INTERNAL_ERROR);
             return None;
         }
         // Room for every command of it, so that none waits half-submitted.
-        if (self.qp.entries() as usize - 1 - self.qp.in_flight()) < cmds as usize
-            || (needs_chunk && self.free_chunks.is_empty())
-        {
+        if self.qp.room() < cmds as usize || (needs_chunk && self.free_chunks.is_empty()) {
             return Some(op);
         }
         let chunk = if needs_chunk {
@@ -210,6 +224,8 @@ impl DevQ {
                 let c_iova = c_iova.unwrap_or(0);
                 if let IoOp::Write { buf, at, len, .. } | IoOp::Compare { buf, at, len, .. } = &op {
                     if buf.len() < at + len || !mem.write(c_iova, &buf[*at..at + len]) {
+                        self.faults
+                            .add("the data could not be copied to the bounce buffer");
                         self.free_chunk(chunk);
                         fail(cx, slot, tag, op, Status::INTERNAL_ERROR);
                         return None;
@@ -291,6 +307,8 @@ impl DevQ {
             }
         };
         if !ok {
+            self.faults
+                .add("no PRP list for the transfer, or its memory not written");
             self.free_chunk(chunk);
             fail(cx, slot, tag, op, Status::INTERNAL_ERROR);
             return None;
@@ -311,6 +329,8 @@ impl DevQ {
                 Err(SubmitError::Full | SubmitError::Memory) => {
                     // (Room was checked above; memory is ours.) The parts not
                     // queued count as failed.
+                    self.faults
+                        .add("the queue refused a command it had room for");
                     self.part_done(cx, r as u64, Status::INTERNAL_ERROR);
                 }
             }
@@ -344,6 +364,8 @@ impl DevQ {
             if let (IoOp::Read { buf, at, len, .. }, Some(c)) = (&mut r.op, r.chunk) {
                 let from = self.bounce + c as u64 * self.chunk;
                 if buf.len() < *at + *len || !self.dev.mem().read(from, &mut buf[*at..*at + *len]) {
+                    self.faults
+                        .add("the data read could not be copied from the bounce buffer");
                     r.status = Status::INTERNAL_ERROR;
                 }
             }
@@ -411,6 +433,11 @@ impl Driver for NvmeDriver {
                 worked = true;
             }
             for c in done.drain(..) {
+                if !c.status.is_success() {
+                    let opcode = d.reqs.get(c.token as usize).and_then(|r| r.as_ref());
+                    d.faults
+                        .device(opcode.map_or(0xff, |r| opcode_of(&r.op)), c.status);
+                }
                 d.part_done(cx, c.token, c.status);
             }
             self.done = done;
@@ -510,6 +537,10 @@ impl Driver for NvmeDriver {
 
     fn tick(&mut self, cx: &mut Cx) {
         for d in self.devs.iter_mut() {
+            if !d.faults.is_empty() {
+                d.faults
+                    .report(cx.index, &format!("NVMe controller {}", d.dev.name));
+            }
             if d.dev.check_failed() {
                 d.fail_all(cx, super::NOT_READY);
                 continue;

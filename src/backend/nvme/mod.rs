@@ -23,6 +23,10 @@ pub trait DmaMem {
     fn read(&self, iova: u64, dst: &mut [u8]) -> bool;
     /// Copies `src` to `iova`; false if out of range.
     fn write(&self, iova: u64, src: &[u8]) -> bool;
+    /// The 8 bytes at `iova` (8-byte aligned) as one load that sees a
+    /// device's write whole, ordered before the reads after it (a
+    /// completion's phase tag, command id and status are read together).
+    fn load64(&self, iova: u64) -> Option<u64>;
 }
 
 /// The controller's registers (BAR0).
@@ -389,6 +393,36 @@ pub fn prp_dptr(prp1: u64, prp2: u64) -> [u8; 16] {
 /// The NVMe status an I/O gets when the controller is not usable (failed,
 /// being reset): the host may retry elsewhere.
 pub const NOT_READY: Status = Status::NAMESPACE_NOT_READY;
+
+/// Operations that failed since the last report, by reason: the I/O path
+/// only counts, and the reactor's timer logs one line per reason.
+#[derive(Default)]
+pub struct Faults(Vec<(String, u64)>);
+
+impl Faults {
+    pub fn add(&mut self, why: &str) {
+        match self.0.iter_mut().find(|(w, _)| w == why) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((why.to_string(), 1)),
+        }
+    }
+
+    /// A command the device completed with an error status.
+    pub fn device(&mut self, opcode: u8, st: Status) {
+        self.add(&format!("opcode {opcode:#04x}: the device returned {st}"));
+    }
+
+    /// Logs and clears the tally (`who` names the device).
+    pub fn report(&mut self, reactor: usize, who: &str) {
+        for (why, n) in self.0.drain(..) {
+            log::warn!("reactor {reactor}: {who}: {n} command(s) failed: {why}");
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -101,6 +101,18 @@ impl QueuePair {
         }
     }
 
+    /// Commands that can be queued now: free command ids and free
+    /// submission queue slots (by the head the controller last reported).
+    pub fn room(&self) -> usize {
+        let used = (self.sq_tail + self.entries - self.sq_head) % self.entries;
+        self.free.len().min((self.entries - 1 - used) as usize)
+    }
+
+    /// Where the completion queue is.
+    pub fn cq_iova(&self) -> u64 {
+        self.cq_iova
+    }
+
     /// Whether a command can be queued now.
     pub fn has_room(&self) -> bool {
         !self.free.is_empty() && self.next(self.sq_tail) != self.sq_head
@@ -144,11 +156,19 @@ impl QueuePair {
     pub fn poll(&mut self, mem: &dyn DmaMem, out: &mut Vec<Done>) -> Option<u16> {
         let mut took = false;
         loop {
-            let mut b = [0u8; CQE as usize];
             let at = self.cq_iova + self.cq_head as u64 * CQE;
-            if !mem.read(at, &mut b) || ((b[14] & 1) != 0) != self.phase {
+            // The second half (SQ head, SQ id, command id, status and phase)
+            // in one load, then the first: a byte-wise copy racing the
+            // device's write could see the new phase beside an old command
+            // id (as an emulated CPU's `rep movsb` does).
+            let Some(hi) = mem.load64(at + 8) else { break };
+            if ((hi >> 48) & 1 != 0) != self.phase {
                 break;
             }
+            let Some(lo) = mem.load64(at) else { break };
+            let mut b = [0u8; CQE as usize];
+            b[..8].copy_from_slice(&lo.to_le_bytes());
+            b[8..].copy_from_slice(&hi.to_le_bytes());
             let c = Completion::parse(&b);
             took = true;
             self.cq_head = self.next(self.cq_head);

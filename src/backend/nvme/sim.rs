@@ -50,6 +50,11 @@ impl DmaMem for SimMem {
             None => false,
         }
     }
+
+    fn load64(&self, iova: u64) -> Option<u64> {
+        let mut w = [0u8; 8];
+        (iova.is_multiple_of(8) && self.read(iova, &mut w)).then(|| u64::from_le_bytes(w))
+    }
 }
 
 /// What the test makes the controller do with completions.

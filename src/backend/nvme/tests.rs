@@ -186,6 +186,69 @@ fn a_full_queue_refuses_until_completions_come() {
     assert!(q.has_room());
 }
 
+/// Memory whose byte-wise reads of the completion queue see a torn entry:
+/// the new phase tag beside the command id and SQ head of the entry one lap
+/// before (what an emulated CPU's byte-by-byte copy sees when it races the
+/// device's write). Word loads see the truth.
+struct Torn {
+    mem: Arc<SimMem>,
+    cq: std::ops::Range<u64>,
+}
+
+impl DmaMem for Torn {
+    fn read(&self, iova: u64, dst: &mut [u8]) -> bool {
+        if !self.mem.read(iova, dst) {
+            return false;
+        }
+        if self.cq.contains(&iova) && dst.len() >= 16 {
+            dst[8..10].copy_from_slice(&0u16.to_le_bytes());
+            dst[12..14].copy_from_slice(&5u16.to_le_bytes());
+        }
+        true
+    }
+    fn write(&self, iova: u64, src: &[u8]) -> bool {
+        self.mem.write(iova, src)
+    }
+    fn load64(&self, iova: u64) -> Option<u64> {
+        self.mem.load64(iova)
+    }
+}
+
+#[test]
+fn a_completion_is_read_whole_not_byte_by_byte() {
+    let (mem, sim, mut up, mut arena) = up(8);
+    let q = &mut up.io[0];
+    let cq = q.cq_iova()..q.cq_iova() + 8 * qpair::CQE;
+    let torn = Torn {
+        mem: mem.clone(),
+        cq,
+    };
+    let buf = arena.alloc(4096).unwrap();
+    let far = Instant::now() + Duration::from_secs(60);
+    for round in 0..3u64 {
+        for i in 0..6u64 {
+            q.submit(&torn, rw(io_op::READ, i, 1, buf, 0), round * 10 + i, far)
+                .unwrap();
+        }
+        sim.write32(
+            doorbell(1, false, up.dstrd),
+            q.sq_doorbell().unwrap() as u32,
+        );
+        let mut done = Vec::new();
+        let head = q.poll(&torn, &mut done).unwrap();
+        sim.write32(doorbell(1, true, up.dstrd), head as u32);
+        let tokens: Vec<u64> = done.iter().map(|d| d.token).collect();
+        assert_eq!(tokens, (0..6).map(|i| round * 10 + i).collect::<Vec<_>>());
+        assert_eq!(q.in_flight(), 0);
+        assert_eq!(
+            q.room(),
+            7,
+            "the SQ head the device reported, not a stale one"
+        );
+    }
+    assert_eq!(q.stray, 0);
+}
+
 #[test]
 fn completions_out_of_order_find_their_commands() {
     let (mem, sim, mut up, mut arena) = up(16);
