@@ -330,6 +330,9 @@ io_write_read() { # BS: nvme write, read back, cmp
   blocks="$(io_blocks "$bs")"
   pattern /tmp/w.dat $((bs * blocks)) a
   run nvme write "/dev/$NS" -s 16 -c $((blocks - 1)) -z $((bs * blocks)) -d /tmp/w.dat
+  # (nvme-cli 2.3 opens its output without O_TRUNC: a longer file from an earlier
+  # subsystem's read would keep its tail.)
+  rm -f /tmp/r.dat
   run nvme read "/dev/$NS" -s 16 -c $((blocks - 1)) -z $((bs * blocks)) -d /tmp/r.dat
   run cmp /tmp/w.dat /tmp/r.dat
 }
@@ -352,6 +355,7 @@ io_write_zeroes() { # BS
   local bs="$1" blocks
   blocks="$(io_blocks "$bs")"
   run nvme write-zeroes "/dev/$NS" -s 16 -c $((blocks - 1))
+  rm -f /tmp/r.dat
   run nvme read "/dev/$NS" -s 16 -c $((blocks - 1)) -z $((bs * blocks)) -d /tmp/r.dat
   head -c $((bs * blocks)) /dev/zero >/tmp/z.dat
   run cmp /tmp/z.dat /tmp/r.dat
