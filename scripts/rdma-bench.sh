@@ -35,26 +35,10 @@ cp target/release/nvmf-target "$out/nvmf-target"
 strip "$out/nvmf-target" 2>/dev/null || true
 # With two vCPUs the target runs on the second, fio and the kernel's work on the first.
 NVMF_VM_CPUS="$cpus" NVMF_GUEST_BENCH_CORE="$((cpus - 1))" \
-  NVMF_VM_FILES="scripts/soft-roce.sh $out/nvmf-target" NVMF_VM_MEMORY="${NVMF_VM_MEMORY:-2048M}" \
+  NVMF_VM_FILES="scripts/soft-roce.sh scripts/vm/bench-lib.sh $out/nvmf-target" NVMF_VM_MEMORY="${NVMF_VM_MEMORY:-2048M}" \
   NVMF_VM_TIMEOUT="${NVMF_VM_TIMEOUT:-3600}" NVMF_VM_LOG="$out/console.log" \
   NVMF_GUEST_BENCH_ROUNDS="$rounds" NVMF_GUEST_BENCH_SECS="$secs" \
   NVMF_GUEST_BENCH_CASES="$cases" NVMF_GUEST_BENCH_IDLE="$idle" \
   scripts/vm/run.sh scripts/vm/guest-rdma-bench.sh | grep -E '^BENCH' | tee "$out/runs.txt"
 echo "== medians of $rounds rounds x ${secs}s (guest: $cpus vCPU, TCG; Soft-RoCE on virtio-net; idle = $idle)"
-printf "%-18s %-6s %9s %8s %10s %10s %12s %12s\n" case target IOPS MiB/s "mean us" "p99 us" "cpu us/io" "tgt us/io"
-awk '
-  $1 == "BENCH" && NF > 3 {
-    k = $3 " " $2; keys[k] = 1
-    for (i = 4; i <= NF; i++) { split($i, kv, "="); v[k, kv[1], ++n[k, kv[1]]] = kv[2] + 0; names[kv[1]] = i }
-  }
-  function median(k, f,   m, i, j, t, a) {
-    m = n[k, f]; for (i = 1; i <= m; i++) a[i] = v[k, f, i]
-    for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-    return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
-  }
-  END {
-    for (k in keys) {
-      split(k, p, " ")
-      printf "%-18s %-6s %9.0f %8.1f %10.1f %10.1f %12.1f %12.1f\n", p[1], p[2], median(k, "iops"), median(k, "mib_s"), median(k, "lat_mean_us"), median(k, "lat_p99_us"), median(k, "cpu_us_per_io"), median(k, "tcpu_us_per_io")
-    }
-  }' "$out/runs.txt" | sort
+scripts/vm/bench-medians.sh "$out/runs.txt"
