@@ -8,7 +8,10 @@ use super::{bring_up, doorbell, DmaArena, DmaMem, Identity, Namespace, QueuePair
 use crate::backend::{Backend, IoOp, Submitted};
 use crate::nvme::Command;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::Release,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,26 +67,75 @@ pub struct NvmeDevice {
     pub identity: Identity,
     pub ns: Namespace,
     pub dstrd: u32,
-    /// The controller reported a fatal status: the namespace is offline.
+    /// The controller reported a fatal status: the namespace is offline
+    /// until a reset brings it back.
     failed: AtomicBool,
+    /// Bumped by each reset that brought the controller back: a reactor
+    /// whose queue pair is of an older generation resets its state.
+    generation: AtomicU64,
+    /// A reset is under way (in its own thread).
+    resetting: AtomicBool,
+    /// When the last reset was tried.
+    last_reset: Mutex<Option<Instant>>,
+    /// Every I/O queue pair as created (for a reset to create them again).
+    layout: Vec<QueuePair>,
+    ready_timeout: Duration,
+    /// Sleeps while waiting for the controller (nothing for the simulator).
+    sleep: fn(Duration),
+}
+
+/// How long a reset waits after the failure is seen before it touches the
+/// queues, so that every reactor has stopped polling them (they check the
+/// failed flag before each poll).
+const RESET_GRACE: Duration = Duration::from_millis(200);
+/// The shortest time between two resets of a controller.
+const RESET_RETRY: Duration = Duration::from_secs(10);
+
+/// A simulated controller's registers, shared with a test that makes it
+/// fail.
+struct SharedSim(Arc<SimController>);
+
+impl Regs for SharedSim {
+    fn read32(&self, off: u32) -> u32 {
+        self.0.read32(off)
+    }
+    fn write32(&self, off: u32, v: u32) {
+        self.0.write32(off, v)
+    }
 }
 
 impl NvmeDevice {
     /// A simulated controller with one namespace of `size` bytes of
     /// `1 << lba_shift`-byte blocks, and `queues` I/O queue pairs.
     pub fn open_sim(size: u64, lba_shift: u32, queues: u16) -> io::Result<Arc<NvmeDevice>> {
+        Self::open_sim_shared(size, lba_shift, queues).map(|(d, _)| d)
+    }
+
+    /// [`open_sim`](Self::open_sim), and the simulated controller.
+    pub fn open_sim_shared(
+        size: u64,
+        lba_shift: u32,
+        queues: u16,
+    ) -> io::Result<(Arc<NvmeDevice>, Arc<SimController>)> {
         let mem = SimMem::new(SIM_DMA);
-        let sim = SimController::new(mem.clone(), size >> lba_shift, lba_shift, 5, 1023);
+        let sim = Arc::new(SimController::new(
+            mem.clone(),
+            size >> lba_shift,
+            lba_shift,
+            5,
+            1023,
+        ));
         let arena = DmaArena::new(0, SIM_DMA as u64);
-        Self::bring_up(
+        let dev = Self::bring_up(
             "sim".into(),
-            Box::new(sim),
+            Box::new(SharedSim(sim.clone())),
             mem,
             arena,
             1,
             queues,
-            &mut |_| {},
-        )
+            |_| {},
+        )?;
+        Ok((dev, sim))
     }
 
     /// The controller at PCI address `pci` (bound to vfio-pci), its
@@ -113,7 +165,7 @@ impl NvmeDevice {
             arena,
             nsid,
             queues,
-            &mut |d| std::thread::sleep(d),
+            std::thread::sleep,
         )
     }
 
@@ -126,10 +178,12 @@ impl NvmeDevice {
         mut arena: DmaArena,
         nsid: u32,
         queues: u16,
-        wait: &mut dyn FnMut(Duration),
+        sleep: fn(Duration),
     ) -> io::Result<Arc<NvmeDevice>> {
-        let up = bring_up(&*regs, &*mem, &mut arena, nsid, queues, 128, wait)
-            .map_err(|e| io::Error::other(format!("NVMe controller {name}: {e}")))?;
+        let up = bring_up(&*regs, &*mem, &mut arena, nsid, queues, 128, &mut |d| {
+            sleep(d)
+        })
+        .map_err(|e| io::Error::other(format!("NVMe controller {name}: {e}")))?;
         log::info!(
             "NVMe controller {name} ({} {}): namespace {} of {} blocks of {} bytes, {} I/O \
              queue pairs of {} entries, largest transfer {}",
@@ -151,11 +205,17 @@ impl NvmeDevice {
             mem,
             arena: Mutex::new(arena),
             admin: Mutex::new(up.admin),
+            layout: up.io.clone(),
             free: Mutex::new(up.io),
             identity: up.identity,
             ns: up.ns,
             dstrd: up.dstrd,
             failed: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            resetting: AtomicBool::new(false),
+            last_reset: Mutex::new(None),
+            ready_timeout: up.ready_timeout,
+            sleep,
         }))
     }
 
@@ -208,8 +268,76 @@ impl NvmeDevice {
         false
     }
 
+    /// Whether the controller is offline. Seen false, the generation read
+    /// after it is the one its queues were last created in.
     pub fn is_failed(&self) -> bool {
-        self.failed.load(Relaxed)
+        self.failed.load(Acquire)
+    }
+
+    /// How many resets have brought the controller back.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Acquire)
+    }
+
+    /// The controller failed: reset it in a thread of its own (not more
+    /// than once per [`RESET_RETRY`]), unless that is under way.
+    pub fn recover(self: &Arc<Self>) {
+        if !self.is_failed() {
+            return;
+        }
+        {
+            let mut last = self.last_reset.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < RESET_RETRY) {
+                return;
+            }
+            if self.resetting.swap(true, AcqRel) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let dev = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("nvme-reset".into())
+            .spawn(move || {
+                (dev.sleep)(RESET_GRACE);
+                if let Err(e) = dev.reset() {
+                    log::error!(
+                        "NVMe controller {}: reset failed: {e}; trying again in {RESET_RETRY:?}",
+                        dev.name
+                    );
+                }
+                dev.resetting.store(false, Release);
+            });
+        if let Err(e) = spawned {
+            log::error!("NVMe controller {}: no thread for a reset: {e}", self.name);
+            self.resetting.store(false, Release);
+        }
+    }
+
+    /// Resets the failed controller and creates its queues again over the
+    /// same memory; on success the namespace is back online in a new
+    /// generation. The reactors must not be polling the queues (they are
+    /// not while the controller is failed).
+    pub fn reset(&self) -> Result<(), String> {
+        let mut admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        super::reenable(
+            &*self.regs,
+            &*self.mem,
+            &mut admin,
+            &self.layout,
+            self.dstrd,
+            self.ready_timeout,
+            &mut |d| (self.sleep)(d),
+        )?;
+        self.generation.fetch_add(1, AcqRel);
+        self.failed.store(false, Release);
+        log::info!(
+            "NVMe controller {}: reset and enabled again (generation {}); its namespace is \
+             back online",
+            self.name,
+            self.generation()
+        );
+        Ok(())
     }
 
     /// Asks the controller to abort command `cid` of queue `sqid` (best

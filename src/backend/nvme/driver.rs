@@ -70,6 +70,8 @@ struct DevQ {
     max_cmd: u32,
     prps: Vec<u64>,
     faults: Faults,
+    /// The controller generation the queue pair's state belongs to.
+    generation: u64,
 }
 
 pub struct NvmeDriver {
@@ -134,6 +136,7 @@ impl NvmeDriver {
             max_cmd,
             prps: Vec::new(),
             faults: Faults::default(),
+            generation: dev.generation(),
         });
         Ok(self.devs.len() - 1)
     }
@@ -174,9 +177,25 @@ impl DevQ {
         }
     }
 
+    /// Whether the controller is usable. After a reset (a new generation)
+    /// what was in flight on the old queues is failed and the queue pair
+    /// starts over.
+    fn sync(&mut self, cx: &mut Cx) -> bool {
+        if self.dev.is_failed() {
+            return false;
+        }
+        let g = self.dev.generation();
+        if g != self.generation {
+            self.fail_all(cx, super::NOT_READY);
+            self.qp.reset();
+            self.generation = g;
+        }
+        true
+    }
+
     /// Starts an operation; gives it back when it must wait.
     fn start(&mut self, cx: &mut Cx, slot: usize, tag: u32, op: IoOp) -> Option<IoOp> {
-        if self.dev.is_failed() {
+        if !self.sync(cx) {
             fail(cx, slot, tag, op, super::NOT_READY);
             return None;
         }
@@ -428,9 +447,13 @@ impl Driver for NvmeDriver {
         let mut worked = false;
         for d in self.devs.iter_mut() {
             let mut done = std::mem::take(&mut self.done);
-            if let Some(head) = d.qp.poll(d.dev.mem(), &mut done) {
-                d.dev.ring_cq(d.qp.qid, head);
-                worked = true;
+            // (A failed controller's queues are not read: a reset may be
+            // rewriting them.)
+            if d.sync(cx) {
+                if let Some(head) = d.qp.poll(d.dev.mem(), &mut done) {
+                    d.dev.ring_cq(d.qp.qid, head);
+                    worked = true;
+                }
             }
             for c in done.drain(..) {
                 if !c.status.is_success() {
@@ -543,6 +566,7 @@ impl Driver for NvmeDriver {
             }
             if d.dev.check_failed() {
                 d.fail_all(cx, super::NOT_READY);
+                d.dev.recover();
                 continue;
             }
             // Commands past their deadline: abort them and fail their

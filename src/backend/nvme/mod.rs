@@ -198,6 +198,158 @@ fn admin_cmd(
     Err(format!("admin opcode {opcode:#x}: no completion in 10 s"))
 }
 
+/// Resets the controller (CC.EN 0, waits for RDY 0), gives it the admin
+/// queue at `asq`/`acq` (the completion queue zeroed here), enables it and
+/// waits for RDY.
+fn enable(
+    regs: &dyn Regs,
+    mem: &dyn DmaMem,
+    asq: u64,
+    acq: u64,
+    ready_timeout: Duration,
+    wait: &mut dyn FnMut(Duration),
+) -> Result<(), String> {
+    // Disable (a reset): whatever the controller was doing stops.
+    if regs.read32(reg::CC) & 1 != 0 {
+        regs.write32(reg::CC, regs.read32(reg::CC) & !1);
+    }
+    wait_for(regs, |v| v & reg::CSTS_RDY == 0, ready_timeout, wait)
+        .map_err(|v| format!("the controller did not reset (CSTS {v:#x})"))?;
+    if !mem.write(acq, &vec![0u8; (ADMIN_DEPTH as u64 * qpair::CQE) as usize]) {
+        return Err("admin queue memory out of range".into());
+    }
+    regs.write32(reg::INTMS, 0xFFFF_FFFF);
+    regs.write32(reg::AQA, ((ADMIN_DEPTH - 1) << 16) | (ADMIN_DEPTH - 1));
+    regs.write64(reg::ASQ, asq);
+    regs.write64(reg::ACQ, acq);
+    // IOCQES 16 bytes, IOSQES 64 bytes, 4 KiB pages, NVM command set, enabled.
+    regs.write32(reg::CC, (4 << 20) | (6 << 16) | 1);
+    let csts = wait_for(
+        regs,
+        |v| v & (reg::CSTS_RDY | reg::CSTS_CFS) != 0,
+        ready_timeout,
+        wait,
+    )
+    .map_err(|v| format!("the controller did not become ready (CSTS {v:#x})"))?;
+    if csts & reg::CSTS_CFS != 0 {
+        return Err("the controller reports a fatal status (CSTS.CFS) after enabling".into());
+    }
+    Ok(())
+}
+
+/// Asks for `n` I/O queue pairs (Set Features, Number of Queues): how many
+/// the controller grants, at most `n`.
+fn set_queue_count(
+    regs: &dyn Regs,
+    mem: &dyn DmaMem,
+    admin: &mut QueuePair,
+    dstrd: u32,
+    n: u16,
+    wait: &mut dyn FnMut(Duration),
+) -> Result<u32, String> {
+    // Zero-based counts of submission and completion queues.
+    let z = n.max(1) as u32 - 1;
+    let granted = admin_cmd(
+        regs,
+        mem,
+        admin,
+        dstrd,
+        Command {
+            opcode: admin::SET_FEATURES,
+            cdw10: 0x07,
+            cdw11: z | (z << 16),
+            ..Default::default()
+        },
+        wait,
+    )?;
+    Ok(((granted & 0xFFFF).min(granted >> 16) + 1).min(n.max(1) as u32))
+}
+
+/// Creates I/O queue pair `q` on the controller (its completion queue
+/// memory zeroed first, interrupts off).
+fn create_io_queue(
+    regs: &dyn Regs,
+    mem: &dyn DmaMem,
+    admin: &mut QueuePair,
+    dstrd: u32,
+    q: &QueuePair,
+    wait: &mut dyn FnMut(Duration),
+) -> Result<(), String> {
+    let depth = q.entries() as u32;
+    if !mem.write(
+        q.cq_iova(),
+        &vec![0u8; (depth as u64 * qpair::CQE) as usize],
+    ) {
+        return Err("I/O queue memory out of range".into());
+    }
+    let size = (depth - 1) << 16 | q.qid as u32;
+    admin_cmd(
+        regs,
+        mem,
+        admin,
+        dstrd,
+        Command {
+            opcode: admin::CREATE_CQ,
+            dptr: prp_dptr(q.cq_iova(), 0),
+            cdw10: size,
+            // Physically contiguous; interrupts off.
+            cdw11: 1,
+            ..Default::default()
+        },
+        wait,
+    )?;
+    admin_cmd(
+        regs,
+        mem,
+        admin,
+        dstrd,
+        Command {
+            opcode: admin::CREATE_SQ,
+            dptr: prp_dptr(q.sq_iova(), 0),
+            cdw10: size,
+            // Its completion queue, physically contiguous.
+            cdw11: (q.qid as u32) << 16 | 1,
+            ..Default::default()
+        },
+        wait,
+    )?;
+    Ok(())
+}
+
+/// Resets a controller that was brought up and brings it back with the same
+/// queue memory: the admin queue `admin` and the I/O queues `io` (whose
+/// state the caller resets; what was in flight is lost).
+pub fn reenable(
+    regs: &dyn Regs,
+    mem: &dyn DmaMem,
+    admin: &mut QueuePair,
+    io: &[QueuePair],
+    dstrd: u32,
+    ready_timeout: Duration,
+    wait: &mut dyn FnMut(Duration),
+) -> Result<(), String> {
+    enable(
+        regs,
+        mem,
+        admin.sq_iova(),
+        admin.cq_iova(),
+        ready_timeout,
+        wait,
+    )?;
+    admin.reset();
+    let granted = set_queue_count(regs, mem, admin, dstrd, io.len() as u16, wait)?;
+    if (granted as usize) < io.len() {
+        return Err(format!(
+            "the controller now grants {granted} I/O queue pairs of the {} it had",
+            io.len()
+        ));
+    }
+    for q in io {
+        create_io_queue(regs, mem, admin, dstrd, q, wait)?;
+    }
+    Ok(())
+}
+
 /// Admin queue entries the driver uses.
 pub const ADMIN_DEPTH: u32 = 32;
 
@@ -228,37 +380,12 @@ pub fn bring_up(
             4096u64 << mpsmin
         ));
     }
-    // Disable (a reset): whatever the controller was doing stops.
-    if regs.read32(reg::CC) & 1 != 0 {
-        regs.write32(reg::CC, regs.read32(reg::CC) & !1);
-    }
-    wait_for(regs, |v| v & reg::CSTS_RDY == 0, ready_timeout, wait)
-        .map_err(|v| format!("the controller did not reset (CSTS {v:#x})"))?;
-    let zeroed = |iova: u64, len: u64| mem.write(iova, &vec![0u8; len as usize]);
     let asq = arena.alloc(ADMIN_DEPTH as u64 * qpair::SQE);
     let acq = arena.alloc(ADMIN_DEPTH as u64 * qpair::CQE);
     let (Some(asq), Some(acq)) = (asq, acq) else {
         return Err("no DMA memory for the admin queue".into());
     };
-    if !zeroed(acq, ADMIN_DEPTH as u64 * qpair::CQE) {
-        return Err("admin queue memory out of range".into());
-    }
-    regs.write32(reg::INTMS, 0xFFFF_FFFF);
-    regs.write32(reg::AQA, ((ADMIN_DEPTH - 1) << 16) | (ADMIN_DEPTH - 1));
-    regs.write64(reg::ASQ, asq);
-    regs.write64(reg::ACQ, acq);
-    // IOCQES 16 bytes, IOSQES 64 bytes, 4 KiB pages, NVM command set, enabled.
-    regs.write32(reg::CC, (4 << 20) | (6 << 16) | 1);
-    let csts = wait_for(
-        regs,
-        |v| v & (reg::CSTS_RDY | reg::CSTS_CFS) != 0,
-        ready_timeout,
-        wait,
-    )
-    .map_err(|v| format!("the controller did not become ready (CSTS {v:#x})"))?;
-    if csts & reg::CSTS_CFS != 0 {
-        return Err("the controller reports a fatal status (CSTS.CFS) after enabling".into());
-    }
+    enable(regs, mem, asq, acq, ready_timeout, wait)?;
     let mut admin = QueuePair::new(0, ADMIN_DEPTH, asq, acq);
     let buf = arena.alloc(4096).ok_or("no DMA memory for Identify data")?;
     let mut id = [0u8; 4096];
@@ -312,22 +439,7 @@ pub fn bring_up(
         blocks: nsze,
         lba_shift: lbads,
     };
-    // Number of Queues: zero-based counts of submission and completion queues.
-    let n = io_queues.max(1) as u32 - 1;
-    let granted = admin_cmd(
-        regs,
-        mem,
-        &mut admin,
-        dstrd,
-        Command {
-            opcode: admin::SET_FEATURES,
-            cdw10: 0x07,
-            cdw11: n | (n << 16),
-            ..Default::default()
-        },
-        wait,
-    )?;
-    let granted = ((granted & 0xFFFF).min(granted >> 16) + 1).min(io_queues.max(1) as u32);
+    let granted = set_queue_count(regs, mem, &mut admin, dstrd, io_queues, wait)?;
     let depth = depth.clamp(2, mqes.min(4096));
     let mut io = Vec::new();
     for qid in 1..=granted as u16 {
@@ -336,41 +448,9 @@ pub fn bring_up(
         let (Some(sq), Some(cq)) = (sq, cq) else {
             return Err("no DMA memory for the I/O queues".into());
         };
-        if !zeroed(cq, depth as u64 * qpair::CQE) {
-            return Err("I/O queue memory out of range".into());
-        }
-        let size = (depth - 1) << 16 | qid as u32;
-        admin_cmd(
-            regs,
-            mem,
-            &mut admin,
-            dstrd,
-            Command {
-                opcode: admin::CREATE_CQ,
-                dptr: prp_dptr(cq, 0),
-                cdw10: size,
-                // Physically contiguous; interrupts off.
-                cdw11: 1,
-                ..Default::default()
-            },
-            wait,
-        )?;
-        admin_cmd(
-            regs,
-            mem,
-            &mut admin,
-            dstrd,
-            Command {
-                opcode: admin::CREATE_SQ,
-                dptr: prp_dptr(sq, 0),
-                cdw10: size,
-                // Its completion queue, physically contiguous.
-                cdw11: (qid as u32) << 16 | 1,
-                ..Default::default()
-            },
-            wait,
-        )?;
-        io.push(QueuePair::new(qid, depth, sq, cq));
+        let q = QueuePair::new(qid, depth, sq, cq);
+        create_io_queue(regs, mem, &mut admin, dstrd, &q, wait)?;
+        io.push(q);
     }
     Ok(Up {
         identity,

@@ -39,6 +39,7 @@ struct Slot {
     deadline: Instant,
 }
 
+#[derive(Clone)]
 pub struct QueuePair {
     pub qid: u16,
     entries: u16,
@@ -106,6 +107,11 @@ impl QueuePair {
     pub fn room(&self) -> usize {
         let used = (self.sq_tail + self.entries - self.sq_head) % self.entries;
         self.free.len().min((self.entries - 1 - used) as usize)
+    }
+
+    /// Where the submission queue is.
+    pub fn sq_iova(&self) -> u64 {
+        self.sq_iova
     }
 
     /// Where the completion queue is.

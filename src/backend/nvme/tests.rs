@@ -388,3 +388,65 @@ fn a_failed_controller_completes_nothing_and_its_commands_are_given_back() {
     );
     assert_eq!((d[0].token, d[0].status), (7, Status::SUCCESS));
 }
+
+/// One read through queue pair `q` of `dev`: its status.
+fn read_one(dev: &device::NvmeDevice, q: &mut QueuePair, buf: u64, token: u64) -> Option<Status> {
+    let far = Instant::now() + Duration::from_secs(60);
+    q.submit(dev.mem(), rw(io_op::READ, 1, 1, buf, 0), token, far)
+        .ok()?;
+    if let Some(tail) = q.sq_doorbell() {
+        dev.ring_sq(q.qid, tail);
+    }
+    let mut done = Vec::new();
+    if let Some(head) = q.poll(dev.mem(), &mut done) {
+        dev.ring_cq(q.qid, head);
+    }
+    done.iter().find(|d| d.token == token).map(|d| d.status)
+}
+
+#[test]
+fn a_failed_controller_is_reset_and_its_queues_work_again() {
+    let (dev, sim) = device::NvmeDevice::open_sim_shared(1 << 20, 9, 1).unwrap();
+    let mut q = dev.take_queue().unwrap();
+    let buf = dev.alloc(4096).unwrap();
+    // Some commands, so that the queue's head, tail and phase are not where
+    // a new queue starts.
+    for t in 0..200 {
+        assert_eq!(read_one(&dev, &mut q, buf, t), Some(Status::SUCCESS));
+    }
+    assert!(!dev.check_failed());
+    assert_eq!(dev.generation(), 0);
+    sim.fail();
+    assert!(dev.check_failed());
+    assert!(dev.is_failed());
+    assert_eq!(
+        read_one(&dev, &mut q, buf, 500),
+        None,
+        "a failed controller completes nothing"
+    );
+
+    // The reset runs in a thread of its own; the namespace comes back in a
+    // new generation.
+    dev.recover();
+    let until = Instant::now() + Duration::from_secs(30);
+    while dev.is_failed() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!dev.is_failed(), "the reset brought the controller back");
+    assert_eq!(dev.generation(), 1);
+    assert!(!dev.check_failed());
+    // The reactor's queue pair starts over on the new queues.
+    q.reset();
+    for t in 1000..1200 {
+        assert_eq!(read_one(&dev, &mut q, buf, t), Some(Status::SUCCESS));
+    }
+    // A second failure is not reset again before the retry interval.
+    sim.fail();
+    assert!(dev.check_failed());
+    dev.recover();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(dev.is_failed());
+    // Reset by hand, it comes back.
+    dev.reset().unwrap();
+    assert_eq!(dev.generation(), 2);
+}
