@@ -20,6 +20,8 @@ export NVMF_GUEST_SUBSYSTEMS="nqn.2026-01.io.nvmf-target:nvme512=512 nqn.2026-01
 . "$(dirname "${BASH_SOURCE[0]}")/lib-guest.sh"
 
 DPORT="$PORT"
+# The same subsystems over NVMe/RDMA (Soft-RoCE on eth0) on this port.
+RDMA_PORT=4421
 CFG=/tmp/nvmf-nvme.toml
 MARKER="nvmf-target-nvme-marker"
 
@@ -98,6 +100,7 @@ write_config() {
   {
     printf '[target]\ncores = [0]\n# One vCPU: never spin.\nidle = "sleep"\n\n'
     printf '[[listener]]\ntransport = "tcp"\naddress = "%s"\nport = %s\n' "$TARGET" "$PORT"
+    printf '\n[[listener]]\ntransport = "rdma"\naddress = "%s"\nport = %s\n' "$TARGET" "$RDMA_PORT"
     for entry in "${SUBSYSTEMS[@]}"; do
       nqn="${entry%=*}"
       bs="${entry##*=}"
@@ -120,6 +123,24 @@ device_log() { # what the driver said about each controller and the passthrough 
   grep -E "NVMe controller|passthrough" "$TLOG"
   [ "$(grep -c "NVMe controller .* I/O queue pairs" "$TLOG")" -eq 2 ]
   grep -q "$PASS_NG: NVMe namespace 1 passthrough" "$TLOG"
+}
+
+rxe_up() {
+  run bash /test/soft-roce.sh eth0
+  run modprobe nvme-rdma
+}
+
+over_rdma() { # NQN BS: the kernel's NVMe/RDMA host on the same namespace: I/O verified
+  local TRANSPORT=rdma blocks
+  local CONNECT_OPTS=(-t rdma -a "$TARGET" -s "$RDMA_PORT")
+  connect "$1"
+  CTRL="$(ctrl_for "$1")"
+  NS="$(ns_for "$CTRL")"
+  echo "over RDMA: /dev/$CTRL ($(cat "/sys/class/nvme/$CTRL/transport")), /dev/$NS"
+  io_write_read "$2"
+  dd_verify 4 96
+  fio_verify rdma "/dev/$NS" 16M --offset=192M --bsrange="$2"-128k
+  disconnect "$1"
 }
 
 write_marker() { # NQN: a marker at LBA 1000 through the target
@@ -161,6 +182,7 @@ check "nvme-setup.sh binds both controllers to vfio-pci" setup || {
 check "nvme-setup.sh refuses a controller whose disk is mounted" bind_refuses_a_mounted_disk || true
 check "the third controller stays the kernel's, its namespace's character device there" \
   passthru_device || true
+check "Soft-RoCE on eth0 (the same subsystems over NVMe/RDMA)" rxe_up || true
 check "target config" write_config || exit 1
 check "target starts; the driver brings both controllers up, opens the passthrough namespace" \
   start_target || {
@@ -171,6 +193,10 @@ check "target starts; the driver brings both controllers up, opens the passthrou
 check "the driver read each controller's identity and namespace; passthrough geometry" device_log || true
 for entry in "${SUBSYSTEMS[@]}"; do
   basic "${entry%=*}" "${entry##*=}"
+done
+for entry in "${SUBSYSTEMS[@]}"; do
+  check "${entry%=*} over NVMe/RDMA: write + read, dd, fio verify" \
+    over_rdma "${entry%=*}" "${entry##*=}" || true
 done
 for entry in "${SUBSYSTEMS[@]}"; do
   check "marker written to ${entry%=*}" write_marker "${entry%=*}" || true

@@ -309,11 +309,13 @@ for s in "${scripts[@]}"; do
   case "$name" in
   guest-nvme*)
     # A q35 machine with an IOMMU and three NVMe controllers on image files; the target runs
-    # in the guest and drives two through VFIO, the third through the kernel (passthrough).
+    # in the guest and drives two through VFIO, the third through the kernel (passthrough),
+    # and exports them over NVMe/TCP and NVMe/RDMA.
     rm -f "$logs/nvme512.img" "$logs/nvme4k.img" "$logs/nvmepass.img"
     truncate -s 512M "$logs/nvme512.img" "$logs/nvme4k.img" "$logs/nvmepass.img"
-    extra=(NVMF_VM_FILES="tests/kernel/lib-guest.sh scripts/nvme-setup.sh $guest_bin"
-      NVMF_VM_MEMORY="${NVMF_VM_MEMORY:-1536M}" NVMF_VM_IOMMU=1
+    # The same subsystems over NVMe/RDMA too (Soft-RoCE in the guest).
+    extra=(NVMF_VM_FILES="tests/kernel/lib-guest.sh scripts/nvme-setup.sh scripts/soft-roce.sh $guest_bin"
+      NVMF_VM_MEMORY="${NVMF_VM_MEMORY:-2048M}" NVMF_VM_IOMMU=1
       NVMF_VM_NVME="$logs/nvme512.img:512 $logs/nvme4k.img:4096 $logs/nvmepass.img:512")
     ;;
   guest-rdma*)
