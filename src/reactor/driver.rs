@@ -72,6 +72,13 @@ pub trait Driver {
     fn before_sleep(&mut self, _cx: &mut Cx) -> io::Result<bool> {
         Ok(true)
     }
+    /// The longest the reactor may sleep now: queues that wake nobody (a
+    /// polled NVMe completion queue with commands in flight) need a look
+    /// soon. `None`: the ring wakes the reactor for everything of this
+    /// driver's.
+    fn sleep_limit(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// The reactor stops: close every connection.
     fn stop(&mut self, cx: &mut Cx);
 }

@@ -370,7 +370,9 @@ impl Reactor {
                 }
             }
             if sleep {
-                self.ring.submit_and_wait(Some(TICK))?;
+                let limit = self.drivers.iter().filter_map(|d| d.sleep_limit()).min();
+                self.ring
+                    .submit_and_wait(Some(limit.map_or(TICK, |l| l.min(TICK))))?;
             } else {
                 self.ring.poll()?;
             }

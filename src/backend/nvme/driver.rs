@@ -22,6 +22,10 @@ use std::time::Duration;
 
 /// How long a command may take before it is aborted and failed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a sleeping reactor waits between looks at a controller's
+/// completion queue while commands are in flight (a busy reactor never
+/// sleeps; see the idle policy).
+const POLL_SLEEP: Duration = Duration::from_micros(20);
 /// Bounce buffers per queue pair: up to this many transfers in flight.
 const BOUNCE: usize = 64;
 /// Largest transfer one command carries (one PRP list page).
@@ -526,16 +530,17 @@ impl Driver for NvmeDriver {
         }
     }
 
-    fn before_sleep(&mut self, cx: &mut Cx) -> io::Result<bool> {
-        // A controller of ours interrupts nobody: while it has commands, the
-        // reactor polls.
-        if self
-            .devs
+    /// A controller of ours interrupts nobody: while it has commands, a
+    /// reactor that sleeps (idle policy "sleep", or "adaptive" once idle)
+    /// wakes every [`POLL_SLEEP`] to poll.
+    fn sleep_limit(&self) -> Option<Duration> {
+        self.devs
             .iter()
             .any(|d| d.qp.in_flight() > 0 || !d.waiting.is_empty())
-        {
-            return Ok(false);
-        }
+            .then_some(POLL_SLEEP)
+    }
+
+    fn before_sleep(&mut self, cx: &mut Cx) -> io::Result<bool> {
         let Some(p) = self.pass.as_mut() else {
             return Ok(true);
         };
