@@ -120,6 +120,19 @@ fn run(config: Option<PathBuf>, cores: Option<Vec<usize>>) -> ExitCode {
         }
         cfg.target.cores = cores;
     }
+    // A socket per queue: the usual soft limit of 1,024 descriptors is
+    // 256 controllers of four queues.
+    match nvmf_sys::cpu::raise_fd_limit() {
+        Ok((old, new)) if new > old => {
+            log::debug!("open file limit raised from {old} to {new}")
+        }
+        Ok((_, n)) if n < 4096 => log::warn!(
+            "open file limit {n}: each queue takes one; raise the hard limit (ulimit -Hn) for \
+             more hosts"
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot raise the open file limit: {e}"),
+    }
     // Blocked before any thread starts, so none of them takes these: the
     // main thread waits for them below and stops the reactors in order.
     let signals = match nvmf_sys::signal::Blocked::new(&nvmf_sys::signal::TERMINATE) {

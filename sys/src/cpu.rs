@@ -39,3 +39,27 @@ pub fn set_thread_name(name: &str) {
     // and its last byte is always 0.
     unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
 }
+
+/// Raises the soft limit on open file descriptors to the hard limit (a target holds a socket
+/// per queue; the usual soft limit of 1,024 is reached by 256 controllers of four queues).
+/// Returns the (old, new) soft limits.
+pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit the call fills in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(crate::last_error());
+    }
+    let old = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit; raising the soft limit up to the hard one needs no
+        // privilege and affects only this process.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(crate::last_error());
+        }
+    }
+    Ok((old as u64, lim.rlim_cur as u64))
+}
