@@ -100,7 +100,9 @@ impl Served {
 
     fn usage(&self) -> Usage {
         let pid = self.child.id();
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let field = |name: &str| -> u64 {
             status
@@ -220,6 +222,15 @@ fn a_thousand_connections_from_five_hosts_at_once_are_served() {
         open.fds
     );
     assert_eq!(t.controllers().0, THREADS * PER + 1);
+    // What an idle connection costs: its socket and a small receive buffer
+    // (about 18 KiB each here), not a large buffer per I/O queue (that was
+    // 200 MiB for these 1,000).
+    let per_conn = (open.rss_kib - rest.rss_kib) / 1000;
+    println!("{per_conn} KiB of RSS per connection");
+    assert!(
+        per_conn <= 64,
+        "1,000 idle connections cost {per_conn} KiB each"
+    );
     // Every queue of every controller writes its own block and reads it back,
     // all threads at once; then each controller shuts down normally.
     std::thread::scope(|s| {
@@ -266,7 +277,12 @@ fn ten_thousand_connect_io_disconnect_cycles_leave_fds_threads_and_rss_flat() {
     assert_eq!(t.controllers(), (10_001, 10_001));
     // (At rest the target may still hold the probe connection that saw it
     // listening: at most as many as then.)
-    assert!(end.fds <= rest.fds, "descriptors: {} at rest, {} at the end", rest.fds, end.fds);
+    assert!(
+        end.fds <= rest.fds,
+        "descriptors: {} at rest, {} at the end",
+        rest.fds,
+        end.fds
+    );
     assert_eq!(end.threads, rest.threads, "threads");
     // Memory: what 9,000 more cycles add must be noise, not a leak (a leak
     // of one 4 KiB buffer per cycle would be 36 MiB).
@@ -285,7 +301,11 @@ fn in_capsule_write(len: u32) -> Vec<u8> {
     let mut c = Command::write(NS_RAM512, 0, (len / 512) as u16 - 1);
     c.cid = 1;
     c.dptr = command::sgl_descriptor(0, len, command::SGL_DATA_BLOCK_OFFSET);
-    pdu::encode_capsule_cmd(&c.to_bytes(), &vec![7u8; len as usize], &PduConfig::default())
+    pdu::encode_capsule_cmd(
+        &c.to_bytes(),
+        &vec![7u8; len as usize],
+        &PduConfig::default(),
+    )
 }
 
 #[test]

@@ -61,5 +61,5 @@ pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
             return Err(crate::last_error());
         }
     }
-    Ok((old as u64, lim.rlim_cur as u64))
+    Ok((old, lim.rlim_cur))
 }

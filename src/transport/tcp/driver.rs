@@ -11,8 +11,10 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-/// Receive buffer of an I/O queue's connection: large, so that one receive
-/// takes many PDUs.
+/// Receive buffer of a busy I/O queue's connection: large, so that one
+/// receive takes many PDUs. A connection gets it after a receive that
+/// filled half of the small one, and goes back to the small one after a
+/// receive that did not (an idle I/O connection holds 16 KiB, not 256).
 const RECV_BUF: usize = 256 * 1024;
 /// Receive buffer of a connection before its Connect, and of an admin
 /// queue's (a few commands at a time): what an idle or silent connection
@@ -106,6 +108,9 @@ struct Sock {
     rx_next: Option<Vec<u8>>,
     /// Where the direct receive in flight puts its data.
     direct: Option<(usize, usize)>,
+    /// The last receive filled half of a small buffer: the next one gets a
+    /// large buffer.
+    busy_rx: bool,
     /// The receive in flight is a polling one (`Op::RecvNow`).
     polling: bool,
     /// When data last came in.
@@ -176,6 +181,7 @@ impl TcpDriver {
             rx_spare: None,
             rx_next: None,
             direct: None,
+            busy_rx: false,
             polling: false,
             last_rx: cx.now,
             accepted: cx.now,
@@ -185,10 +191,11 @@ impl TcpDriver {
         self.post_recv(cx, slot, buf);
     }
 
-    /// The receive buffer a connection's queue calls for.
-    fn recv_size(cx: &Cx, slot: usize) -> usize {
+    /// The receive buffer a connection calls for: large for an I/O queue
+    /// that is receiving a lot (`busy`), else small.
+    fn recv_size(cx: &Cx, slot: usize, busy: bool) -> usize {
         match cx.sessions.get(slot) {
-            Some(s) if s.queue.qid() != 0 => RECV_BUF,
+            Some(s) if busy && s.queue.qid() != 0 => RECV_BUF,
             _ => RECV_BUF_SMALL,
         }
     }
@@ -253,7 +260,7 @@ impl TcpDriver {
             return;
         }
         let Some(d) = c.tcp.take_direct(DIRECT_RECV_MIN) else {
-            let want = Self::recv_size(cx, slot);
+            let want = Self::recv_size(cx, slot, c.busy_rx);
             let buf = if buf.len() == want {
                 buf
             } else {
@@ -312,6 +319,7 @@ impl TcpDriver {
         } else if let Some(q) = cx.sessions.queue(slot) {
             let off = sock.recv_off;
             sock.last_rx = cx.now;
+            sock.busy_rx = c.result as usize >= RECV_BUF_SMALL / 2;
             sock.tcp
                 .receive(&buf[off..off + c.result as usize], q, cx.now);
             sock.rx_next = Some(buf);
