@@ -1043,3 +1043,47 @@ fn a_burst_of_1000_reads_on_a_1024_entry_queue_is_served() {
     }
     assert_eq!(data, 1000 * 512);
 }
+
+/// A host that keeps sending writes on a 16-entry queue and never sends
+/// their data (every one waits on its R2T): the target takes 32 (twice the
+/// queue's entries, as nvmet does) and then ends the connection with a
+/// C2HTermReq (PDU Sequence Error) instead of queueing without bound; a
+/// host that stays within it is served.
+#[test]
+fn a_host_past_twice_its_queue_size_of_unanswered_commands_is_cut_off() {
+    let t = start_basic();
+    let mut o = opts();
+    o.queue_size = 16;
+    let mut c = connect_with(t.addr(), NQN, &o, 1);
+    let q = &mut c.io[0];
+    assert_eq!(q.queue_size(), 16);
+    let cfg = q.tx_config();
+    let mut burst = Vec::new();
+    for cid in 0..40u16 {
+        burst.extend(capsule(&write_cmd(cid, 65536, false), &[], &cfg));
+    }
+    q.send_raw(&burst).unwrap();
+    let mut r2ts = 0;
+    let fes = loop {
+        match q.recv_raw_pdu() {
+            Ok(Pdu::R2t(_)) => r2ts += 1,
+            Ok(Pdu::C2hTermReq(t)) => break t.fes,
+            other => panic!("after {r2ts} R2Ts: {other:?}"),
+        }
+    };
+    assert_eq!(fes, FES_PDU_SEQUENCE_ERROR);
+    assert!(r2ts <= 32, "{r2ts} R2Ts for a 16-entry queue");
+    q.wait_closed(Duration::from_secs(10)).unwrap();
+    // Within the bound (16 waiting writes), all is well.
+    let mut c = connect_with(t.addr(), NQN, &o, 1);
+    let q = &mut c.io[0];
+    let mut burst = Vec::new();
+    for cid in 0..16u16 {
+        burst.extend(capsule(&write_cmd(cid, 4096, false), &[], &cfg));
+    }
+    q.send_raw(&burst).unwrap();
+    for _ in 0..16 {
+        assert!(matches!(q.recv_raw_pdu(), Ok(Pdu::R2t(_))));
+    }
+    assert!(!q.is_closed());
+}

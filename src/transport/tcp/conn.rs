@@ -123,6 +123,8 @@ pub struct TcpConn {
     free_tags: Vec<u16>,
     responses: Vec<Response>,
     close_reason: Option<String>,
+    /// Commands received and not yet answered.
+    outstanding: usize,
 }
 
 impl TcpConn {
@@ -144,6 +146,7 @@ impl TcpConn {
             free_tags: Vec::new(),
             responses: Vec::new(),
             close_reason: None,
+            outstanding: 0,
         }
     }
 
@@ -457,6 +460,25 @@ impl TcpConn {
                 Ok(())
             }
             pdu_type::CAPSULE_CMD => {
+                // A host may have more commands outstanding than the queue
+                // has entries (the target frees an entry as it takes the
+                // command, and says so in SQHD), but not without bound: what
+                // one connection can queue here is bounded at twice the
+                // queue's entries, as Linux's nvmet does.
+                let limit = 2 * q.depth() as usize;
+                if limit > 0 && self.outstanding >= limit {
+                    return Err(Fatal::new(
+                        fes::PDU_SEQUENCE_ERROR,
+                        0,
+                        format!(
+                            "the host has {} commands outstanding on a queue of {} entries \
+                             (at most {limit} are taken)",
+                            self.outstanding + 1,
+                            q.depth()
+                        ),
+                    ));
+                }
+                self.outstanding += 1;
                 let mut sqe = [0u8; 64];
                 sqe.copy_from_slice(&p[8..72]);
                 let cmd = Command::parse(&sqe);
@@ -800,6 +822,7 @@ impl TcpConn {
     /// Encodes responses of the queue beside this connection (read data
     /// and completions) into the output.
     pub fn respond(&mut self, r: &mut Vec<Response>, q: &Queue) {
+        self.outstanding = self.outstanding.saturating_sub(r.len());
         for resp in r.drain(..) {
             let success_flag = q.sqflow_disabled() && resp.cqe.status.is_success();
             if let Some(shared) = resp.shared {
