@@ -1,6 +1,8 @@
 //! File and block-device backend: every operation runs through the reactor's
 //! io_uring ring (no thread pool). Flush is fdatasync; Write Zeroes is
-//! fallocate(ZERO_RANGE); deallocate is fallocate(PUNCH_HOLE). With
+//! fallocate(ZERO_RANGE), or fallocate(PUNCH_HOLE) on a file system without
+//! it (tmpfs), which reads back as zeros too; deallocate is
+//! fallocate(PUNCH_HOLE). With
 //! `direct`, the file is opened O_DIRECT and reads and writes go through
 //! page-aligned bounce buffers in the ring (one copy; no page cache).
 
@@ -18,6 +20,27 @@ pub struct FileBackend {
     block_device: bool,
     /// Opened with O_DIRECT: reads and writes go through aligned buffers.
     direct: bool,
+    /// The `fallocate` mode of Write Zeroes.
+    zero_mode: i32,
+}
+
+/// How Write Zeroes is done on `file` (a regular file of `size` bytes):
+/// ZERO_RANGE where the file system has it, else PUNCH_HOLE (tmpfs), tried
+/// past the end of the file, where no data is.
+fn zero_mode(file: &File, size: u64) -> i32 {
+    let zero = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+    let punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    let at = size.next_multiple_of(4096);
+    match nvmf_sys::file::fallocate(file, zero, at, 4096) {
+        Ok(()) => {
+            // Give back the block the probe may have allocated.
+            let _ = nvmf_sys::file::fallocate(file, punch, at, 4096);
+            zero
+        }
+        Err(e) if e.raw_os_error() == Some(nvmf_sys::file::EOPNOTSUPP) => punch,
+        // Anything else: ZERO_RANGE, and its errors show at Write Zeroes.
+        Err(_) => zero,
+    }
 }
 
 impl FileBackend {
@@ -71,11 +94,24 @@ impl FileBackend {
                 len
             }
         };
+        // (Block devices take ZERO_RANGE.)
+        let zero_mode = if dev_size.is_some() {
+            FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
+        } else {
+            zero_mode(&file, size)
+        };
+        if zero_mode & FALLOC_FL_PUNCH_HOLE != 0 {
+            log::info!(
+                "{}: the file system has no fallocate(ZERO_RANGE); Write Zeroes punches holes",
+                path.display()
+            );
+        }
         Ok(FileBackend {
             file,
             size,
             block_device: dev_size.is_some(),
             direct,
+            zero_mode,
         })
     }
 
@@ -185,7 +221,7 @@ impl Backend for FileBackend {
             }
             IoOp::WriteZeroes { offset, len } => Submitted::Ring(Op::Fallocate {
                 fd,
-                mode: FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                mode: self.zero_mode,
                 offset,
                 len,
             }),
@@ -346,5 +382,57 @@ mod tests {
             0,
             "fdinfo flags {flags}"
         );
+    }
+
+    /// On tmpfs (no fallocate ZERO_RANGE) Write Zeroes still zeroes, by
+    /// punching a hole; it used to fail with Write Fault.
+    #[test]
+    fn write_zeroes_on_a_file_system_without_zero_range() {
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "/dev/shm (tmpfs) is missing"
+            );
+            eprintln!("SKIP: no /dev/shm on this machine");
+            return;
+        }
+        let dir = tempfile::tempdir_in(shm).unwrap();
+        let path = dir.path().join("disk.img");
+        let b = FileBackend::open(&path, Some(1 << 20), false).unwrap();
+        let w = run_blocking(
+            &b,
+            IoOp::Write {
+                offset: 0,
+                buf: vec![5u8; 65536],
+                at: 0,
+                len: 65536,
+            },
+        );
+        assert_eq!(w.result, Ok(()));
+        let z = run_blocking(
+            &b,
+            IoOp::WriteZeroes {
+                offset: 4096,
+                len: 8192 + 512,
+            },
+        );
+        assert_eq!(z.result, Ok(()), "Write Zeroes on tmpfs");
+        let r = run_blocking(
+            &b,
+            IoOp::Read {
+                offset: 0,
+                buf: vec![9u8; 65536],
+                at: 0,
+                len: 65536,
+            },
+        );
+        assert_eq!(r.result, Ok(()));
+        assert!(r.buf[..4096].iter().all(|&x| x == 5));
+        assert!(r.buf[4096..4096 + 8704].iter().all(|&x| x == 0), "zeroed");
+        assert!(r.buf[4096 + 8704..].iter().all(|&x| x == 5));
+        // The file keeps its size.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
     }
 }

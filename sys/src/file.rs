@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-pub use libc::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
+pub use libc::{EOPNOTSUPP, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
 
 /// `BLKGETSIZE64`: size of a block device in bytes (`_IOR(0x12, 114, size_t)`).
 const BLKGETSIZE64: libc::Ioctl = libc::_IOR::<u64>(0x12, 114);
@@ -37,4 +37,17 @@ pub fn block_device_size(file: &File) -> io::Result<Option<u64>> {
         return Err(crate::last_error());
     }
     Ok(Some(size))
+}
+
+/// `fallocate(2)` on `file`: `mode` (the `FALLOC_FL_*` flags) over `len` bytes at `offset`.
+pub fn fallocate(file: &File, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    // SAFETY: fallocate takes the fd (borrowed from `file` for the call) and plain integers; it
+    // touches no memory of ours.
+    if unsafe { libc::fallocate(file.as_raw_fd(), mode, off, n) } < 0 {
+        return Err(crate::last_error());
+    }
+    Ok(())
 }
