@@ -435,4 +435,27 @@ mod tests {
         // The file keeps its size.
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
     }
+
+    /// A full file system is Capacity Exceeded to the host (ENOSPC or
+    /// EDQUOT on a write); other errors are the medium's.
+    #[test]
+    fn a_full_file_system_is_capacity_exceeded() {
+        use crate::nvme::Status;
+        let dir = tempfile::tempdir().unwrap();
+        let b = FileBackend::open(&dir.path().join("d.img"), Some(1 << 20), false).unwrap();
+        let err = |r: i32, write: bool| b.ring_done(r, 4096, write, Vec::new()).result;
+        let enospc = -28;
+        let edquot = -122;
+        let eio = -5;
+        let full = Err(BackendError::Device(Status::CAPACITY_EXCEEDED.dnr()));
+        assert_eq!(err(enospc, true), full);
+        assert_eq!(err(edquot, true), full);
+        assert!(matches!(err(eio, true), Err(BackendError::Write(_))));
+        assert!(matches!(err(eio, false), Err(BackendError::Read(_))));
+        assert!(
+            matches!(err(100, true), Err(BackendError::Write(_))),
+            "short write"
+        );
+        assert_eq!(err(4096, true), Ok(()));
+    }
 }

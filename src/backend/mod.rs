@@ -201,8 +201,18 @@ pub trait Backend: Send + Sync {
     /// operation had to transfer).
     fn ring_done(&self, result: i32, expected: usize, write: bool, buf: Vec<u8>) -> IoDone {
         let result = if result < 0 {
-            let e = std::io::Error::from_raw_os_error(-result).to_string();
-            Err(if write {
+            let err = std::io::Error::from_raw_os_error(-result);
+            let full = matches!(
+                err.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            );
+            let e = err.to_string();
+            Err(if write && full {
+                // The file system is full (a sparse file, a thin device):
+                // the host is told the namespace has no room, not that the
+                // medium failed.
+                BackendError::Device(crate::nvme::Status::CAPACITY_EXCEEDED.dnr())
+            } else if write {
                 BackendError::Write(e)
             } else {
                 BackendError::Read(e)
