@@ -13,6 +13,58 @@ use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
 
+/// A transport connection beside its queue: commands go to the queue with
+/// the connection's spare response vector, and what the queue answers goes
+/// to the connection's `answer`, which encodes it for the wire.
+pub(crate) trait QueueConn {
+    /// The connection's spare response vector (kept to reuse its memory).
+    fn spare(&mut self) -> &mut Vec<crate::fabrics::Response>;
+    /// Turns responses into the connection's output.
+    fn answer(&mut self, r: &mut Vec<crate::fabrics::Response>, q: &crate::fabrics::Queue);
+
+    /// Runs `f` on the queue and answers what it produced.
+    fn with_queue(
+        &mut self,
+        q: &mut crate::fabrics::Queue,
+        f: impl FnOnce(&mut crate::fabrics::Queue, &mut Vec<crate::fabrics::Response>),
+    ) {
+        let mut r = std::mem::take(self.spare());
+        f(q, &mut r);
+        self.answer(&mut r, q);
+        *self.spare() = r;
+    }
+
+    /// Completes a command the transport refuses before the queue runs it.
+    fn reject(
+        &mut self,
+        cmd: &crate::nvme::Command,
+        st: crate::nvme::Status,
+        q: &mut crate::fabrics::Queue,
+    ) {
+        self.with_queue(q, |q, r| q.reject(cmd, st, r));
+    }
+
+    fn execute(
+        &mut self,
+        cmd: crate::nvme::Command,
+        data: Vec<u8>,
+        q: &mut crate::fabrics::Queue,
+        now: std::time::Instant,
+    ) {
+        self.with_queue(q, |q, r| q.execute(&cmd, data, now, r));
+    }
+
+    /// A write whose data is already in backend memory.
+    fn execute_placed(
+        &mut self,
+        cmd: &crate::nvme::Command,
+        len: usize,
+        q: &mut crate::fabrics::Queue,
+    ) {
+        self.with_queue(q, |q, r| q.execute_placed(cmd, len, r));
+    }
+}
+
 /// Driver ids (a reactor's drivers, in this order).
 pub const DRIVER_TCP: u8 = 0;
 pub const DRIVER_RDMA: u8 = 1;

@@ -7,6 +7,7 @@
 use crate::buf::Buffers;
 use crate::fabrics::{DataMap, Queue, Response};
 use crate::nvme::{Command, DataDir, Status};
+use crate::transport::QueueConn;
 use nvmf_sys::RegionSlice;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -95,6 +96,15 @@ pub struct RdmaConn {
     actions: Vec<Action>,
     responses: Vec<Response>,
     close_reason: Option<String>,
+}
+
+impl crate::transport::QueueConn for RdmaConn {
+    fn spare(&mut self) -> &mut Vec<Response> {
+        &mut self.responses
+    }
+    fn answer(&mut self, r: &mut Vec<Response>, q: &Queue) {
+        self.respond(r, q);
+    }
 }
 
 impl RdmaConn {
@@ -290,27 +300,6 @@ impl RdmaConn {
         if self.close_reason.is_none() {
             self.close_reason = Some(why.into());
         }
-    }
-
-    fn reject(&mut self, cmd: &Command, st: Status, q: &mut Queue) {
-        let mut r = std::mem::take(&mut self.responses);
-        q.reject(cmd, st, &mut r);
-        self.respond(&mut r, q);
-        self.responses = r;
-    }
-
-    fn execute(&mut self, cmd: Command, data: Vec<u8>, q: &mut Queue, now: Instant) {
-        let mut r = std::mem::take(&mut self.responses);
-        q.execute(&cmd, data, now, &mut r);
-        self.respond(&mut r, q);
-        self.responses = r;
-    }
-
-    fn execute_placed(&mut self, cmd: &Command, len: usize, q: &mut Queue) {
-        let mut r = std::mem::take(&mut self.responses);
-        q.execute_placed(cmd, len, &mut r);
-        self.respond(&mut r, q);
-        self.responses = r;
     }
 
     /// Turns the queue's responses into what the driver posts.

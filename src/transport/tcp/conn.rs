@@ -8,6 +8,7 @@ use super::pdu::{self, fes, flags, pdu_type, Fatal, Negotiated, TxParams};
 use crate::buf::Buffers;
 use crate::fabrics::{DataMap, Queue, Response};
 use crate::nvme::{Command, DataDir, Status};
+use crate::transport::QueueConn;
 use nvmf_sys::{RegionSlice, SendBuf};
 use std::time::Instant;
 
@@ -125,6 +126,15 @@ pub struct TcpConn {
     close_reason: Option<String>,
     /// Commands received and not yet answered.
     outstanding: usize,
+}
+
+impl crate::transport::QueueConn for TcpConn {
+    fn spare(&mut self) -> &mut Vec<Response> {
+        &mut self.responses
+    }
+    fn answer(&mut self, r: &mut Vec<Response>, q: &Queue) {
+        self.respond(r, q);
+    }
 }
 
 impl TcpConn {
@@ -617,15 +627,6 @@ impl TcpConn {
         Ok(None)
     }
 
-    /// Completes a command the transport refuses before the queue sees it.
-    fn reject(&mut self, cmd: &Command, st: Status, q: &mut Queue) {
-        // The queue still counts the entry for SQ head reporting.
-        let mut r = std::mem::take(&mut self.responses);
-        q.reject(cmd, st, &mut r);
-        self.respond(&mut r, q);
-        self.responses = r;
-    }
-
     fn start_r2t(&mut self, cmd: Command, len: u32, q: &mut Queue) {
         let tag = match self.free_tags.pop() {
             Some(t) => t,
@@ -802,21 +803,6 @@ impl TcpConn {
         } else {
             self.execute(w.cmd, w.buf, q, now);
         }
-    }
-
-    fn execute(&mut self, cmd: Command, data: Vec<u8>, q: &mut Queue, now: Instant) {
-        let mut r = std::mem::take(&mut self.responses);
-        q.execute(&cmd, data, now, &mut r);
-        self.respond(&mut r, q);
-        self.responses = r;
-    }
-
-    /// A write whose data is already in backend memory.
-    fn execute_placed(&mut self, cmd: &Command, len: usize, q: &mut Queue) {
-        let mut r = std::mem::take(&mut self.responses);
-        q.execute_placed(cmd, len, &mut r);
-        self.respond(&mut r, q);
-        self.responses = r;
     }
 
     /// Encodes responses of the queue beside this connection (read data
