@@ -208,7 +208,15 @@ truncate -s 64M "$logs/file1.img"
 "$bin" check "$cfg"
 
 listening() { # PORT: is a socket listening on 127.0.0.1, 0.0.0.0, ::1 or :: at PORT?
-  local hex
+  local hex out
+  # ss asks the kernel over netlink; /proc/net/tcp when it is missing. (Its
+  # output is taken whole first: grep -q ending a pipe early would fail it
+  # under pipefail.)
+  if command -v ss >/dev/null; then
+    out="$(ss -Hltn "sport = :$1" 2>/dev/null)" || true
+    grep -qE '(127\.0\.0\.1|\*|0\.0\.0\.0|\[::1?\]):'"$1"' ' <<<"$out"
+    return
+  fi
   hex="$(printf '%04X' "$1")"
   grep -qE "^ *[0-9]+: (0100007F|00000000):$hex [0-9A-F]{8}:0000 0A " /proc/net/tcp ||
     grep -qE "^ *[0-9]+: 0{24}(0{8}|01000000):$hex 0{32}:0000 0A " /proc/net/tcp6 2>/dev/null
@@ -268,6 +276,13 @@ start_target() {
   done
   if ! listening_all; then
     say "FAIL: the target is not listening on 127.0.0.1:$port and :$dport${v6port:+ and [::1]:$v6port}"
+    local p
+    for p in "$port" "$dport" $v6port; do
+      listening "$p" && say "  port $p: listening" || say "  port $p: not listening"
+    done
+    kill -0 "$target_pid" 2>/dev/null && say "  the target (pid $target_pid) is running" ||
+      say "  the target (pid $target_pid) is not running"
+    command -v ss >/dev/null && ss -ltnp 2>/dev/null | sed 's/^/  /' | head -n 20
     return 1
   fi
 }
