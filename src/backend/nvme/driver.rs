@@ -73,6 +73,10 @@ struct DevQ {
     /// Largest transfer per command.
     max_cmd: u32,
     prps: Vec<u64>,
+    /// Scratch, kept to reuse its memory: an operation's commands, and a
+    /// PRP list's bytes.
+    cmds: Vec<Command>,
+    prp_bytes: Vec<u8>,
     faults: Faults,
     /// The controller generation the queue pair's state belongs to.
     generation: u64,
@@ -139,6 +143,8 @@ impl NvmeDriver {
             waiting: VecDeque::new(),
             max_cmd,
             prps: Vec::new(),
+            cmds: Vec::new(),
+            prp_bytes: Vec::new(),
             faults: Faults::default(),
             generation: dev.generation(),
         });
@@ -234,7 +240,8 @@ impl DevQ {
             None
         };
         let c_iova = chunk.map(|c| self.bounce + c as u64 * self.chunk);
-        let mut commands: Vec<Command> = Vec::with_capacity(cmds as usize);
+        let mut commands = std::mem::take(&mut self.cmds);
+        commands.clear();
         let ok = match &op {
             IoOp::Read { offset, len, .. }
             | IoOp::Write { offset, len, .. }
@@ -264,9 +271,10 @@ impl DevQ {
                     match prp::build(c_iova + done, n as u32, list, &mut self.prps) {
                         Some((p1, p2)) => {
                             if !self.prps.is_empty() {
-                                let b: Vec<u8> =
-                                    self.prps.iter().flat_map(|e| e.to_le_bytes()).collect();
-                                ok &= mem.write(list, &b);
+                                self.prp_bytes.clear();
+                                self.prp_bytes
+                                    .extend(self.prps.iter().flat_map(|e| e.to_le_bytes()));
+                                ok &= mem.write(list, &self.prp_bytes);
                             }
                             let slba = (offset + done) >> shift;
                             commands.push(Command {
@@ -330,6 +338,7 @@ impl DevQ {
             }
         };
         if !ok {
+            self.cmds = commands;
             self.faults
                 .add("no PRP list for the transfer, or its memory not written");
             self.free_chunk(chunk);
@@ -346,7 +355,7 @@ impl DevQ {
             status: Status::SUCCESS,
         });
         let deadline = cx.now + COMMAND_TIMEOUT;
-        for c in commands {
+        for c in commands.drain(..) {
             match self.qp.submit(self.dev.mem(), c, r as u64, deadline) {
                 Ok(_) => {}
                 Err(SubmitError::Full | SubmitError::Memory) => {
@@ -358,6 +367,7 @@ impl DevQ {
                 }
             }
         }
+        self.cmds = commands;
         None
     }
 

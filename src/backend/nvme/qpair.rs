@@ -53,6 +53,8 @@ pub struct QueuePair {
     phase: bool,
     /// By command id.
     slots: Vec<Option<Slot>>,
+    /// How many of `slots` are taken.
+    live: usize,
     /// Command ids given up on whose completion has not come yet.
     forgotten: Vec<bool>,
     free: Vec<u16>,
@@ -77,6 +79,7 @@ impl QueuePair {
             cq_head: 0,
             phase: true,
             slots: vec![None; entries as usize],
+            live: 0,
             forgotten: vec![false; entries as usize],
             // Command ids 0..entries-1; one queue slot always stays empty.
             free: (0..entries - 1).rev().collect(),
@@ -91,7 +94,7 @@ impl QueuePair {
 
     /// Commands queued and not completed.
     pub fn in_flight(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count()
+        self.live
     }
 
     fn next(&self, i: u16) -> u16 {
@@ -145,6 +148,7 @@ impl QueuePair {
             return Err(SubmitError::Memory);
         }
         self.slots[cid as usize] = Some(Slot { token, deadline });
+        self.live += 1;
         self.sq_tail = self.next(self.sq_tail);
         self.tail_moved = true;
         Ok(cid)
@@ -186,6 +190,7 @@ impl QueuePair {
             }
             match self.slots.get_mut(c.cid as usize).and_then(|s| s.take()) {
                 Some(s) => {
+                    self.live -= 1;
                     self.free.push(c.cid);
                     out.push(Done {
                         token: s.token,
@@ -222,12 +227,14 @@ impl QueuePair {
     /// late completion is not taken for another command.
     pub fn forget(&mut self, cid: u16) -> Option<u64> {
         let token = self.slots.get_mut(cid as usize)?.take()?.token;
+        self.live -= 1;
         self.forgotten[cid as usize] = true;
         Some(token)
     }
 
     /// Every command in flight, given up (the controller failed).
     pub fn forget_all(&mut self) -> Vec<u64> {
+        self.live = 0;
         self.slots
             .iter_mut()
             .filter_map(|s| s.take().map(|s| s.token))
