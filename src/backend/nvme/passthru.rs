@@ -276,11 +276,12 @@ impl PassQ {
                     let mut done = 0;
                     while done < *len {
                         let n = (*len - done).min(step);
-                        let data = if opcode == OP_READ {
-                            vec![0u8; n]
-                        } else {
-                            buf[*at + done..*at + done + n].to_vec()
-                        };
+                        // (From the reactor's pool: the device overwrites or
+                        // gets all of it.)
+                        let mut data = cx.bufs.alloc_len(n);
+                        if opcode != OP_READ {
+                            data.copy_from_slice(&buf[*at + done..*at + done + n]);
+                        }
                         let slba = (*offset + done as u64) >> shift;
                         cmds.push(NvmeIo {
                             opcode,
@@ -413,10 +414,13 @@ impl PassQ {
                 if r.lent {
                     // The buffer comes home whatever happened.
                     *buf = c.data;
-                } else if is_read && st.is_success() {
-                    let from = *at + part * r.step;
-                    let n = c.data.len().min(*len - part * r.step);
-                    buf[from..from + n].copy_from_slice(&c.data[..n]);
+                } else {
+                    if is_read && st.is_success() {
+                        let from = *at + part * r.step;
+                        let n = c.data.len().min(*len - part * r.step);
+                        buf[from..from + n].copy_from_slice(&c.data[..n]);
+                    }
+                    cx.bufs.recycle(c.data);
                 }
             }
             _ => {}
