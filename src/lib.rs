@@ -10,6 +10,8 @@ pub mod backend;
 pub mod buf;
 pub mod config;
 pub mod fabrics;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod nvme;
 pub mod reactor;
 pub mod subsystem;

@@ -194,6 +194,32 @@ fn fused_commands_missing_their_other_half() {
     let r2 = q.wait_for(c2).unwrap();
     assert_eq!(r2.status, 0);
     assert_same(&r2.data, &d, "read after an abandoned fused compare");
+    // A first half followed by a command the transport refuses before it
+    // reaches the controller (opcode 03h: data both ways): both complete,
+    // the compare as Missing Fused Command. Found by fuzzing: the compare
+    // was held forever.
+    let mut cmp = Command::compare(NS_RAM512, 10, 1);
+    cmp.flags |= command::FUSE_FIRST;
+    let c1 = q.submit(cmp, Some(d.clone()), 0).unwrap();
+    let mut both = Command::read(NS_RAM512, 10, 1);
+    both.opcode = 0x03;
+    let c2 = q.submit(both, None, 0).unwrap();
+    assert_eq!(q.wait_for(c1).unwrap().status, sc::ABORTED_MISSING_FUSED);
+    assert_eq!(
+        q.wait_for(c2).unwrap().status & 0xFF,
+        sc::INVALID_OPCODE & 0xFF
+    );
+    // A second half that fails before it meets its first (a namespace that
+    // does not exist): the first is failed too (Failed Fused Command), not
+    // held. Found by fuzzing.
+    let mut cmp = Command::compare(NS_RAM512, 10, 1);
+    cmp.flags |= command::FUSE_FIRST;
+    let c1 = q.submit(cmp, Some(d.clone()), 0).unwrap();
+    let mut wr = Command::write(77, 10, 1);
+    wr.flags |= command::FUSE_SECOND;
+    let c2 = q.submit(wr, Some(pattern(5, 1024)), 0).unwrap();
+    assert_eq!(q.wait_for(c1).unwrap().status, sc::ABORTED_FAILED_FUSED);
+    assert_eq!(q.wait_for(c2).unwrap().status & 0xFF, sc::INVALID_NS & 0xFF);
     // A second half alone.
     let mut wr = Command::write(NS_RAM512, 10, 1);
     wr.flags |= command::FUSE_SECOND;

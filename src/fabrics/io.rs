@@ -212,6 +212,15 @@ impl Queue {
             }
         }
         if let Err(st) = self.plan(cmd, data, out) {
+            // A second half refused before it met its first (an invalid
+            // namespace, say) fails the first too, rather than leaving it
+            // waiting. Found by fuzzing.
+            if cmd.fuse() == Fuse::Second {
+                if let Some((first, cdata)) = self.fused.take() {
+                    self.recycle(cdata);
+                    self.complete(&first, Status::ABORTED_FAILED_FUSED, 0, out);
+                }
+            }
             self.complete(cmd, st, 0, out);
         }
     }

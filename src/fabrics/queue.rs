@@ -170,7 +170,12 @@ impl Queue {
     /// Completes a command the transport refused (bad SGL, digest error)
     /// without executing it.
     pub fn reject(&mut self, cmd: &Command, status: Status, out: &mut Vec<Response>) {
-        self.advance_sqhd();
+        self.accept(cmd, out);
+        // A refused second half fails its first half too.
+        if let Some((first, data)) = self.fused.take() {
+            self.recycle(data);
+            self.complete(&first, Status::ABORTED_FAILED_FUSED, 0, out);
+        }
         self.complete(cmd, status, 0, out);
     }
 
@@ -178,10 +183,9 @@ impl Queue {
     /// half that this command does not complete is aborted.
     pub(super) fn accept(&mut self, cmd: &Command, out: &mut Vec<Response>) {
         self.advance_sqhd();
-        if let Some((first, _)) = &self.fused {
-            if cmd.fuse() != crate::nvme::Fuse::Second {
-                let first = *first;
-                self.fused = None;
+        if self.fused.is_some() && cmd.fuse() != crate::nvme::Fuse::Second {
+            if let Some((first, data)) = self.fused.take() {
+                self.recycle(data);
                 self.complete(&first, Status::ABORTED_MISSING_FUSED, 0, out);
             }
         }
