@@ -7,7 +7,8 @@ use std::panic;
 use std::path::{Path, PathBuf};
 
 use nvmf_target::config::{
-    derived_namespace_ids, BackendConfig, Config, ConfigError, IdlePolicy, DISCOVERY_NQN,
+    derived_namespace_ids, BackendConfig, Config, ConfigError, FaultError, FaultOp, FaultRule,
+    IdlePolicy, DISCOVERY_NQN,
 };
 
 fn configs_dir() -> PathBuf {
@@ -374,4 +375,31 @@ fn deeply_nested_values_are_rejected_without_crashing() {
             assert_eq!(errors[0].line, 5, "{}", errors[0]);
         }
     }
+}
+
+#[test]
+fn fault_injection_example() {
+    let c = load("fault-injection.toml");
+    let ns = &c.subsystems[0].namespaces[0];
+    let BackendConfig::Fault { size, faults } = &ns.backend else {
+        panic!("not a fault namespace: {:?}", ns.backend);
+    };
+    assert_eq!(*size, 64 << 20);
+    assert_eq!(faults.len(), 4);
+    assert_eq!(
+        faults[0],
+        FaultRule {
+            op: FaultOp::Read,
+            lba: 2048,
+            blocks: Some(8),
+            error: Some(FaultError::Media),
+            delay_ms: 0,
+            every: 1
+        }
+    );
+    assert_eq!((faults[2].error, faults[2].delay_ms), (None, 3000));
+    assert_eq!(
+        (faults[3].op, faults[3].blocks, faults[3].every),
+        (FaultOp::Flush, None, 10)
+    );
 }

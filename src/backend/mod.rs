@@ -1,11 +1,13 @@
 //! Namespace backends behind one trait: `ram`, `null`, `file` (files and
 //! block devices through the reactor's io_uring ring); direct NVMe next.
 
+mod fault;
 mod file;
 mod null;
 pub mod nvme;
 mod ram;
 
+pub use fault::FaultBackend;
 pub use file::FileBackend;
 pub use null::NullBackend;
 pub use ram::RamBackend;
@@ -339,6 +341,9 @@ pub fn open(
         }
         BackendConfig::Ram { size } => Ok(Arc::new(RamBackend::new(*size)?)),
         BackendConfig::Null { size } => Ok(Arc::new(NullBackend::new(*size))),
+        BackendConfig::Fault { size, faults } => {
+            Ok(Arc::new(FaultBackend::new(*size, block_size, faults)?))
+        }
         BackendConfig::File { path, size, direct } => {
             Ok(Arc::new(FileBackend::open(path, *size, *direct)?))
         }

@@ -101,6 +101,24 @@ pub(crate) fn to_toml(config: &Config) -> String {
                     let _ = writeln!(out, "backend = \"nvme\"");
                     let _ = writeln!(out, "path = {}", quote(&path.display().to_string()));
                 }
+                BackendConfig::Fault { size, faults } => {
+                    let _ = writeln!(out, "backend = \"fault\"");
+                    let _ = writeln!(out, "size = {}", size_literal(*size));
+                    let rules: Vec<String> = faults
+                        .iter()
+                        .map(|f| {
+                            let mut r = format!("{{ op = {}, lba = {}", quote(f.op.name()), f.lba);
+                            if let Some(b) = f.blocks {
+                                r += &format!(", blocks = {b}");
+                            }
+                            if let Some(e) = f.error {
+                                r += &format!(", error = {}", quote(e.name()));
+                            }
+                            r + &format!(", delay_ms = {}, every = {} }}", f.delay_ms, f.every)
+                        })
+                        .collect();
+                    let _ = writeln!(out, "fault = [{}]", rules.join(", "));
+                }
             }
             let _ = writeln!(out, "block_size = {}", ns.block_size);
             let (uuid, nguid, eui64) = derived_namespace_ids(&s.nqn, ns.nsid);

@@ -189,13 +189,79 @@ pub enum BackendConfig {
     NvmePassthru {
         path: PathBuf,
     },
+    /// Memory that fails on purpose, as `faults` say: for testing hosts,
+    /// multipath and the target's own error handling.
+    Fault {
+        size: u64,
+        faults: Vec<FaultRule>,
+    },
+}
+
+/// One `[[subsystem.namespace.fault]]`: which operations it hits, and what
+/// it does to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultRule {
+    pub op: FaultOp,
+    /// First block of the range it hits.
+    pub lba: u64,
+    /// Blocks in the range (`None`: to the end).
+    pub blocks: Option<u64>,
+    /// The failure; `None` with a delay: the operation succeeds late.
+    pub error: Option<FaultError>,
+    /// Held this long before completing (or failing).
+    pub delay_ms: u64,
+    /// Hits every `every`-th matching operation (1: all of them).
+    pub every: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOp {
+    Read,
+    Write,
+    Flush,
+    WriteZeroes,
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultError {
+    /// EIO: Unrecovered Read Error, Write Fault.
+    Media,
+    /// ENOSPC: Capacity Exceeded.
+    NoSpace,
+    /// Half the bytes moved, then the error a short transfer gets.
+    Short,
+}
+
+impl FaultOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultOp::Read => "read",
+            FaultOp::Write => "write",
+            FaultOp::Flush => "flush",
+            FaultOp::WriteZeroes => "write_zeroes",
+            FaultOp::Any => "any",
+        }
+    }
+}
+
+impl FaultError {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultError::Media => "media",
+            FaultError::NoSpace => "no_space",
+            FaultError::Short => "short",
+        }
+    }
 }
 
 impl BackendConfig {
     /// The size in bytes the config gives, if any.
     pub fn size(&self) -> Option<u64> {
         match self {
-            BackendConfig::Ram { size } | BackendConfig::Null { size } => Some(*size),
+            BackendConfig::Ram { size }
+            | BackendConfig::Null { size }
+            | BackendConfig::Fault { size, .. } => Some(*size),
             BackendConfig::File { size, .. } | BackendConfig::Nvme { size, .. } => *size,
             BackendConfig::NvmePassthru { .. } => None,
         }

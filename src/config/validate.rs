@@ -13,8 +13,8 @@ use super::ident::{
 use super::size::parse_size;
 use super::tree::{Entry, Node, Value};
 use super::{
-    BackendConfig, Config, ConfigError, IdlePolicy, ListenerConfig, NamespaceConfig,
-    SubsystemConfig, TargetConfig, TransportKind,
+    BackendConfig, Config, ConfigError, FaultError, FaultOp, FaultRule, IdlePolicy, ListenerConfig,
+    NamespaceConfig, SubsystemConfig, TargetConfig, TransportKind,
 };
 
 type Span = Option<Range<usize>>;
@@ -70,7 +70,10 @@ const NAMESPACE_KEYS: &[&str] = &[
     "uuid",
     "nguid",
     "eui64",
+    "fault",
 ];
+
+const FAULT_KEYS: &[&str] = &["op", "lba", "blocks", "error", "delay_ms", "every"];
 
 /// 1-based line and column (in characters) of a byte offset in `text`.
 pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -358,6 +361,128 @@ fn array_of_tables<'n>(ctx: &mut Ctx, path: &str, node: &'n Node, header: &str) 
         .enumerate()
         .filter_map(|(i, item)| as_table(ctx, format!("{path}[{i}]"), item))
         .collect()
+}
+
+/// `fault = [...]` of a fault namespace (an array of inline tables, or
+/// `[[subsystem.namespace.fault]]` tables): at least one rule.
+fn fault_rules(
+    ctx: &mut Ctx,
+    t: &Table,
+    block_size: Option<u32>,
+    size: u64,
+) -> Option<Vec<FaultRule>> {
+    let Some(entry) = t.get("fault") else {
+        t.missing(
+            ctx,
+            "fault",
+            " (the fault backend needs at least one rule, e.g. \
+             fault = [{ op = \"read\", error = \"media\" }])",
+        );
+        return None;
+    };
+    let before = ctx.errors.len();
+    let path = t.field("fault");
+    let tables = array_of_tables(ctx, &path, &entry.node, "subsystem.namespace.fault");
+    if tables.is_empty() && ctx.errors.len() == before {
+        ctx.error(
+            &entry.key_span,
+            format!("{path}: at least one rule is needed"),
+        );
+    }
+    let blocks_total = size / u64::from(block_size.unwrap_or(512));
+    let mut rules = Vec::new();
+    for r in tables {
+        r.check_keys(ctx, FAULT_KEYS);
+        let op = match r.get("op") {
+            None => Some(FaultOp::Any),
+            Some(e) => match as_str(ctx, &r.field("op"), &e.node) {
+                Some("read") => Some(FaultOp::Read),
+                Some("write") => Some(FaultOp::Write),
+                Some("flush") => Some(FaultOp::Flush),
+                Some("write_zeroes") => Some(FaultOp::WriteZeroes),
+                Some("any") => Some(FaultOp::Any),
+                Some(other) => {
+                    ctx.error(
+                        &e.node.span,
+                        format!(
+                            "{}: unknown operation {other:?} (expected \"read\", \"write\", \
+                             \"flush\", \"write_zeroes\" or \"any\")",
+                            r.field("op")
+                        ),
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        let error = match r.get("error") {
+            None => Some(None),
+            Some(e) => match as_str(ctx, &r.field("error"), &e.node) {
+                Some("media") => Some(Some(FaultError::Media)),
+                Some("no_space") => Some(Some(FaultError::NoSpace)),
+                Some("short") => Some(Some(FaultError::Short)),
+                Some(other) => {
+                    ctx.error(
+                        &e.node.span,
+                        format!(
+                            "{}: unknown error {other:?} (expected \"media\", \"no_space\" \
+                             or \"short\")",
+                            r.field("error")
+                        ),
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        let num = |ctx: &mut Ctx, key: &str, lo: i64, hi: i64, dflt: Option<u64>| match r.get(key) {
+            None => Some(dflt),
+            Some(e) => int_in::<u64>(ctx, &r.field(key), &e.node, lo, hi).map(Some),
+        };
+        let last = blocks_total.saturating_sub(1).min(i64::MAX as u64) as i64;
+        let lba = num(ctx, "lba", 0, last, Some(0));
+        let blocks = num(ctx, "blocks", 1, last + 1, None);
+        let delay_ms = num(ctx, "delay_ms", 0, 600_000, Some(0));
+        let every = num(ctx, "every", 1, 1_000_000, Some(1));
+        let (
+            Some(op),
+            Some(error),
+            Some(Some(lba)),
+            Some(blocks),
+            Some(Some(delay_ms)),
+            Some(Some(every)),
+        ) = (op, error, lba, blocks, delay_ms, every)
+        else {
+            continue;
+        };
+        if error.is_none() && delay_ms == 0 {
+            r.missing(
+                ctx,
+                "error",
+                " (a rule needs an error, a delay_ms, or both)",
+            );
+            continue;
+        }
+        if error == Some(FaultError::Short) && !matches!(op, FaultOp::Read | FaultOp::Write) {
+            ctx.error(
+                &r.span,
+                format!(
+                    "{}: a short transfer needs op = \"read\" or \"write\"",
+                    r.path
+                ),
+            );
+            continue;
+        }
+        rules.push(FaultRule {
+            op,
+            lba,
+            blocks,
+            error,
+            delay_ms,
+            every,
+        });
+    }
+    (ctx.errors.len() == before).then_some(rules)
 }
 
 /// Validates the whole document. Returns the config when no error was found.
@@ -1083,19 +1208,23 @@ fn namespace<'n>(ctx: &mut Ctx, t: Table<'n>) -> NsDraft<'n> {
 
     let kind = match t.get("backend") {
         None => {
-            t.missing(ctx, "backend", " (\"ram\", \"null\", \"file\" or \"nvme\")");
+            t.missing(
+                ctx,
+                "backend",
+                " (\"ram\", \"null\", \"file\", \"nvme\" or \"fault\")",
+            );
             None
         }
         Some(e) => {
             let path = t.field("backend");
             match as_str(ctx, &path, &e.node) {
-                Some(k @ ("ram" | "null" | "file" | "nvme")) => Some(k),
+                Some(k @ ("ram" | "null" | "file" | "nvme" | "fault")) => Some(k),
                 Some(other) => {
                     ctx.error(
                         &e.node.span,
                         format!(
                             "{path}: unknown backend {other:?} (expected \"ram\", \"null\", \
-                             \"file\" or \"nvme\")"
+                             \"file\", \"nvme\" or \"fault\")"
                         ),
                     );
                     None
@@ -1127,6 +1256,14 @@ fn namespace<'n>(ctx: &mut Ctx, t: Table<'n>) -> NsDraft<'n> {
 
     let path_entry = t.get("path");
     let direct_entry = t.get("direct");
+    if kind != Some("fault") {
+        if let Some(e) = t.get("fault") {
+            ctx.error(
+                &e.key_span,
+                format!("{}: only the fault backend takes faults", t.field("fault")),
+            );
+        }
+    }
     // Keys only the nvme backend takes.
     if kind != Some("nvme") {
         for key in ["pci", "device_nsid"] {
@@ -1150,7 +1287,7 @@ fn namespace<'n>(ctx: &mut Ctx, t: Table<'n>) -> NsDraft<'n> {
             None
         }
         Some("nvme") => nvme_backend(ctx, &t, size_value, path_entry, direct_entry),
-        Some(kind @ ("ram" | "null")) => {
+        Some(kind @ ("ram" | "null" | "fault")) => {
             for (key, entry) in [("path", path_entry), ("direct", direct_entry)] {
                 if let Some(e) = entry {
                     ctx.error(
@@ -1169,6 +1306,8 @@ fn namespace<'n>(ctx: &mut Ctx, t: Table<'n>) -> NsDraft<'n> {
                 }
                 Some(None) => None,
                 Some(Some(size)) if kind == "ram" => Some(BackendConfig::Ram { size }),
+                Some(Some(size)) if kind == "fault" => fault_rules(ctx, &t, block_size, size)
+                    .map(|faults| BackendConfig::Fault { size, faults }),
                 Some(Some(size)) => Some(BackendConfig::Null { size }),
             }
         }

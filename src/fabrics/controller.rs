@@ -46,6 +46,9 @@ pub mod csts {
 #[derive(Default)]
 struct ErrorLog {
     count: u64,
+    /// Of the errors, unrecovered data errors (SMART's Media and Data
+    /// Integrity Errors).
+    media: u64,
     entries: VecDeque<ErrorEntry>,
 }
 
@@ -147,13 +150,21 @@ impl ControllerShared {
         }
         h.power_on_hours = self.created.elapsed().as_secs() / 3600;
         h.power_cycles = 1;
-        h.error_entries = self.errors.lock().unwrap_or_else(|e| e.into_inner()).count;
+        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        h.error_entries = errors.count;
+        h.media_errors = errors.media;
         h
     }
 
     pub fn record_error(&self, mut e: ErrorEntry) {
         let mut log = self.errors.lock().unwrap_or_else(|e| e.into_inner());
         log.count += 1;
+        // Write Fault, Unrecovered Read Error and the end-to-end checks
+        // (SCT 2, SC 80h-84h); a Compare Failure is not the medium's fault.
+        let st = crate::nvme::Status(e.status);
+        if st.sct() == 2 && (0x80..=0x84).contains(&st.sc()) {
+            log.media += 1;
+        }
         e.error_count = log.count;
         log.entries.push_front(e);
         log.entries.truncate(super::ERROR_LOG_ENTRIES);

@@ -180,6 +180,16 @@ pub enum Op {
     },
     /// Completes immediately with result 0.
     Nop,
+    /// Completes after `after` has passed (an io_uring timeout), with `result` as its result
+    /// and `buf` handed back: for holding an operation back on purpose (fault injection).
+    Delay {
+        /// Buffer, returned in the completion.
+        buf: Vec<u8>,
+        /// How long to wait.
+        after: std::time::Duration,
+        /// The completion's result (the timeout's own, `-ETIME`, is replaced).
+        result: i32,
+    },
 }
 
 /// One piece of a gathered send: owned bytes, or bytes of a shared memory region sent
@@ -258,6 +268,10 @@ struct Slot {
     /// Aligned memory of a direct read or write, and for a read where its data goes in `buf`.
     bounce: Option<AlignedBuf>,
     copy_back: Option<(usize, usize)>,
+    /// Timespec of a `Delay`; boxed so it does not move when the slab grows.
+    ts: Box<types::Timespec>,
+    /// The result a `Delay` completes with.
+    delay_result: Option<i32>,
 }
 
 // SAFETY: the raw pointers in `iov` and `msg` only point into buffers owned by this same slot
@@ -277,6 +291,8 @@ impl Slot {
             msg: Box::new(unsafe { mem::zeroed() }),
             bounce: None,
             copy_back: None,
+            ts: Box::new(types::Timespec::new()),
+            delay_result: None,
         }
     }
 }
@@ -601,10 +617,16 @@ impl Ring {
                 .build(),
             Op::PollIn { fd } => opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build(),
             Op::Nop => opcode::Nop::new().build(),
+            Op::Delay { buf, after, result } => {
+                slot.buf = Some(buf);
+                slot.delay_result = Some(result);
+                *slot.ts = types::Timespec::from(after);
+                opcode::Timeout::new(&*slot.ts).build()
+            }
         };
         let entry = entry.user_data(idx as u64);
         // SAFETY: every pointer in `entry` points into memory owned by slot `idx` (its buffers'
-        // heap storage or regions held by `Arc`, its iovec array, its boxed msghdr), none of which moves or is freed
+        // heap storage or regions held by `Arc`, its iovec array, its boxed msghdr or timespec), none of which moves or is freed
         // until the completion for `idx` is reaped (the slot stays `busy` and is not reused),
         // or ever if the ring is dropped before that (see `Drop`).
         let pushed = unsafe { self.ring.submission().push(&entry) };
@@ -719,9 +741,13 @@ impl Ring {
                 let n = (cqe.result().max(0) as usize).min(len);
                 buf[at..at + n].copy_from_slice(&b.as_slice()[..n]);
             }
+            let result = match slot.delay_result.take() {
+                Some(r) if cqe.result() == -libc::ETIME => r,
+                _ => cqe.result(),
+            };
             out.push(Completion {
                 token: slot.token,
-                result: cqe.result(),
+                result,
                 buf: slot.buf.take(),
                 bufs: mem::take(&mut slot.bufs),
             });

@@ -662,3 +662,25 @@ fn drop_with_pending_recv_cancels_it() {
     assert!(t.elapsed() < nvmf_sys::ring::DROP_WAIT);
     drop(client);
 }
+
+#[test]
+fn a_delay_completes_after_its_time_with_its_buffer() {
+    let mut ring = Ring::new(4).unwrap();
+    let start = Instant::now();
+    ring.push(
+        Op::Delay {
+            buf: vec![7u8; 100],
+            after: Duration::from_millis(200),
+            result: -libc::EIO,
+        },
+        1,
+    )
+    .unwrap();
+    ring.push(Op::Nop, 2).unwrap();
+    // The Nop is not held behind the delay.
+    assert_eq!(wait_for(&mut ring, 2).token, 2);
+    let c = wait_for(&mut ring, 1);
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    assert_eq!(c.result, -libc::EIO, "the result given, not the timeout's");
+    assert_eq!(c.buf.as_deref(), Some(&[7u8; 100][..]));
+}
