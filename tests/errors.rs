@@ -220,6 +220,17 @@ fn fused_commands_missing_their_other_half() {
     let c2 = q.submit(wr, Some(pattern(5, 1024)), 0).unwrap();
     assert_eq!(q.wait_for(c1).unwrap().status, sc::ABORTED_FAILED_FUSED);
     assert_eq!(q.wait_for(c2).unwrap().status & 0xFF, sc::INVALID_NS & 0xFF);
+    // A "second half" that is a Flush of every namespace: not a command
+    // that fuses, so it is refused, and the first half fails with it.
+    // Found by fuzzing: the flush ran and the compare was held forever.
+    let mut cmp = Command::compare(NS_RAM512, 10, 1);
+    cmp.flags |= command::FUSE_FIRST;
+    let c1 = q.submit(cmp, Some(d.clone()), 0).unwrap();
+    let mut fl = Command::flush(0xFFFF_FFFF);
+    fl.flags |= command::FUSE_SECOND;
+    let c2 = q.submit(fl, None, 0).unwrap();
+    assert_eq!(q.wait_for(c1).unwrap().status, sc::ABORTED_FAILED_FUSED);
+    assert_eq!(q.wait_for(c2).unwrap().status & 0xFF, sc::INVALID_FIELD);
     // A second half alone.
     let mut wr = Command::write(NS_RAM512, 10, 1);
     wr.flags |= command::FUSE_SECOND;

@@ -232,8 +232,11 @@ impl Queue {
         data: Vec<u8>,
         out: &mut Vec<Response>,
     ) -> Result<(), Status> {
-        if cmd.fuse() == Fuse::Reserved {
-            return Err(Status::INVALID_FIELD.dnr());
+        // Only Compare and Write fuse (and FUSE 11b is reserved); checked
+        // before anything else so that no path runs a fused command alone.
+        match (cmd.fuse(), cmd.opcode) {
+            (Fuse::None, _) | (Fuse::First, io_op::COMPARE) | (Fuse::Second, io_op::WRITE) => {}
+            _ => return Err(Status::INVALID_FIELD.dnr()),
         }
         if cmd.opcode == io_op::FLUSH && cmd.nsid == 0xFFFF_FFFF {
             let Role::Io(c) = &self.role else {

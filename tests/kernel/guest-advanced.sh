@@ -22,6 +22,7 @@ NULLNQN="${NVMF_GUEST_NULL_NQN:-nqn.2026-01.io.nvmf-target:null0}"
 FILENQN="${NVMF_GUEST_FILE_NQN:-nqn.2026-01.io.nvmf-target:file0}"
 MULTINQN="${NVMF_GUEST_MULTI_NQN:-nqn.2026-01.io.nvmf-target:multi}"
 DIRECTNQN="${NVMF_GUEST_DIRECT_NQN:-nqn.2026-01.io.nvmf-target:file-direct}"
+FAULTNQN="${NVMF_GUEST_FAULT_NQN:-nqn.2026-01.io.nvmf-target:faulty}"
 
 host_request() { # ask tests/kernel/run.sh on the host to do something
   echo "HOST-REQUEST: $1" >/dev/console
@@ -68,6 +69,47 @@ connect_restricted_allowed() {
   c="$(ctrl_for "$RESTRICTED")"
   run cat "/sys/class/nvme/$c/hostnqn"
   [ "$(cat "/sys/class/nvme/$c/hostnqn")" = "$ALLOWED_HOSTNQN" ]
+}
+
+# --- a namespace that fails on purpose ---------------------------------------------------------
+# 4 KiB block N is LBA 8N: 256 fails reads (media), 512 fails writes (media), 768 fails
+# writes (no space), 1024 holds reads 3 s, 1280 fails reads short. Each dd must end, with an
+# error where the rule says so: a hang would be the check's timeout.
+dd_fails() { # WHAT DD-ARGS...: dd must fail, not hang (timeout's 124); prints its message
+  local out rc=0
+  out="$(timeout 120 dd "${@:2}" bs=4k count=1 status=none 2>&1)" || rc=$?
+  echo "$1: exit $rc: $out"
+  [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ]
+}
+
+faulty_namespace() {
+  dd_fails "read of a failing block" if="/dev/$NS" of=/dev/null skip=256 iflag=direct
+  dd_fails "write of a failing block" if=/dev/zero of="/dev/$NS" seek=512 oflag=direct
+  local out
+  out="$(dd_fails "write to a full range" if=/dev/zero of="/dev/$NS" seek=768 oflag=direct)"
+  echo "$out"
+  expect "No space left on device" "$out"
+  dd_fails "short read" if="/dev/$NS" of=/dev/null skip=1280 iflag=direct
+  # Next to them, and after them, everything works.
+  pattern /tmp/f.dat 4096 7
+  run dd if=/tmp/f.dat of="/dev/$NS" bs=4k seek=257 oflag=direct status=none
+  run dd if="/dev/$NS" of=/tmp/f.back bs=4k skip=257 count=1 iflag=direct status=none
+  run cmp /tmp/f.dat /tmp/f.back
+  # A read held 3 s by the namespace completes, and no sooner.
+  local t0 t1
+  t0=${EPOCHREALTIME/./}
+  run dd if="/dev/$NS" of=/dev/null bs=4k skip=1024 count=1 iflag=direct status=none
+  t1=${EPOCHREALTIME/./}
+  local ms=$(((t1 - t0) / 1000))
+  echo "held read took ${ms} ms"
+  [ "$ms" -ge 2900 ]
+  # The failures are in the SMART log (media errors) and the error log.
+  out="$(nvme smart-log "/dev/$CTRL" -o json)"
+  echo "$out" | grep -E 'media_errors|num_err_log_entries'
+  [ "$(echo "$out" | sed -n 's/.*"media_errors" *: *\([0-9]*\).*/\1/p')" -ge 3 ]
+  out="$(nvme error-log "/dev/$CTRL" -e 8)"
+  echo "$out" | head -40
+  expect "status_field.*0x(281|280|4081)" "$out"
 }
 
 # --- null namespace -----------------------------------------------------------------------------
@@ -388,6 +430,16 @@ if check "connect $NULLNQN" connect "$NULLNQN"; then
   set_dev
   check "null: writes accepted, reads return zeroes, fio 3 s" null_io || true
   check "disconnect $NULLNQN" disconnect "$NULLNQN" || true
+fi
+
+if [ "$REFERENCE" != 1 ]; then
+  say "=== $FAULTNQN: a namespace that fails on purpose"
+  NQN="$FAULTNQN"
+  if check "connect $FAULTNQN" connect "$FAULTNQN"; then
+    set_dev
+    check "media errors, no space, short read, a held read: errors not hangs; SMART and error log" faulty_namespace || true
+    check "disconnect $FAULTNQN" disconnect "$FAULTNQN" || true
+  fi
 fi
 
 say "=== $MULTINQN: NSIDs 1, 3 and 7"

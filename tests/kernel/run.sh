@@ -62,6 +62,7 @@ nqn_null=nqn.2026-01.io.nvmf-target:null0
 nqn_file=nqn.2026-01.io.nvmf-target:file0
 nqn_multi=nqn.2026-01.io.nvmf-target:multi
 nqn_direct=nqn.2026-01.io.nvmf-target:file-direct
+nqn_fault=nqn.2026-01.io.nvmf-target:faulty
 allowed_host=nqn.2014-08.org.nvmexpress:uuid:6b1e8c1e-0d55-4f55-9d1e-5ad0c0dec0de
 scripts=("$@")
 if [ "${#scripts[@]}" -eq 0 ]; then
@@ -190,6 +191,24 @@ block_size = 4096
 direct = false
 
 
+# A namespace that fails on purpose (configs/fault-injection.toml): the host must see I/O
+# errors, not hangs. Blocks are 512 bytes; 4 KiB block N is LBA 8N.
+[[subsystem]]
+nqn = "$nqn_fault"
+allow_any_host = true
+
+[[subsystem.namespace]]
+backend = "fault"
+size = "64MiB"
+block_size = 512
+fault = [
+  { op = "read", lba = 2048, blocks = 8, error = "media" },
+  { op = "write", lba = 4096, blocks = 8, error = "media" },
+  { op = "write", lba = 6144, blocks = 8, error = "no_space" },
+  { op = "read", lba = 8192, blocks = 8, delay_ms = 3000 },
+  { op = "read", lba = 10240, blocks = 8, error = "short" },
+]
+
 # The same through O_DIRECT.
 [[subsystem]]
 nqn = "$nqn_direct"
@@ -311,7 +330,7 @@ export NVMF_GUEST_PORT="$port" NVMF_GUEST_DISCOVERY_PORT="$dport" NVMF_GUEST_V6_
 export NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096"
 export NVMF_GUEST_RESTRICTED_NQN="$nqn_restricted" NVMF_GUEST_ALLOWED_HOSTNQN="$allowed_host"
 export NVMF_GUEST_NULL_NQN="$nqn_null" NVMF_GUEST_FILE_NQN="$nqn_file" NVMF_GUEST_MULTI_NQN="$nqn_multi"
-export NVMF_GUEST_DIRECT_NQN="$nqn_direct"
+export NVMF_GUEST_DIRECT_NQN="$nqn_direct" NVMF_GUEST_FAULT_NQN="$nqn_fault"
 export NVMF_VM_FILES=tests/kernel/lib-guest.sh
 export NVMF_VM_TIMEOUT="${NVMF_VM_TIMEOUT:-1200}" # TCG on a loaded machine is slow
 failed=()
