@@ -67,7 +67,8 @@ for t in "${targets[@]}"; do
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
   corp=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
-  line="$t: ${runs} executions in ${secs}s (${eps}/s), ${cov:-?} of ${total:-?} edges covered, ${ft:-?} features, corpus ${corp:-?}, peak RSS ${rss} MB"
+  took=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | head -1)
+  line="$t: ${runs} executions in ${took:-?}s (${eps}/s), ${cov:-?} of ${total:-?} edges covered, ${ft:-?} features, corpus ${corp:-?}, peak RSS ${rss} MB"
   if [ $rc -ne 0 ]; then
     status=1
     line="$line: FAILED (exit $rc)"

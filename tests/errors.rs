@@ -483,19 +483,24 @@ fn io_commands_on_a_disabled_controller_are_refused() {
     let cc = c.property_get(command::PROP_CC, false).unwrap();
     c.property_set(command::PROP_CC, false, 0).unwrap();
     assert_eq!(c.property_get(command::PROP_CSTS, false).unwrap() & 1, 0);
-    // The I/O queue must not write any more (Linux nvmet answers Command
-    // Sequence Error); closing the queue would be fine too.
+    // The reset deleted the I/O queue: it writes nothing more (Command
+    // Sequence Error with DNR: a retry there cannot succeed), and the
+    // target closes its connection at its next tick.
     match c.io[0].write(NS_RAM512, 300, &pattern(31, 4096), 512) {
-        Err(nvmf_initiator::Error::Status { status, .. }) => {
-            assert_eq!(status, sc::CMD_SEQ_ERROR, "write on a disabled controller")
+        Err(nvmf_initiator::Error::Status { status, dnr, .. }) => {
+            assert_eq!(status, sc::CMD_SEQ_ERROR, "write on a deleted queue");
+            assert!(dnr, "Command Sequence Error without DNR on a deleted queue");
         }
         Err(nvmf_initiator::Error::Closed) => {}
         other => panic!("write on a disabled controller: {other:?}"),
     }
-    // Enabled again, the data is what it was before the reset.
+    c.io[0]
+        .wait_closed(std::time::Duration::from_secs(10))
+        .expect("the target closes an I/O queue a reset deleted");
+    // Enabled again, the data is what it was before the reset, and the
+    // old queue stays gone: the host connects a new one, with the same ID.
     c.property_set(command::PROP_CC, false, cc).unwrap();
     assert_eq!(c.property_get(command::PROP_CSTS, false).unwrap() & 1, 1);
-    // The host replaces its I/O queue, as after any reset.
     c.io.pop().unwrap().close();
     let (addr, id) = (c.admin.peer_addr(), c.cntlid);
     let mut q = None;
@@ -687,4 +692,79 @@ fn errors_do_not_disturb_commands_in_flight() {
         assert_eq!(r.status, expect.remove(&r.cid).unwrap());
     }
     still_works(&mut c);
+}
+
+/// Identify, Get Log Page and Get Features (Host Identifier) return a fixed
+/// amount of data: a host buffer (SGL) shorter or longer than that is Data
+/// SGL Length Invalid (SGLS bit 18 is clear), as nvmet answers, and no data
+/// is sent. The exact length works.
+#[test]
+fn admin_data_lengths_must_match_what_the_command_returns() {
+    let (_t, mut c) = setup();
+    let cases: Vec<(Command, u32)> = vec![
+        (Command::identify(1, 0, 0, 0), 4096),
+        (Command::identify(0, NS_RAM512, 0, 0), 4096),
+        // SMART, NUMD for 512 bytes.
+        (
+            Command::get_log_page(0x02, 0xFFFF_FFFF, 512, 0, 0, false),
+            512,
+        ),
+        // Error log, 4 entries.
+        (Command::get_log_page(0x01, 0, 256, 0, 0, false), 256),
+        // Host Identifier, 128-bit (EXHID).
+        (Command::get_features(0x81, 0, 0, 1), 16),
+    ];
+    let mut cid = 0x700;
+    for (cmd, len) in cases {
+        for wrong in [len / 2, len + 4, 4, len * 2] {
+            cid += 1;
+            let c2 = with_sgl(cmd, cid, command::SGL_TRANSPORT_DATA_BLOCK, wrong);
+            let (cqe, data) = raw_cmd(&mut c.admin, &c2, &[]);
+            assert_cqe(&cqe, sc::SGL_LENGTH_INVALID);
+            assert!(
+                cqe.dnr(),
+                "DNR for opcode {:#x} with {wrong} bytes",
+                cmd.opcode
+            );
+            assert!(data.is_empty(), "data sent into a {wrong}-byte buffer");
+        }
+        cid += 1;
+        let c2 = with_sgl(cmd, cid, command::SGL_TRANSPORT_DATA_BLOCK, len);
+        let (cqe, data) = raw_cmd(&mut c.admin, &c2, &[]);
+        assert_cqe(&cqe, 0);
+        assert_eq!(data.len(), len as usize, "opcode {:#x}", cmd.opcode);
+    }
+    still_works(&mut c);
+}
+
+/// A reset and a re-enable in quick succession: an I/O queue from before
+/// the reset is deleted even though the controller is ready again, so it
+/// writes nothing (Command Sequence Error, DNR) and is closed.
+#[test]
+fn an_io_queue_from_before_a_reset_stays_deleted() {
+    let (_t, mut c) = setup();
+    let before = pattern(40, 4096);
+    c.io[0].write(NS_RAM512, 400, &before, 512).unwrap();
+    let cc = c.property_get(command::PROP_CC, false).unwrap();
+    c.property_set(command::PROP_CC, false, 0).unwrap();
+    c.property_set(command::PROP_CC, false, cc).unwrap();
+    assert_eq!(c.property_get(command::PROP_CSTS, false).unwrap() & 1, 1);
+    match c.io[0].write(NS_RAM512, 400, &pattern(41, 4096), 512) {
+        Err(nvmf_initiator::Error::Status { status, dnr, .. }) => {
+            assert_eq!(
+                (status, dnr),
+                (sc::CMD_SEQ_ERROR, true),
+                "write on a deleted queue"
+            );
+        }
+        Err(nvmf_initiator::Error::Closed) => {}
+        other => panic!("write on a queue from before the reset: {other:?}"),
+    }
+    c.io[0]
+        .wait_closed(std::time::Duration::from_secs(10))
+        .expect("the target closes an I/O queue a reset deleted");
+    c.io.pop().unwrap().close();
+    let mut q = Queue::connect(c.admin.peer_addr(), 1, NQN, c.cntlid, &opts())
+        .expect("a new I/O queue with the same ID");
+    assert_same(&q.read(NS_RAM512, 400, 7, 512).unwrap(), &before, "data");
 }

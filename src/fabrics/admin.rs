@@ -212,11 +212,14 @@ impl Queue {
         self.reply_data(cmd, data, out);
     }
 
-    /// Completes a command whose result is a data buffer, sent up to the
-    /// length of the host's buffer (the SGL length).
-    fn reply_data(&self, cmd: &Command, mut data: Vec<u8>, out: &mut Vec<Response>) {
-        let want = cmd.sgl().length as usize;
-        data.resize(want, 0);
+    /// Completes a command whose result is a data buffer. The host's buffer
+    /// (the SGL length) must be exactly that long: SGLS bit 18 is clear (no
+    /// SGL longer than the transfer), and a shorter one cannot take the
+    /// data, so either is Data SGL Length Invalid, as nvmet answers too.
+    fn reply_data(&self, cmd: &Command, data: Vec<u8>, out: &mut Vec<Response>) {
+        if cmd.sgl().length as usize != data.len() {
+            return self.complete(cmd, Status::DATA_SGL_LENGTH_INVALID.dnr(), 0, out);
+        }
         self.complete_with(cmd, Status::SUCCESS, 0, data, out);
     }
 

@@ -68,7 +68,11 @@ pub struct ControllerShared {
     /// gone): every queue of it closes.
     pub dead: AtomicBool,
     pub created: Instant,
-    io_qids: Mutex<Vec<bool>>,
+    /// I/O queue IDs in use, and the reset epoch: a controller reset (CC.EN
+    /// 1 -> 0) deletes every I/O queue, so it starts a new epoch and frees
+    /// the IDs; queues of an older epoch are closed.
+    io_qids: Mutex<(u32, Vec<bool>)>,
+    epoch: AtomicU32,
     stats: Mutex<Vec<Arc<IoStats>>>,
     errors: Mutex<ErrorLog>,
 }
@@ -91,7 +95,8 @@ impl ControllerShared {
             io_queues: AtomicU16::new(io_queues),
             dead: AtomicBool::new(false),
             created: Instant::now(),
-            io_qids: Mutex::new(Vec::new()),
+            io_qids: Mutex::new((0, Vec::new())),
+            epoch: AtomicU32::new(0),
             stats: Mutex::new(Vec::new()),
             errors: Mutex::new(ErrorLog::default()),
         }
@@ -110,14 +115,29 @@ impl ControllerShared {
         self.csts.fetch_or(csts::CFS, Relaxed);
     }
 
-    /// Claims an I/O queue ID; false if it is in use.
-    pub fn claim_qid(&self, qid: u16) -> bool {
-        let mut q = self.io_qids.lock().unwrap_or_else(|e| e.into_inner());
+    /// Claims an I/O queue ID: the reset epoch it belongs to, or `None` if
+    /// the ID is in use.
+    pub fn claim_qid(&self, qid: u16) -> Option<u32> {
+        let mut g = self.io_qids.lock().unwrap_or_else(|e| e.into_inner());
+        let (epoch, q) = &mut *g;
         let i = qid as usize;
         if q.len() <= i {
             q.resize(i + 1, false);
         }
-        !std::mem::replace(&mut q[i], true)
+        (!std::mem::replace(&mut q[i], true)).then_some(*epoch)
+    }
+
+    /// The controller was reset (CC.EN 1 -> 0): its I/O queues are deleted.
+    pub fn delete_io_queues(&self) {
+        let mut g = self.io_qids.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 = g.0.wrapping_add(1);
+        g.1.clear();
+        self.epoch.store(g.0, Relaxed);
+    }
+
+    /// Whether an I/O queue of reset epoch `epoch` still exists.
+    pub fn io_queue_live(&self, epoch: u32) -> bool {
+        self.epoch.load(Relaxed) == epoch
     }
 
     /// Whether any I/O queue has ever been connected to this controller.
@@ -126,12 +146,18 @@ impl ControllerShared {
             .io_qids
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .1
             .is_empty()
     }
 
-    pub fn release_qid(&self, qid: u16) {
-        let mut q = self.io_qids.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = q.get_mut(qid as usize) {
+    /// Frees an I/O queue ID claimed in reset epoch `epoch` (a reset since
+    /// has freed it already).
+    pub fn release_qid(&self, qid: u16, epoch: u32) {
+        let mut g = self.io_qids.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 != epoch {
+            return;
+        }
+        if let Some(s) = g.1.get_mut(qid as usize) {
             *s = false;
         }
     }

@@ -178,6 +178,7 @@ impl Queue {
             || cmd.fuse() != Fuse::None
             || self.fused.is_some()
             || !c.is_ready()
+            || !c.io_queue_live(self.epoch)
         {
             return None;
         }
@@ -193,7 +194,8 @@ impl Queue {
     /// the memory [`placed_write`](Self::placed_write) gave for it.
     pub fn execute_placed(&mut self, cmd: &Command, len: usize, out: &mut Vec<Response>) {
         self.accept(cmd, out);
-        let ready = matches!(&self.role, Role::Io(c) if c.is_ready());
+        let ready =
+            matches!(&self.role, Role::Io(c) if c.is_ready() && c.io_queue_live(self.epoch));
         if !ready {
             // Disabled meanwhile (a reset): the data is in, the command fails.
             return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR, 0, out);
@@ -204,8 +206,15 @@ impl Queue {
 
     pub(super) fn io_command(&mut self, cmd: &Command, data: Vec<u8>, out: &mut Vec<Response>) {
         if let Role::Io(c) = &self.role {
-            // A controller torn down, or disabled by the host (CC.EN = 0,
-            // a controller reset deletes its I/O queues), executes no I/O.
+            // A queue a controller reset deleted (CC.EN 1 -> 0) is closed at
+            // the reactor's next tick; until then it executes nothing, and
+            // says so with DNR: retrying on a deleted queue cannot succeed.
+            if !c.io_queue_live(self.epoch) {
+                self.recycle(data);
+                return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR.dnr(), 0, out);
+            }
+            // A controller torn down, or disabled by the host (CC.EN = 0),
+            // executes no I/O.
             if !c.is_ready() {
                 self.recycle(data);
                 return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR, 0, out);

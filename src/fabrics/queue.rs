@@ -78,6 +78,9 @@ pub struct Queue {
     caps: TransportCaps,
     /// Recycled step lists of I/O commands.
     pub(super) step_pool: Vec<std::collections::VecDeque<super::io::Step>>,
+    /// An I/O queue's controller reset epoch (see
+    /// [`ControllerShared::delete_io_queues`]).
+    pub(super) epoch: u32,
 }
 
 impl Queue {
@@ -106,6 +109,7 @@ impl Queue {
             bufs,
             caps,
             step_pool: Vec::new(),
+            epoch: 0,
         }
     }
 
@@ -205,6 +209,10 @@ impl Queue {
             Role::Io(c) => {
                 if c.is_dead() {
                     Tick::Close("controller torn down")
+                } else if !c.io_queue_live(self.epoch) {
+                    // A controller reset deletes the I/O queues: the
+                    // connection of one that is gone closes.
+                    Tick::Close("controller reset: the I/O queue is deleted")
                 } else {
                     Tick::Continue
                 }
@@ -486,14 +494,15 @@ impl Queue {
                     ),
                 );
             }
-            if !ctrl.claim_qid(c.qid) {
+            let Some(epoch) = ctrl.claim_qid(c.qid) else {
                 return invalid(
                     self,
                     out,
                     ipo::SQE_QID,
                     format!("queue {} already connected", c.qid),
                 );
-            }
+            };
+            self.epoch = epoch;
             ctrl.register_stats(self.stats.clone());
             let id = ctrl.cntlid;
             self.role = Role::Io(ctrl);
@@ -566,6 +575,7 @@ impl Queue {
         } else if !en(new) && en(old) {
             ctrl.csts
                 .fetch_and(!(csts::RDY | csts::SHST_MASK | csts::CFS), Relaxed);
+            ctrl.delete_io_queues();
         }
         if shn(new) != 0 && shn(old) == 0 {
             ctrl.csts.fetch_or(csts::SHST_COMPLETE, Relaxed);
@@ -580,7 +590,7 @@ impl Drop for Queue {
     fn drop(&mut self) {
         match &self.role {
             Role::Unconnected => {}
-            Role::Io(c) => c.release_qid(self.qid),
+            Role::Io(c) => c.release_qid(self.qid, self.epoch),
             Role::Admin(a) => {
                 // The association ends with its admin queue.
                 log::info!(
