@@ -256,7 +256,7 @@ fn unknown_keys() {
             "test.toml:14:3: subsystem[0].namespace[0]: unknown key \"blocksize\" \
              (did you mean \"block_size\"?)",
             "test.toml:15:1: subsystem[0].namespace[0]: unknown key \"colour\" (expected one \
-             of: nsid, backend, size, block_size, path, direct, pci, device_nsid, uuid, nguid, eui64)",
+             of: nsid, backend, size, block_size, path, direct, pci, device_nsid, uuid, nguid, eui64, fault)",
         ]
     );
     assert_eq!(
@@ -590,7 +590,7 @@ fn missing_required_fields_point_at_the_table_header() {
              port, 8009 discovery)",
             "test.toml:4:1: subsystem[0]: missing required field \"nqn\"",
             "test.toml:6:1: subsystem[0].namespace[0]: missing required field \"backend\" \
-             (\"ram\", \"null\", \"file\" or \"nvme\")",
+             (\"ram\", \"null\", \"file\", \"nvme\" or \"fault\")",
             "test.toml:8:1: subsystem[0].namespace[1]: missing required field \"size\" (the \
              null backend needs a size)",
         ]
@@ -661,7 +661,7 @@ fn all_errors_are_reported_in_order() {
             "test.toml:22:1: subsystem[0].namespace[0].path: path is only valid for the file \
              backend, not \"ram\"",
             "test.toml:24:11: subsystem[0].namespace[1].backend: unknown backend \"disk\" \
-             (expected \"ram\", \"null\", \"file\" or \"nvme\")",
+             (expected \"ram\", \"null\", \"file\", \"nvme\" or \"fault\")",
             "test.toml:25:8: subsystem[0].namespace[1].size: invalid size \"1.5GiB\": expected \
              a whole number of bytes, optionally followed by B, KiB, MiB, GiB or TiB (or K, M, \
              G, T)",

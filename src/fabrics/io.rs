@@ -73,6 +73,10 @@ pub(super) enum Step {
         off: u64,
         len: usize,
     },
+    /// Take the namespace's gate for a Compare and Write, then wait until
+    /// the writes in flight have drained.
+    Exclusive,
+    Drain,
 }
 
 /// What a finished command counts in the SMART log.
@@ -113,6 +117,22 @@ pub(super) struct InFlight {
     ring_ns: Option<Arc<Namespace>>,
     ring_expected: usize,
     ring_write: bool,
+    /// The outstanding operation is a write counted at the gate.
+    counted: bool,
+    /// Holds the namespace's gate (a Compare and Write).
+    exclusive: bool,
+}
+
+impl InFlight {
+    /// Leaves the gate: the write counted, the namespace held.
+    pub(super) fn release_gate(&mut self, writes: &super::gate::WriterCount) {
+        if std::mem::take(&mut self.counted) {
+            writes.leave();
+        }
+        if std::mem::take(&mut self.exclusive) {
+            self.ns.gate.unlock();
+        }
+    }
 }
 
 impl Queue {
@@ -170,7 +190,7 @@ impl Queue {
     /// there and then call [`execute_placed`](Self::execute_placed). `None`
     /// for every other command (including a Write that fails its checks:
     /// it goes through [`execute`](Self::execute) and gets its status).
-    pub fn placed_write(&self, cmd: &Command, len: u32) -> Option<nvmf_sys::RegionSlice> {
+    pub fn placed_write(&self, cmd: &Command, len: u32) -> Option<super::Placed> {
         let Role::Io(c) = &self.role else {
             return None;
         };
@@ -184,10 +204,15 @@ impl Queue {
         }
         let ns = c.subsys.namespace(cmd.nsid)?;
         let (off, n) = self.rw_range(ns, cmd).ok()?;
-        if n != len as usize {
+        if n != len as usize || ns.gate.is_exclusive() {
             return None;
         }
-        ns.backend.write_in_place(off, n)
+        let region = ns.backend.write_in_place(off, n)?;
+        // Counted as a write in flight until the transport drops it.
+        if !self.writes.enter(&ns.gate) {
+            return None;
+        }
+        Some(super::Placed::new(region, self.writes.clone()))
     }
 
     /// Completes a Write whose `len` bytes of data the transport has put in
@@ -445,6 +470,8 @@ impl Queue {
         };
         let mut steps = self.step_pool.pop().unwrap_or_default();
         steps.extend([
+            Step::Exclusive,
+            Step::Drain,
             Step::Read {
                 off,
                 len,
@@ -513,6 +540,8 @@ impl Queue {
             ring_ns: None,
             ring_expected: 0,
             ring_write: false,
+            counted: false,
+            exclusive: false,
         };
         match self.free_tags.pop() {
             Some(t) => {
@@ -535,7 +564,41 @@ impl Queue {
             let Some(step) = f.steps.pop_front() else {
                 return self.finish(tag, out);
             };
+            // A write waits while a Compare and Write holds the namespace
+            // (unless it is that Compare and Write's own).
+            let gated = matches!(
+                step,
+                Step::WriteHost { .. }
+                    | Step::WriteAcc { .. }
+                    | Step::Zero { .. }
+                    | Step::Dealloc { .. }
+            ) && !f.exclusive;
+            if gated {
+                if !self.writes.enter(&f.ns.gate) {
+                    f.steps.push_front(step);
+                    self.waiting.push(tag);
+                    return;
+                }
+                f.counted = true;
+            }
             let (ns, op, holds) = match step {
+                Step::Exclusive => {
+                    if !f.ns.gate.try_lock() {
+                        f.steps.push_front(Step::Exclusive);
+                        self.waiting.push(tag);
+                        return;
+                    }
+                    f.exclusive = true;
+                    continue;
+                }
+                Step::Drain => {
+                    if !f.ns.gate.drained() {
+                        f.steps.push_front(Step::Drain);
+                        self.waiting.push(tag);
+                        return;
+                    }
+                    continue;
+                }
                 Step::Compare => {
                     let n = f.acc.len();
                     if f.host.len() < n || f.acc[..] != f.host[..n] {
@@ -670,6 +733,9 @@ impl Queue {
             Holds::Nothing => {}
         }
         f.holds = Holds::Nothing;
+        if std::mem::take(&mut f.counted) {
+            self.writes.leave();
+        }
         if let Err(e) = &d.result {
             f.status = backend_status(e, write);
             f.steps.clear();
@@ -718,6 +784,7 @@ impl Queue {
         let Some(mut f) = self.inflight.get_mut(tag as usize).and_then(|f| f.take()) else {
             return;
         };
+        f.release_gate(&self.writes);
         let mut steps = std::mem::take(&mut f.steps);
         steps.clear();
         if self.step_pool.len() < 64 {
@@ -758,6 +825,23 @@ impl Queue {
         self.recycle(f.acc);
         self.recycle(f.host);
         self.recycle(f.parked);
+    }
+
+    /// Whether commands wait at a namespace's gate (the reactor then calls
+    /// [`retry_waiting`](Self::retry_waiting) on every turn of its loop).
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Lets the commands waiting at a gate try again.
+    pub fn retry_waiting(&mut self, out: &mut Vec<Response>) {
+        let mut w = std::mem::take(&mut self.waiting);
+        for tag in w.drain(..) {
+            self.advance(tag, out);
+        }
+        if self.waiting.is_empty() {
+            self.waiting = w;
+        }
     }
 
     /// Commands still waiting on the backend.

@@ -5,10 +5,12 @@
 mod admin;
 pub mod admit;
 pub mod controller;
+pub mod gate;
 pub mod io;
 pub mod queue;
 
 pub use admit::{DataMap, Request, TransportCaps};
+pub use gate::Placed;
 pub use io::{IoRequest, IoWork};
 pub use queue::{Queue, Response, Tick};
 

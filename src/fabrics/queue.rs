@@ -81,6 +81,11 @@ pub struct Queue {
     /// An I/O queue's controller reset epoch (see
     /// [`ControllerShared::delete_io_queues`]).
     pub(super) epoch: u32,
+    /// Writes this queue has in flight, for Compare and Write (see
+    /// [`super::gate`]).
+    pub(super) writes: Arc<super::gate::WriterCount>,
+    /// Commands waiting at a namespace's gate, by tag.
+    pub(super) waiting: Vec<u32>,
 }
 
 impl Queue {
@@ -110,6 +115,8 @@ impl Queue {
             caps,
             step_pool: Vec::new(),
             epoch: 0,
+            writes: Arc::default(),
+            waiting: Vec::new(),
         }
     }
 
@@ -504,6 +511,9 @@ impl Queue {
             };
             self.epoch = epoch;
             ctrl.register_stats(self.stats.clone());
+            for ns in &ctrl.subsys.namespaces {
+                ns.gate.register(&self.writes);
+            }
             let id = ctrl.cntlid;
             self.role = Role::Io(ctrl);
             self.finish_connect(cmd, &c, entries, id, out);
@@ -588,6 +598,11 @@ impl Queue {
 
 impl Drop for Queue {
     fn drop(&mut self) {
+        // Writes abandoned in flight stop counting, and a Compare and Write
+        // lets go of its namespace.
+        for f in self.inflight.iter_mut().flatten() {
+            f.release_gate(&self.writes);
+        }
         match &self.role {
             Role::Unconnected => {}
             Role::Io(c) => c.release_qid(self.qid, self.epoch),

@@ -121,6 +121,8 @@ pub struct Session {
     /// The driver is done with the connection.
     pub(super) released: bool,
     in_dirty: bool,
+    /// In `Sessions::gated`.
+    pub(super) in_gated: bool,
 }
 
 /// The reactor's sessions, by slot.
@@ -128,6 +130,9 @@ pub struct Sessions {
     slots: Vec<Option<Session>>,
     free: Vec<usize>,
     pub(super) dirty: Vec<usize>,
+    /// Sessions with commands waiting at a namespace's gate (a Compare and
+    /// Write), retried on every turn of the loop.
+    pub(super) gated: Vec<usize>,
     /// This reactor's connection count (for placing new connections).
     count: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -138,6 +143,7 @@ impl Sessions {
             slots: Vec::new(),
             free: Vec::new(),
             dirty: Vec::new(),
+            gated: Vec::new(),
             count,
         }
     }
@@ -151,6 +157,7 @@ impl Sessions {
             io_busy: 0,
             released: false,
             in_dirty: false,
+            in_gated: false,
         };
         match self.free.pop() {
             Some(i) => {

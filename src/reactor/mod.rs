@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 
 /// How often timers (keep-alive, controller teardown) are checked.
 const TICK: Duration = Duration::from_millis(100);
+/// How long a reactor with commands waiting at a gate sleeps at most.
+const GATE_POLL: Duration = Duration::from_micros(200);
 /// How long an adaptive reactor keeps polling after its last work before it
 /// sleeps in its ring: long enough that a host at queue depth 1 never finds
 /// it asleep, short enough that an idle target costs nothing.
@@ -348,6 +350,7 @@ impl Reactor {
                 self.tick(now);
             }
             self.finish_device_io();
+            self.retry_gated();
             self.flush_dirty();
             for d in self.drivers.iter_mut() {
                 d.flush_io(&mut cx!(self));
@@ -370,7 +373,11 @@ impl Reactor {
                 }
             }
             if sleep {
-                let limit = self.drivers.iter().filter_map(|d| d.sleep_limit()).min();
+                let mut limit = self.drivers.iter().filter_map(|d| d.sleep_limit()).min();
+                if !self.sessions.gated.is_empty() {
+                    // Commands wait at a gate for writes elsewhere to drain.
+                    limit = Some(limit.map_or(GATE_POLL, |l| l.min(GATE_POLL)));
+                }
                 self.ring
                     .submit_and_wait(Some(limit.map_or(TICK, |l| l.min(TICK))))?;
             } else {
@@ -446,6 +453,38 @@ impl Reactor {
         self.sessions.maybe_free(slot);
     }
 
+    /// Sessions with commands waiting at a namespace's gate try them again;
+    /// those still waiting stay on the list.
+    fn retry_gated(&mut self) {
+        if self.sessions.gated.is_empty() {
+            return;
+        }
+        let mut gated = std::mem::take(&mut self.sessions.gated);
+        let mut r = std::mem::take(&mut self.responses);
+        gated.retain(|&slot| {
+            let Some(s) = self.sessions.get_mut(slot) else {
+                return false;
+            };
+            s.queue.retry_waiting(&mut r);
+            let still = s.queue.has_waiting() && !s.released;
+            s.in_gated = still;
+            let driver = s.driver as usize;
+            if !r.is_empty() {
+                if let Some(d) = self.drivers.get_mut(driver) {
+                    d.respond(&mut cx!(self), slot, &mut r);
+                }
+            }
+            for resp in r.drain(..) {
+                self.bufs.recycle(resp.data);
+            }
+            self.sessions.mark_dirty(slot);
+            still
+        });
+        self.responses = r;
+        gated.append(&mut self.sessions.gated);
+        self.sessions.gated = gated;
+    }
+
     /// Timers: keep-alive expiry and controller teardown close sessions.
     fn tick(&mut self, now: Instant) {
         for d in self.drivers.iter_mut() {
@@ -480,6 +519,8 @@ impl Reactor {
                 continue;
             };
             let driver = s.driver as usize;
+            let newly_gated = s.queue.has_waiting() && !s.in_gated;
+            s.in_gated |= newly_gated;
             if s.queue.has_io() {
                 s.queue.take_io(&mut reqs);
                 s.io_busy += reqs.len() as u32;
@@ -503,6 +544,9 @@ impl Reactor {
                         }
                     }
                 }
+            }
+            if newly_gated {
+                self.sessions.gated.push(slot);
             }
             if let Some(d) = self.drivers.get_mut(driver) {
                 d.flush(&mut cx!(self), slot);

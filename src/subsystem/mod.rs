@@ -20,6 +20,8 @@ pub struct Namespace {
     pub nguid: [u8; 16],
     pub eui64: [u8; 8],
     pub backend: Arc<dyn Backend>,
+    /// Makes Compare and Write atomic against writes from every queue.
+    pub gate: crate::fabrics::gate::Gate,
 }
 
 /// An NVM subsystem (or the discovery subsystem).
@@ -67,6 +69,7 @@ impl Subsystem {
                 nguid: n.nguid,
                 eui64: n.eui64,
                 backend,
+                gate: Default::default(),
             }));
         }
         namespaces.sort_by_key(|n| n.nsid);

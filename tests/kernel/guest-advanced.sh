@@ -106,7 +106,10 @@ faulty_namespace() {
   # The failures are in the SMART log (media errors) and the error log.
   out="$(nvme smart-log "/dev/$CTRL" -o json)"
   echo "$out" | grep -E 'media_errors|num_err_log_entries'
-  [ "$(echo "$out" | sed -n 's/.*"media_errors" *: *\([0-9]*\).*/\1/p')" -ge 3 ]
+  local media
+  media="$(echo "$out" | sed -n 's/.*"media_errors" *: *"\{0,1\}\([0-9]*\).*/\1/p')"
+  echo "media errors: $media"
+  [ "${media:-0}" -ge 3 ]
   out="$(nvme error-log "/dev/$CTRL" -e 8)"
   echo "$out" | head -40
   expect "status_field.*0x(281|280|4081)" "$out"

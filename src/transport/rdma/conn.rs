@@ -77,7 +77,7 @@ struct PendingWrite {
     len: u32,
     addr: u64,
     key: u32,
-    placed: Option<RegionSlice>,
+    placed: Option<crate::fabrics::Placed>,
 }
 
 pub struct RdmaConn {
@@ -257,7 +257,7 @@ impl RdmaConn {
                 addr: w.addr,
                 key: w.key,
                 len: w.len,
-                placed: w.placed.clone(),
+                placed: w.placed.as_ref().map(|p| p.region.clone()),
             });
         }
     }

@@ -73,7 +73,7 @@ struct PendingWrite {
     len: usize,
     /// Where its data goes: a buffer, or (`placed`) backend memory.
     buf: Vec<u8>,
-    placed: Option<RegionSlice>,
+    placed: Option<crate::fabrics::Placed>,
     /// The destination is out for a direct receive.
     lent: bool,
     received: usize,
@@ -354,7 +354,7 @@ impl TcpConn {
         w.lent = true;
         Some(DirectRecv {
             buf: std::mem::take(&mut w.buf),
-            region: w.placed.clone(),
+            region: w.placed.as_ref().map(|p| p.region.clone()),
             offset: w.received,
             len: st.data_left,
         })
