@@ -24,10 +24,14 @@
 //! steady state (no Compare and Write) the flag's cache line is only read,
 //! so it stays shared in every core's cache.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicU32, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
+};
 use std::sync::{Arc, Mutex, Weak};
 
-/// One queue's writes in flight, on a cache line of its own.
+/// One queue's writes in flight, on a cache line of its own. Only the
+/// queue's reactor changes it (plain stores, no locked instruction); a
+/// Compare and Write on any reactor reads it.
 #[derive(Default, Debug)]
 #[repr(align(64))]
 pub struct WriterCount(AtomicU32);
@@ -35,9 +39,13 @@ pub struct WriterCount(AtomicU32);
 impl WriterCount {
     /// Counts a write in if `gate` lets it through now.
     pub fn enter(&self, gate: &Gate) -> bool {
-        self.0.fetch_add(1, SeqCst);
-        if gate.exclusive.load(SeqCst) {
-            self.0.fetch_sub(1, SeqCst);
+        let n = self.0.load(Relaxed);
+        self.0.store(n + 1, Relaxed);
+        // The count must be visible before the flag is read (and the Compare
+        // and Write sets the flag before it reads the counts): one fence.
+        fence(SeqCst);
+        if gate.exclusive.load(Relaxed) {
+            self.0.store(n, Relaxed);
             return false;
         }
         true
@@ -45,7 +53,8 @@ impl WriterCount {
 
     /// A write counted by [`enter`](Self::enter) completed.
     pub fn leave(&self) {
-        self.0.fetch_sub(1, SeqCst);
+        let n = self.0.load(Relaxed);
+        self.0.store(n.saturating_sub(1), Release);
     }
 }
 
@@ -81,6 +90,7 @@ impl Gate {
     /// Whether no write counted in is still in flight (call holding the
     /// namespace).
     pub fn drained(&self) -> bool {
+        fence(SeqCst);
         let v = self.writers.lock().unwrap_or_else(|e| e.into_inner());
         v.iter()
             .filter_map(Weak::upgrade)

@@ -191,6 +191,20 @@ impl Queue {
     /// for every other command (including a Write that fails its checks:
     /// it goes through [`execute`](Self::execute) and gets its status).
     pub fn placed_write(&self, cmd: &Command, len: u32) -> Option<super::Placed> {
+        let (region, gate) = self.placed_region(cmd, len)?;
+        // Counted as a write in flight until the transport drops it.
+        if !self.writes.enter(gate) {
+            return None;
+        }
+        Some(super::Placed::new(region, self.writes.clone()))
+    }
+
+    /// The backend memory of a plain Write, and its namespace's gate.
+    fn placed_region(
+        &self,
+        cmd: &Command,
+        len: u32,
+    ) -> Option<(nvmf_sys::RegionSlice, &super::gate::Gate)> {
         let Role::Io(c) = &self.role else {
             return None;
         };
@@ -207,12 +221,22 @@ impl Queue {
         if n != len as usize || ns.gate.is_exclusive() {
             return None;
         }
-        let region = ns.backend.write_in_place(off, n)?;
-        // Counted as a write in flight until the transport drops it.
-        if !self.writes.enter(&ns.gate) {
-            return None;
+        Some((ns.backend.write_in_place(off, n)?, &ns.gate))
+    }
+
+    /// For a plain Write whose data is at hand (in the capsule): copies it
+    /// straight into backend memory if the backend has some; true if it
+    /// did, and the transport then calls [`execute_placed`](Self::execute_placed).
+    pub fn place_write_now(&self, cmd: &Command, data: &[u8]) -> bool {
+        let Some((region, gate)) = self.placed_region(cmd, data.len() as u32) else {
+            return false;
+        };
+        if !self.writes.enter(gate) {
+            return false;
         }
-        Some(super::Placed::new(region, self.writes.clone()))
+        let ok = region.copy_from(0, data);
+        self.writes.leave();
+        ok
     }
 
     /// Completes a Write whose `len` bytes of data the transport has put in

@@ -175,11 +175,9 @@ impl RdmaConn {
                     return self.reject(&cmd, st, q);
                 }
                 let (off, len) = (offset as usize, req.len as usize);
-                if let Some(dst) = q.placed_write(&cmd, req.len) {
-                    if dst.copy_from(0, &data[off..off + len]) {
-                        self.bufs.recycle(data);
-                        return self.execute_placed(&cmd, len, q);
-                    }
+                if q.place_write_now(&cmd, &data[off..off + len]) {
+                    self.bufs.recycle(data);
+                    return self.execute_placed(&cmd, len, q);
                 }
                 let mut data = data;
                 if off > 0 {

@@ -604,15 +604,12 @@ impl TcpConn {
                         }
                         let data = &data[offset as usize..end as usize];
                         // (The digest, if any, was checked above.)
-                        match q.placed_write(&cmd, req.len) {
-                            Some(dst) if dst.copy_from(0, data) => {
-                                self.execute_placed(&cmd, data.len(), q);
-                            }
-                            _ => {
-                                let mut d = self.bufs.alloc();
-                                d.extend_from_slice(data);
-                                self.execute(cmd, d, q, now);
-                            }
+                        if q.place_write_now(&cmd, data) {
+                            self.execute_placed(&cmd, data.len(), q);
+                        } else {
+                            let mut d = self.bufs.alloc();
+                            d.extend_from_slice(data);
+                            self.execute(cmd, d, q, now);
                         }
                     }
                     _ => return Ok(Some(Status::DATA_SGL_LENGTH_INVALID.dnr())),
