@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod buf;
 pub mod config;
+pub mod control;
 pub mod fabrics;
 #[doc(hidden)]
 pub mod fuzzing;

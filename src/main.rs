@@ -2,9 +2,12 @@
 
 use clap::{Parser, Subcommand};
 use nvmf_target::config::Config;
+use nvmf_target::control::{self, Control};
 use nvmf_target::reactor::Runtime;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +36,20 @@ enum Cmd {
     Check { files: Vec<PathBuf> },
     /// Print the embedded default config as TOML.
     PrintDefaultConfig,
+    /// Ask a running target: status, subsystems, namespaces, controllers,
+    /// stats, disconnect CNTLID. Its control socket is the one in --config's
+    /// [target] control_socket, or --socket, or /run/nvmf-target.sock.
+    Ctl {
+        /// The control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Answer in JSON.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments.
+        #[arg(required = true)]
+        command: Vec<String>,
+    },
 }
 
 struct StderrLog(log::LevelFilter);
@@ -63,7 +80,53 @@ fn main() -> ExitCode {
             print!("{}", Config::embedded_default().to_toml());
             ExitCode::SUCCESS
         }
+        Some(Cmd::Ctl {
+            socket,
+            json,
+            command,
+        }) => ctl(cli.config, socket, json, &command),
         None => run(cli.config, cli.cores),
+    }
+}
+
+fn ctl(
+    config: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    json: bool,
+    command: &[String],
+) -> ExitCode {
+    let path = match (socket, config) {
+        (Some(s), _) => s,
+        (None, Some(f)) => match Config::load(&f) {
+            Ok(c) => match c.target.control_socket {
+                Some(p) => p,
+                None => {
+                    eprintln!("nvmf-target ctl: {}: control_socket is off", f.display());
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(errs) => {
+                for e in errs {
+                    eprintln!("{e}");
+                }
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => PathBuf::from(nvmf_target::config::DEFAULT_CONTROL_SOCKET),
+    };
+    let mut line = command.join(" ");
+    if json {
+        line.push_str(" --json");
+    }
+    match nvmf_target::control::request(&path, &line) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nvmf-target ctl: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -164,25 +227,91 @@ fn run(config: Option<PathBuf>, cores: Option<Vec<usize>>) -> ExitCode {
             );
         }
     }
+    let control = Arc::new(Control {
+        target: rt.target.clone(),
+        reactors: rt.stats_source(),
+        started: Instant::now(),
+        config_path: config.clone(),
+        running: cfg.clone(),
+    });
+    let socket = cfg.target.control_socket.clone();
+    if let Some(path) = &socket {
+        match control::serve_socket(path, control.clone()) {
+            Ok(_) => log::info!("control socket {}", path.display()),
+            Err(e) => log::warn!(
+                "no control socket: {}: {e} (set [target] control_socket, or \"\" for none)",
+                path.display()
+            ),
+        }
+    }
+    if let Some(addr) = cfg.metrics {
+        match control::serve_metrics(addr, control.clone()) {
+            Ok((a, _)) => log::info!("metrics on http://{a}/metrics"),
+            Err(e) => {
+                eprintln!("nvmf-target: [metrics] listen = \"{addr}\": {e}");
+                rt.shutdown();
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     log::info!(
         "serving on {} reactor(s), cores {:?}, idle policy {:?}",
         cfg.target.cores.len(),
         cfg.target.cores,
         cfg.target.idle
     );
+    // Every listener is up: tell systemd (Type=notify), and feed its
+    // watchdog as long as every reactor's heartbeat moves.
+    if let Err(e) = control::sd_notify("READY=1") {
+        log::warn!("cannot notify systemd: {e}");
+    }
+    let watchdog = control::watchdog_period().map(|p| p / 2);
+    let mut last_feed = Instant::now();
+    let mut beats: Vec<u64> = control
+        .reactors
+        .read()
+        .iter()
+        .map(|r| r.heartbeat)
+        .collect();
+    let cleanup = |socket: &Option<PathBuf>| {
+        if let Some(p) = socket {
+            let _ = std::fs::remove_file(p);
+        }
+    };
     loop {
         if let Some(sig) = signals.wait(std::time::Duration::from_millis(200)) {
             log::info!(
                 "{}: closing every connection and stopping",
                 nvmf_sys::signal::name(sig)
             );
+            let _ = control::sd_notify("STOPPING=1");
             rt.shutdown();
+            cleanup(&socket);
             return ExitCode::SUCCESS;
         }
         if rt.reactor_exited() {
             log::error!("a reactor stopped on an error; stopping the target");
             rt.shutdown();
+            cleanup(&socket);
             return ExitCode::FAILURE;
+        }
+        if let Some(period) = watchdog {
+            if last_feed.elapsed() >= period {
+                let now: Vec<u64> = control
+                    .reactors
+                    .read()
+                    .iter()
+                    .map(|r| r.heartbeat)
+                    .collect();
+                let stuck: Vec<usize> = (0..now.len()).filter(|&i| now[i] == beats[i]).collect();
+                if stuck.is_empty() {
+                    let _ = control::sd_notify("WATCHDOG=1");
+                } else {
+                    log::error!("reactor(s) {stuck:?} made no progress in {period:?}: not feeding the watchdog");
+                }
+                beats = now;
+                last_feed = Instant::now();
+            }
         }
     }
 }

@@ -43,6 +43,14 @@ pub(crate) fn to_toml(config: &Config) -> String {
         "keep_alive_timeout_ms_max = {}",
         t.keep_alive_timeout_ms_max
     );
+    let socket = t
+        .control_socket
+        .as_ref()
+        .map_or(String::new(), |p| p.display().to_string());
+    let _ = writeln!(out, "control_socket = {}", quote(&socket));
+    if let Some(m) = config.metrics {
+        let _ = writeln!(out, "\n[metrics]\nlisten = {}", quote(&m.to_string()));
+    }
 
     for l in &config.listeners {
         let _ = writeln!(out, "\n[[listener]]");

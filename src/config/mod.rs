@@ -56,7 +56,13 @@ pub struct Config {
     pub target: TargetConfig,
     pub listeners: Vec<ListenerConfig>,
     pub subsystems: Vec<SubsystemConfig>,
+    /// `[metrics] listen`: where the Prometheus endpoint listens (off when
+    /// absent).
+    pub metrics: Option<SocketAddr>,
 }
+
+/// Where `nvmf-target ctl` finds a target that does not say otherwise.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/nvmf-target.sock";
 
 /// `[target]`: reactors and transport limits.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +84,8 @@ pub struct TargetConfig {
     pub data_digest: bool,
     /// Largest keep-alive timeout a host may ask for, in milliseconds.
     pub keep_alive_timeout_ms_max: u32,
+    /// Unix socket of `nvmf-target ctl` (mode 0600); `None`: none.
+    pub control_socket: Option<PathBuf>,
 }
 
 impl Default for TargetConfig {
@@ -92,6 +100,7 @@ impl Default for TargetConfig {
             hdr_digest: true,
             data_digest: true,
             keep_alive_timeout_ms_max: 120_000,
+            control_socket: Some(PathBuf::from(DEFAULT_CONTROL_SOCKET)),
         }
     }
 }
@@ -378,6 +387,7 @@ impl Config {
                     eui64,
                 }],
             }],
+            metrics: None,
         }
     }
 

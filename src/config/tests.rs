@@ -744,7 +744,7 @@ fn implicit_and_dotted_tables_have_positions() {
     let text = with_listener(&["", "[x]", "target.idle = 3"]);
     assert_eq!(
         errors(&text),
-        vec!["test.toml:6:2: unknown top-level key \"x\" (expected one of: target, listener, subsystem)"]
+        vec!["test.toml:6:2: unknown top-level key \"x\" (expected one of: target, listener, subsystem, metrics)"]
     );
     let text = lines(&["target.idle = 3", "[subsystem.a]", "b = 1"]);
     assert_eq!(
@@ -1049,5 +1049,39 @@ fn nvme_passthrough_namespaces_name_the_character_device() {
         errs[2].contains("has its own size; leave size out"),
         "{}",
         errs[2]
+    );
+}
+
+#[test]
+fn control_socket_and_metrics() {
+    let c = ok(&with_listener(&[
+        "[target]",
+        "control_socket = \"/tmp/x.sock\"",
+        "[metrics]",
+        "listen = \"127.0.0.1:9464\"",
+    ]));
+    assert_eq!(
+        c.target.control_socket.as_deref(),
+        Some(std::path::Path::new("/tmp/x.sock"))
+    );
+    assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+    let c = ok(&with_listener(&["[target]", "control_socket = \"\""]));
+    assert_eq!(c.target.control_socket, None);
+    assert_eq!(c.metrics, None);
+    assert_eq!(
+        errors(&with_listener(&[
+            "[target]",
+            "control_socket = \"run/x\"",
+            "[metrics]",
+            "listen = \"localhost\"",
+            "port = 1",
+        ])),
+        vec![
+            "test.toml:6:18: target.control_socket: \"run/x\" is not an absolute path (\"\" \
+             turns the socket off)",
+            "test.toml:8:10: metrics.listen: \"localhost\" is not an address and port (such as \
+             \"127.0.0.1:9464\")",
+            "test.toml:9:1: metrics: unknown key \"port\" (expected one of: listen)",
+        ]
     );
 }

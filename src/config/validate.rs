@@ -26,7 +26,7 @@ pub(crate) const IN_CAPSULE_DATA_SIZE_MAX: u64 = 128 * 1024;
 pub(crate) const MAX_IO_SIZE_MIN: u64 = 4096;
 pub(crate) const MAX_IO_SIZE_MAX: u64 = 8 << 20;
 
-const ROOT_KEYS: &[&str] = &["target", "listener", "subsystem"];
+const ROOT_KEYS: &[&str] = &["target", "listener", "subsystem", "metrics"];
 const TARGET_KEYS: &[&str] = &[
     "cores",
     "idle",
@@ -37,6 +37,7 @@ const TARGET_KEYS: &[&str] = &[
     "hdr_digest",
     "data_digest",
     "keep_alive_timeout_ms_max",
+    "control_socket",
 ];
 /// Keys earlier versions took that do nothing now: why, for the error.
 fn removed_key(path: &str, key: &str) -> Option<&'static str> {
@@ -530,10 +531,15 @@ pub(crate) fn validate(ctx: &mut Ctx, root: &Node) -> Option<Config> {
         }
     }
 
+    let metrics = match root.get("metrics") {
+        None => Some(None),
+        Some(entry) => metrics(ctx, &entry.node).map(Some),
+    };
     let config = Config {
         target: target?,
         listeners,
         subsystems,
+        metrics: metrics?,
     };
     ctx.errors.is_empty().then_some(config)
 }
@@ -690,8 +696,46 @@ fn target(ctx: &mut Ctx, node: &Node) -> Option<TargetConfig> {
             cfg.keep_alive_timeout_ms_max = v;
         }
     }
+    if let Some(e) = t.get("control_socket") {
+        let path = t.field("control_socket");
+        match as_str(ctx, &path, &e.node) {
+            Some("") => cfg.control_socket = None,
+            Some(p) if p.starts_with('/') => cfg.control_socket = Some(PathBuf::from(p)),
+            Some(p) => ctx.error(
+                &e.node.span,
+                format!("{path}: {p:?} is not an absolute path (\"\" turns the socket off)"),
+            ),
+            None => {}
+        }
+    }
 
     (ctx.errors.len() == before).then_some(cfg)
+}
+
+/// `[metrics]`: `listen = "ADDRESS:PORT"`.
+fn metrics(ctx: &mut Ctx, node: &Node) -> Option<SocketAddr> {
+    if !matches!(node.value, Value::Table(_)) {
+        type_error(ctx, "metrics", node, "a table (write [metrics])");
+        return None;
+    }
+    let t = as_table(ctx, "metrics".to_owned(), node)?;
+    t.check_keys(ctx, &["listen"]);
+    let Some(e) = t.get("listen") else {
+        t.missing(ctx, "listen", " (for example \"127.0.0.1:9464\")");
+        return None;
+    };
+    let path = t.field("listen");
+    let s = as_str(ctx, &path, &e.node)?;
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            ctx.error(
+                &e.node.span,
+                format!("{path}: {s:?} is not an address and port (such as \"127.0.0.1:9464\")"),
+            );
+            None
+        }
+    }
 }
 
 fn listener(

@@ -63,6 +63,8 @@ pub(crate) struct AdminState {
 
 impl AdminState {
     pub(crate) fn new(ctrl: Arc<ControllerShared>, kato_ms: u32, now: Instant) -> AdminState {
+        ctrl.kato_ms
+            .store(kato_ms, std::sync::atomic::Ordering::Relaxed);
         AdminState {
             ctrl,
             kato_ms,
@@ -464,6 +466,9 @@ impl Queue {
                     return self.complete(cmd, Status::KEEP_ALIVE_INVALID.dnr(), 0, out);
                 }
                 a.kato_ms = v;
+                a.ctrl
+                    .kato_ms
+                    .store(v, std::sync::atomic::Ordering::Relaxed);
                 // A new timeout restarts the timer.
                 a.last_ka = now;
             }

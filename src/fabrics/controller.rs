@@ -68,6 +68,8 @@ pub struct ControllerShared {
     /// gone): every queue of it closes.
     pub dead: AtomicBool,
     pub created: Instant,
+    /// Keep-alive timeout in effect (for the control plane).
+    pub kato_ms: AtomicU32,
     /// I/O queue IDs in use, and the reset epoch: a controller reset (CC.EN
     /// 1 -> 0) deletes every I/O queue, so it starts a new epoch and frees
     /// the IDs; queues of an older epoch are closed.
@@ -95,6 +97,7 @@ impl ControllerShared {
             io_queues: AtomicU16::new(io_queues),
             dead: AtomicBool::new(false),
             created: Instant::now(),
+            kato_ms: AtomicU32::new(0),
             io_qids: Mutex::new((0, Vec::new())),
             epoch: AtomicU32::new(0),
             stats: Mutex::new(Vec::new()),
@@ -141,6 +144,12 @@ impl ControllerShared {
     }
 
     /// Whether any I/O queue has ever been connected to this controller.
+    /// I/O queues connected now.
+    pub fn io_queue_count(&self) -> usize {
+        let g = self.io_qids.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.iter().filter(|&&b| b).count()
+    }
+
     pub fn had_io_queues(&self) -> bool {
         !self
             .io_qids
@@ -248,6 +257,13 @@ impl ControllerTable {
 
     pub fn len(&self) -> usize {
         self.ctrls.values().filter(|w| w.strong_count() > 0).count()
+    }
+
+    /// The live controllers, by controller ID.
+    pub fn all(&self) -> Vec<Arc<ControllerShared>> {
+        let mut v: Vec<_> = self.ctrls.values().filter_map(|w| w.upgrade()).collect();
+        v.sort_by_key(|c| c.cntlid);
+        v
     }
 
     pub fn is_empty(&self) -> bool {

@@ -29,7 +29,7 @@ use nvmf_sys::{EventFd, Op, Ring};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -61,6 +61,40 @@ struct ReactorLink {
     tx: Sender<Msg>,
     wake: Arc<EventFd>,
     connections: Arc<AtomicUsize>,
+    /// Time spent in iterations that found work, and in all, in
+    /// nanoseconds; added once per [`LOAD_PERIOD`], which also advances
+    /// `heartbeat` (the watchdog's sign of life).
+    busy_ns: AtomicU64,
+    total_ns: AtomicU64,
+    heartbeat: AtomicU64,
+}
+
+/// What a reactor has done, for the control plane.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReactorStats {
+    pub connections: usize,
+    pub busy_ns: u64,
+    pub total_ns: u64,
+    pub heartbeat: u64,
+}
+
+/// Reads every reactor's [`ReactorStats`]; cheap to clone, usable from any
+/// thread.
+#[derive(Clone)]
+pub struct StatsSource(Arc<Vec<ReactorLink>>);
+
+impl StatsSource {
+    pub fn read(&self) -> Vec<ReactorStats> {
+        self.0
+            .iter()
+            .map(|l| ReactorStats {
+                connections: l.connections.load(Ordering::Relaxed),
+                busy_ns: l.busy_ns.load(Ordering::Relaxed),
+                total_ns: l.total_ns.load(Ordering::Relaxed),
+                heartbeat: l.heartbeat.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
 }
 
 impl ReactorLink {
@@ -102,6 +136,9 @@ impl Runtime {
                 tx,
                 wake: Arc::new(EventFd::new()?),
                 connections: Arc::new(AtomicUsize::new(0)),
+                busy_ns: AtomicU64::new(0),
+                total_ns: AtomicU64::new(0),
+                heartbeat: AtomicU64::new(0),
             });
             inboxes.push(rx);
         }
@@ -188,6 +225,11 @@ impl Runtime {
     }
 
     /// The addresses the listeners are bound to, in config order.
+    /// Reads the reactors' statistics from any thread.
+    pub fn stats_source(&self) -> StatsSource {
+        StatsSource(self.links.clone())
+    }
+
     pub fn listen_addrs(&self) -> &[SocketAddr] {
         &self.listen_addrs
     }
@@ -244,7 +286,7 @@ impl Load {
         }
     }
 
-    fn account(&mut self, now: Instant, worked: bool, reactor: usize) {
+    fn account(&mut self, now: Instant, worked: bool, reactor: usize, link: &ReactorLink) {
         if worked {
             self.busy += now.duration_since(self.last);
         }
@@ -252,6 +294,11 @@ impl Load {
         self.polls += 1;
         let span = now.duration_since(self.since);
         if span >= LOAD_PERIOD {
+            link.busy_ns
+                .fetch_add(self.busy.as_nanos() as u64, Ordering::Relaxed);
+            link.total_ns
+                .fetch_add(span.as_nanos() as u64, Ordering::Relaxed);
+            link.heartbeat.fetch_add(1, Ordering::Relaxed);
             if self.busy > Duration::ZERO {
                 log::debug!(
                     "reactor {reactor}: {:.1}% busy over the last {:.0} s ({} polls)",
@@ -338,7 +385,7 @@ impl Reactor {
             // The previous iteration, from its clock reading to this one
             // (its sends and receives in the kernel included), was work if
             // it found any.
-            load.account(now, prev_worked, self.index);
+            load.account(now, prev_worked, self.index, &self.links[self.index]);
             for c in comps.drain(..) {
                 worked |= self.completion(c)?;
             }

@@ -1,0 +1,607 @@
+//! The control plane of a running target: the Unix socket `nvmf-target
+//! ctl` talks to, and the Prometheus metrics endpoint. Both run on threads
+//! of their own and only read what the reactors publish (controller
+//! tables, per-queue counters, per-reactor load): nothing on the I/O path
+//! waits for them.
+//!
+//! The socket protocol is one request line (`COMMAND [ARGS...] [--json]`)
+//! and one response: text (or JSON) ending the connection, an error as a
+//! line starting with `error: `.
+
+use crate::config::{BackendConfig, Config};
+use crate::reactor::StatsSource;
+use crate::subsystem::Target;
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the control plane reads.
+pub struct Control {
+    pub target: Arc<Target>,
+    pub reactors: StatsSource,
+    pub started: Instant,
+    /// The file the target was started with (`None`: the embedded default).
+    pub config_path: Option<PathBuf>,
+    /// The config it runs (after command-line overrides).
+    pub running: Config,
+}
+
+/// The commands the socket takes (for `help` and errors).
+pub const COMMANDS: &str = "status, subsystems, namespaces, controllers, stats, disconnect CNTLID";
+
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn backend_name(b: &BackendConfig) -> String {
+    match b {
+        BackendConfig::Ram { .. } => "ram".into(),
+        BackendConfig::Null { .. } => "null".into(),
+        BackendConfig::Fault { .. } => "fault".into(),
+        BackendConfig::File { path, .. } => format!("file {}", path.display()),
+        BackendConfig::Nvme { pci, nsid, .. } => format!("nvme {pci} nsid {nsid}"),
+        BackendConfig::NvmePassthru { path } => format!("nvme {}", path.display()),
+    }
+}
+
+fn uuid(u: &[u8; 16]) -> String {
+    crate::config::format_uuid(u)
+}
+
+impl Control {
+    /// Answers one request line.
+    pub fn handle(&self, line: &str) -> Result<String, String> {
+        let mut words: Vec<&str> = line.split_whitespace().collect();
+        let json = words.contains(&"--json");
+        words.retain(|w| *w != "--json");
+        match words.as_slice() {
+            ["status"] => Ok(self.status(json)),
+            ["subsystems"] => Ok(self.subsystems(json)),
+            ["namespaces"] => Ok(self.namespaces(json)),
+            ["controllers"] => Ok(self.controllers(json)),
+            ["stats"] => Ok(self.stats(json)),
+            ["disconnect", id] => self.disconnect(id, json),
+            [] => Err(format!("no command (commands: {COMMANDS})")),
+            [cmd, ..] => Err(format!(
+                "unknown command {cmd:?} or wrong arguments (commands: {COMMANDS})"
+            )),
+        }
+    }
+
+    /// Whether the file the target was started with still says what it
+    /// runs: "matches", "differs", "unreadable: ...", or "embedded default".
+    fn config_state(&self) -> String {
+        let Some(p) = &self.config_path else {
+            return "embedded default".into();
+        };
+        match Config::load(p) {
+            Ok(c) if same_config(&c, &self.running) => "matches".into(),
+            Ok(_) => "differs".into(),
+            Err(errs) => format!("has {} error(s)", errs.len()),
+        }
+    }
+
+    fn status(&self, json: bool) -> String {
+        let t = &self.running.target;
+        let up = self.started.elapsed().as_secs();
+        let file = self
+            .config_path
+            .as_ref()
+            .map_or("(embedded default)".to_string(), |p| {
+                p.display().to_string()
+            });
+        let state = self.config_state();
+        let ctrls = self
+            .target
+            .controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        let conns: usize = self.reactors.read().iter().map(|r| r.connections).sum();
+        if json {
+            format!(
+                "{{\"version\":{},\"uptime_seconds\":{up},\"cores\":{:?},\"idle\":{},\"config_file\":{},\"config_file_state\":{},\"controllers\":{ctrls},\"connections\":{conns}}}\n",
+                js(env!("CARGO_PKG_VERSION")),
+                t.cores,
+                js(&format!("{:?}", t.idle).to_lowercase()),
+                js(&file),
+                js(&state)
+            )
+        } else {
+            format!(
+                "version:      {}\nuptime:       {up} s\ncores:        {:?}\nidle policy:  {}\nconfig file:  {file} ({state})\ncontrollers:  {ctrls}\nconnections:  {conns}\n",
+                env!("CARGO_PKG_VERSION"),
+                t.cores,
+                format!("{:?}", t.idle).to_lowercase(),
+            )
+        }
+    }
+
+    fn subsystems(&self, json: bool) -> String {
+        let ctrls = self
+            .target
+            .controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .all();
+        let mut out = String::new();
+        let mut items = Vec::new();
+        for (s, cfg) in self.target.subsystems.iter().zip(&self.running.subsystems) {
+            let n = ctrls.iter().filter(|c| Arc::ptr_eq(&c.subsys, s)).count();
+            if json {
+                let hosts: Vec<String> = s.hosts.iter().map(|h| js(h)).collect();
+                items.push(format!(
+                    "{{\"nqn\":{},\"serial\":{},\"model\":{},\"allow_any_host\":{},\"hosts\":[{}],\"namespaces\":{},\"controllers\":{n}}}",
+                    js(&s.nqn),
+                    js(&s.serial),
+                    js(&s.model),
+                    s.allow_any_host,
+                    hosts.join(","),
+                    s.namespaces.len()
+                ));
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{}\n  serial {}, model {:?}, {} namespace(s), {n} controller(s)\n  hosts: {}",
+                    s.nqn,
+                    s.serial,
+                    s.model,
+                    cfg.namespaces.len(),
+                    if s.allow_any_host {
+                        "any".to_string()
+                    } else {
+                        s.hosts.join(", ")
+                    }
+                );
+            }
+        }
+        if json {
+            format!("[{}]\n", items.join(","))
+        } else {
+            out
+        }
+    }
+
+    fn namespaces(&self, json: bool) -> String {
+        let mut out = String::new();
+        let mut items = Vec::new();
+        for (s, cfg) in self.target.subsystems.iter().zip(&self.running.subsystems) {
+            for (ns, nc) in s.namespaces.iter().zip(&cfg.namespaces) {
+                let bytes = ns.num_blocks << ns.lba_shift;
+                if json {
+                    items.push(format!(
+                        "{{\"subsystem\":{},\"nsid\":{},\"backend\":{},\"bytes\":{bytes},\"block_size\":{},\"uuid\":{}}}",
+                        js(&s.nqn),
+                        ns.nsid,
+                        js(&backend_name(&nc.backend)),
+                        ns.block_size,
+                        js(&uuid(&ns.uuid))
+                    ));
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "{} nsid {}: {}, {bytes} bytes in blocks of {}, uuid {}",
+                        s.nqn,
+                        ns.nsid,
+                        backend_name(&nc.backend),
+                        ns.block_size,
+                        uuid(&ns.uuid)
+                    );
+                }
+            }
+        }
+        if json {
+            format!("[{}]\n", items.join(","))
+        } else {
+            out
+        }
+    }
+
+    fn controllers(&self, json: bool) -> String {
+        let ctrls = self
+            .target
+            .controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .all();
+        let mut out = String::new();
+        let mut items = Vec::new();
+        for c in ctrls {
+            let since = c.created.elapsed().as_secs();
+            let kato = c.kato_ms.load(Relaxed);
+            let io = c.io_queue_count();
+            let state = if c.is_dead() {
+                "closing"
+            } else if c.is_ready() {
+                "ready"
+            } else {
+                "not enabled"
+            };
+            if json {
+                items.push(format!(
+                    "{{\"cntlid\":{},\"subsystem\":{},\"host_nqn\":{},\"host_id\":{},\"io_queues\":{io},\"kato_ms\":{kato},\"connected_seconds\":{since},\"state\":{}}}",
+                    c.cntlid,
+                    js(&c.subsys.nqn),
+                    js(&c.hostnqn),
+                    js(&uuid(&c.hostid)),
+                    js(state)
+                ));
+            } else {
+                let _ = writeln!(
+                    out,
+                    "cntlid {} of {}\n  host {} ({})\n  {io} I/O queue(s), keep-alive {kato} ms, connected {since} s ago, {state}",
+                    c.cntlid,
+                    c.subsys.nqn,
+                    c.hostnqn,
+                    uuid(&c.hostid)
+                );
+            }
+        }
+        if json {
+            format!("[{}]\n", items.join(","))
+        } else if out.is_empty() {
+            "no controllers\n".into()
+        } else {
+            out
+        }
+    }
+
+    fn stats(&self, json: bool) -> String {
+        let ctrls = self
+            .target
+            .controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .all();
+        let mut out = String::new();
+        let mut items = Vec::new();
+        for c in ctrls {
+            let h = c.health();
+            if json {
+                items.push(format!(
+                    "{{\"cntlid\":{},\"subsystem\":{},\"reads\":{},\"writes\":{},\"bytes_read\":{},\"bytes_written\":{},\"errors\":{},\"media_errors\":{}}}",
+                    c.cntlid,
+                    js(&c.subsys.nqn),
+                    h.read_cmds,
+                    h.write_cmds,
+                    h.bytes_read,
+                    h.bytes_written,
+                    h.error_entries,
+                    h.media_errors
+                ));
+            } else {
+                let _ = writeln!(
+                    out,
+                    "cntlid {} ({}): {} reads, {} writes, {} bytes read, {} bytes written, {} errors ({} media)",
+                    c.cntlid,
+                    c.subsys.nqn,
+                    h.read_cmds,
+                    h.write_cmds,
+                    h.bytes_read,
+                    h.bytes_written,
+                    h.error_entries,
+                    h.media_errors
+                );
+            }
+        }
+        let reactors = self.reactors.read();
+        if json {
+            let rs: Vec<String> = reactors
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    format!(
+                        "{{\"reactor\":{i},\"connections\":{},\"busy_seconds\":{:.3},\"seconds\":{:.3}}}",
+                        r.connections,
+                        r.busy_ns as f64 / 1e9,
+                        r.total_ns as f64 / 1e9
+                    )
+                })
+                .collect();
+            format!(
+                "{{\"controllers\":[{}],\"reactors\":[{}]}}\n",
+                items.join(","),
+                rs.join(",")
+            )
+        } else {
+            for (i, r) in reactors.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "reactor {i}: {} connection(s), busy {:.3} s of {:.3} s",
+                    r.connections,
+                    r.busy_ns as f64 / 1e9,
+                    r.total_ns as f64 / 1e9
+                );
+            }
+            out
+        }
+    }
+
+    fn disconnect(&self, id: &str, json: bool) -> Result<String, String> {
+        let cntlid: u16 = id
+            .parse()
+            .map_err(|_| format!("disconnect: {id:?} is not a controller ID"))?;
+        let c = self
+            .target
+            .controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(cntlid)
+            .ok_or_else(|| format!("disconnect: no controller {cntlid}"))?;
+        // Its queues see it dead at their reactors' next tick and close.
+        c.kill();
+        log::info!(
+            "controller {cntlid} of {} (host {}): disconnected by the control socket",
+            c.subsys.nqn,
+            c.hostnqn
+        );
+        Ok(if json {
+            format!("{{\"disconnected\":{cntlid}}}\n")
+        } else {
+            format!("controller {cntlid} disconnected\n")
+        })
+    }
+
+    /// The Prometheus text exposition of the target's counters.
+    pub fn metrics(&self) -> String {
+        let mut o = String::new();
+        let ctrls = self
+            .target
+            .controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .all();
+        let _ = writeln!(
+            o,
+            "# HELP nvmf_target_info The target's version.\n# TYPE nvmf_target_info gauge"
+        );
+        let _ = writeln!(
+            o,
+            "nvmf_target_info{{version={}}} 1",
+            js(env!("CARGO_PKG_VERSION"))
+        );
+        let _ = writeln!(o, "# HELP nvmf_target_uptime_seconds Time since the target started.\n# TYPE nvmf_target_uptime_seconds gauge");
+        let _ = writeln!(
+            o,
+            "nvmf_target_uptime_seconds {:.3}",
+            self.started.elapsed().as_secs_f64()
+        );
+        let _ = writeln!(o, "# HELP nvmf_target_controllers Controllers connected.\n# TYPE nvmf_target_controllers gauge");
+        let _ = writeln!(o, "nvmf_target_controllers {}", ctrls.len());
+        let reactors = self.reactors.read();
+        let _ = writeln!(o, "# HELP nvmf_target_connections Transport connections per reactor.\n# TYPE nvmf_target_connections gauge");
+        for (i, r) in reactors.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "nvmf_target_connections{{reactor=\"{i}\"}} {}",
+                r.connections
+            );
+        }
+        let _ = writeln!(o, "# HELP nvmf_target_reactor_busy_seconds_total Time reactors spent in loop iterations that found work.\n# TYPE nvmf_target_reactor_busy_seconds_total counter");
+        for (i, r) in reactors.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "nvmf_target_reactor_busy_seconds_total{{reactor=\"{i}\"}} {:.6}",
+                r.busy_ns as f64 / 1e9
+            );
+        }
+        let _ = writeln!(o, "# HELP nvmf_target_reactor_seconds_total Time reactors have run, busy or idle.\n# TYPE nvmf_target_reactor_seconds_total counter");
+        for (i, r) in reactors.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "nvmf_target_reactor_seconds_total{{reactor=\"{i}\"}} {:.6}",
+                r.total_ns as f64 / 1e9
+            );
+        }
+        type Get = fn(&crate::nvme::log::Health) -> u64;
+        let series: [(&str, &str, Get); 6] = [
+            (
+                "nvmf_target_read_commands_total",
+                "Read commands completed successfully.",
+                |h| h.read_cmds,
+            ),
+            (
+                "nvmf_target_write_commands_total",
+                "Write commands completed successfully.",
+                |h| h.write_cmds,
+            ),
+            (
+                "nvmf_target_read_bytes_total",
+                "Bytes read by hosts.",
+                |h| h.bytes_read,
+            ),
+            (
+                "nvmf_target_written_bytes_total",
+                "Bytes written by hosts.",
+                |h| h.bytes_written,
+            ),
+            (
+                "nvmf_target_errors_total",
+                "Commands completed with an error status.",
+                |h| h.error_entries,
+            ),
+            (
+                "nvmf_target_media_errors_total",
+                "Unrecovered data errors (SMART media errors).",
+                |h| h.media_errors,
+            ),
+        ];
+        let healths: Vec<_> = ctrls.iter().map(|c| c.health()).collect();
+        for (name, help, get) in series {
+            let _ = writeln!(
+                o,
+                "# HELP {name} {help} Per controller.\n# TYPE {name} counter"
+            );
+            for (c, h) in ctrls.iter().zip(&healths) {
+                let _ = writeln!(
+                    o,
+                    "{name}{{subsystem={},cntlid=\"{}\",host={}}} {}",
+                    js(&c.subsys.nqn),
+                    c.cntlid,
+                    js(&c.hostnqn),
+                    get(h)
+                );
+            }
+        }
+        o
+    }
+}
+
+/// Whether the file says what runs: the same config once the command
+/// line's `--cores` and the ports bound at start are taken into account.
+fn same_config(file: &Config, running: &Config) -> bool {
+    let mut f = file.clone();
+    f.target.cores = running.target.cores.clone();
+    for (l, r) in f.listeners.iter_mut().zip(&running.listeners) {
+        if l.addr.port() == 0 {
+            l.addr.set_port(r.addr.port());
+        }
+    }
+    f == *running
+}
+
+/// Binds the control socket at `path` (mode 0600; a stale socket file of
+/// a dead target is replaced, a live one is not) and serves it on a thread.
+pub fn serve_socket(path: &Path, control: Arc<Control>) -> io::Result<std::thread::JoinHandle<()>> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{}: another target answers on this control socket",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::thread::Builder::new()
+        .name("nvmf-control".into())
+        .spawn(move || {
+            for s in listener.incoming() {
+                let Ok(s) = s else { continue };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut line = String::new();
+                let mut r = BufReader::new(&s).take(4096);
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let reply = match control.handle(line.trim()) {
+                    Ok(text) => text,
+                    Err(e) => format!("error: {e}\n"),
+                };
+                let _ = (&s).write_all(reply.as_bytes());
+            }
+        })
+}
+
+/// Sends one request to the control socket at `path`; the response, or the
+/// target's error message as `Err`.
+pub fn request(path: &Path, line: &str) -> Result<String, String> {
+    let mut s = UnixStream::connect(path).map_err(|e| {
+        format!(
+            "{}: {e} (is the target running, with this control_socket, and may you open it?)",
+            path.display()
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    match out.strip_prefix("error: ") {
+        Some(e) => Err(e.trim_end().to_string()),
+        None => Ok(out),
+    }
+}
+
+/// Serves `GET /metrics` (any path, in fact) on `addr` on a thread: the
+/// Prometheus text format, read from the counters when scraped.
+pub fn serve_metrics(
+    addr: std::net::SocketAddr,
+    control: Arc<Control>,
+) -> io::Result<(std::net::SocketAddr, std::thread::JoinHandle<()>)> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    let h = std::thread::Builder::new()
+        .name("nvmf-metrics".into())
+        .spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { continue };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                // The request line and headers, up to the blank line.
+                let mut r = BufReader::new(&s).take(16 * 1024);
+                let mut first = String::new();
+                if r.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let mut l = String::new();
+                while r.read_line(&mut l).is_ok_and(|n| n > 0) && l.trim() != "" {
+                    l.clear();
+                }
+                let (status, body) = if first.starts_with("GET ") {
+                    ("200 OK", control.metrics())
+                } else {
+                    ("405 Method Not Allowed", "only GET\n".to_string())
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })?;
+    Ok((bound, h))
+}
+
+/// systemd's notification protocol (`sd_notify`), without libsystemd: a
+/// datagram to `$NOTIFY_SOCKET`. False when not started by systemd.
+pub fn sd_notify(state: &str) -> io::Result<bool> {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(false);
+    };
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    let p = path.to_string_lossy();
+    if let Some(name) = p.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        sock.send_to_addr(state.as_bytes(), &addr)?;
+    } else {
+        sock.send_to(state.as_bytes(), &*p)?;
+    }
+    Ok(true)
+}
+
+/// The watchdog period systemd asks for (`WatchdogSec=`), if it is meant
+/// for this process.
+pub fn watchdog_period() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
+}
