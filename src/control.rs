@@ -27,8 +27,9 @@ pub struct Control {
     pub started: Instant,
     /// The file the target was started with (`None`: the embedded default).
     pub config_path: Option<PathBuf>,
-    /// The config it runs (after command-line overrides).
-    pub running: Config,
+    /// The config it runs (after command-line overrides; a reload
+    /// replaces it).
+    pub running: std::sync::Mutex<Config>,
 }
 
 /// The commands the socket takes (for `help` and errors).
@@ -94,14 +95,23 @@ impl Control {
             return "embedded default".into();
         };
         match Config::load(p) {
-            Ok(c) if same_config(&c, &self.running) => "matches".into(),
+            Ok(c) if same_config(&c, &self.running()) => "matches".into(),
             Ok(_) => "differs".into(),
             Err(errs) => format!("has {} error(s)", errs.len()),
         }
     }
 
+    /// The config it runs now.
+    pub fn running(&self) -> Config {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn status(&self, json: bool) -> String {
-        let t = &self.running.target;
+        let running = self.running();
+        let t = &running.target;
         let up = self.started.elapsed().as_secs();
         let file = self
             .config_path
@@ -145,18 +155,19 @@ impl Control {
             .all();
         let mut out = String::new();
         let mut items = Vec::new();
-        for (s, cfg) in self.target.subsystems.iter().zip(&self.running.subsystems) {
-            let n = ctrls.iter().filter(|c| Arc::ptr_eq(&c.subsys, s)).count();
+        for s in self.target.subsystems() {
+            let e = s.exports();
+            let n = ctrls.iter().filter(|c| Arc::ptr_eq(&c.subsys, &s)).count();
             if json {
-                let hosts: Vec<String> = s.hosts.iter().map(|h| js(h)).collect();
+                let hosts: Vec<String> = e.hosts.iter().map(|h| js(h)).collect();
                 items.push(format!(
                     "{{\"nqn\":{},\"serial\":{},\"model\":{},\"allow_any_host\":{},\"hosts\":[{}],\"namespaces\":{},\"controllers\":{n}}}",
                     js(&s.nqn),
                     js(&s.serial),
                     js(&s.model),
-                    s.allow_any_host,
+                    e.allow_any_host,
                     hosts.join(","),
-                    s.namespaces.len()
+                    e.namespaces.len()
                 ));
             } else {
                 let _ = writeln!(
@@ -165,11 +176,11 @@ impl Control {
                     s.nqn,
                     s.serial,
                     s.model,
-                    cfg.namespaces.len(),
-                    if s.allow_any_host {
+                    e.namespaces.len(),
+                    if e.allow_any_host {
                         "any".to_string()
                     } else {
-                        s.hosts.join(", ")
+                        e.hosts.join(", ")
                     }
                 );
             }
@@ -182,27 +193,34 @@ impl Control {
     }
 
     fn namespaces(&self, json: bool) -> String {
+        let running = self.running();
         let mut out = String::new();
         let mut items = Vec::new();
-        for (s, cfg) in self.target.subsystems.iter().zip(&self.running.subsystems) {
-            for (ns, nc) in s.namespaces.iter().zip(&cfg.namespaces) {
+        for s in self.target.subsystems() {
+            let cfg = running.subsystems.iter().find(|c| c.nqn == s.nqn);
+            for ns in &s.namespaces() {
+                let kind = cfg
+                    .and_then(|c| c.namespaces.iter().find(|n| n.nsid == ns.nsid))
+                    .map_or_else(
+                        || ns.backend.kind().to_string(),
+                        |n| backend_name(&n.backend),
+                    );
                 let bytes = ns.num_blocks << ns.lba_shift;
                 if json {
                     items.push(format!(
                         "{{\"subsystem\":{},\"nsid\":{},\"backend\":{},\"bytes\":{bytes},\"block_size\":{},\"uuid\":{}}}",
                         js(&s.nqn),
                         ns.nsid,
-                        js(&backend_name(&nc.backend)),
+                        js(&kind),
                         ns.block_size,
                         js(&uuid(&ns.uuid))
                     ));
                 } else {
                     let _ = writeln!(
                         out,
-                        "{} nsid {}: {}, {bytes} bytes in blocks of {}, uuid {}",
+                        "{} nsid {}: {kind}, {bytes} bytes in blocks of {}, uuid {}",
                         s.nqn,
                         ns.nsid,
-                        backend_name(&nc.backend),
                         ns.block_size,
                         uuid(&ns.uuid)
                     );

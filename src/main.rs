@@ -215,8 +215,8 @@ fn run(config: Option<PathBuf>, cores: Option<Vec<usize>>) -> ExitCode {
     for (l, a) in cfg.listeners.iter().zip(rt.listen_addrs()) {
         log::info!("listening on {:?} {a}", l.transport);
     }
-    for s in &rt.target.subsystems {
-        for ns in &s.namespaces {
+    for s in &rt.target.subsystems() {
+        for ns in &s.namespaces() {
             log::info!(
                 "{} nsid {}: {} {} blocks of {} bytes",
                 s.nqn,
@@ -232,7 +232,7 @@ fn run(config: Option<PathBuf>, cores: Option<Vec<usize>>) -> ExitCode {
         reactors: rt.stats_source(),
         started: Instant::now(),
         config_path: config.clone(),
-        running: cfg.clone(),
+        running: std::sync::Mutex::new(cfg.clone()),
     });
     let socket = cfg.target.control_socket.clone();
     if let Some(path) = &socket {

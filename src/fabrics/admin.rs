@@ -168,7 +168,7 @@ impl Queue {
                 return self.complete(cmd, Status::INVALID_NAMESPACE.dnr(), 0, out)
             }
             cns::NAMESPACE => match subsys.namespace(nsid) {
-                Some(ns) => identify::namespace(&self.namespace_info(ns)),
+                Some(ns) => identify::namespace(&self.namespace_info(&ns)),
                 // An inactive but valid NSID reads as zeros.
                 None if ns_valid(nsid) => vec![0u8; identify::IDENTIFY_LEN],
                 None => return self.complete(cmd, Status::INVALID_NAMESPACE.dnr(), 0, out),
@@ -180,7 +180,7 @@ impl Queue {
                 if nsid >= 0xFFFF_FFFE {
                     return self.complete(cmd, Status::INVALID_NAMESPACE.dnr(), 0, out);
                 }
-                identify::active_ns_list(subsys.namespaces.iter().map(|n| n.nsid), nsid)
+                identify::active_ns_list(subsys.namespaces().iter().map(|n| n.nsid), nsid)
             }
             cns::NS_DESCRIPTORS => match subsys.namespace(nsid) {
                 Some(ns) => identify::ns_descriptors(&ns.eui64, &ns.nguid, &ns.uuid),
@@ -230,7 +230,7 @@ impl Queue {
         let subsys = &ctrl.subsys;
         let discovery = subsys.discovery;
         let vwc = subsys
-            .namespaces
+            .namespaces()
             .iter()
             .any(|n| n.backend.volatile_write_cache());
         use identify::oncs;
@@ -353,7 +353,7 @@ impl Queue {
             if addr.port() == DISCOVERY_PORT {
                 continue;
             }
-            for s in &self.target.subsystems {
+            for s in &self.target.subsystems() {
                 if s.host_allowed(&ctrl.hostnqn) {
                     entries.push(entry(&s.nqn, log::subtype::NVME));
                 }
@@ -398,7 +398,7 @@ impl Queue {
         };
         let vwc_on = ctrl
             .subsys
-            .namespaces
+            .namespaces()
             .iter()
             .any(|n| n.backend.volatile_write_cache());
         let kato = if default { 0 } else { self.admin().kato_ms };
@@ -490,7 +490,7 @@ impl Queue {
             fid::VOLATILE_WC => {
                 let present = ctrl
                     .subsys
-                    .namespaces
+                    .namespaces()
                     .iter()
                     .any(|n| n.backend.volatile_write_cache());
                 if !present || v & 1 == 0 {

@@ -138,7 +138,7 @@ impl InFlight {
 impl Queue {
     fn namespace(&self, nsid: u32) -> Option<Arc<Namespace>> {
         match &self.role {
-            Role::Io(c) => c.subsys.namespace(nsid).cloned(),
+            Role::Io(_) => self.exports.namespace(nsid).cloned(),
             _ => None,
         }
     }
@@ -190,7 +190,8 @@ impl Queue {
     /// there and then call [`execute_placed`](Self::execute_placed). `None`
     /// for every other command (including a Write that fails its checks:
     /// it goes through [`execute`](Self::execute) and gets its status).
-    pub fn placed_write(&self, cmd: &Command, len: u32) -> Option<super::Placed> {
+    pub fn placed_write(&mut self, cmd: &Command, len: u32) -> Option<super::Placed> {
+        self.refresh_exports();
         let (region, gate) = self.placed_region(cmd, len)?;
         // Counted as a write in flight until the transport drops it.
         if !self.writes.enter(gate) {
@@ -216,7 +217,7 @@ impl Queue {
         {
             return None;
         }
-        let ns = c.subsys.namespace(cmd.nsid)?;
+        let ns = self.exports.namespace(cmd.nsid)?;
         let (off, n) = self.rw_range(ns, cmd).ok()?;
         if n != len as usize || ns.gate.is_exclusive() {
             return None;
@@ -227,7 +228,8 @@ impl Queue {
     /// For a plain Write whose data is at hand (in the capsule): copies it
     /// straight into backend memory if the backend has some; true if it
     /// did, and the transport then calls [`execute_placed`](Self::execute_placed).
-    pub fn place_write_now(&self, cmd: &Command, data: &[u8]) -> bool {
+    pub fn place_write_now(&mut self, cmd: &Command, data: &[u8]) -> bool {
+        self.refresh_exports();
         let Some((region, gate)) = self.placed_region(cmd, data.len() as u32) else {
             return false;
         };
@@ -297,10 +299,10 @@ impl Queue {
             _ => return Err(Status::INVALID_FIELD.dnr()),
         }
         if cmd.opcode == io_op::FLUSH && cmd.nsid == 0xFFFF_FFFF {
-            let Role::Io(c) = &self.role else {
+            if !matches!(self.role, Role::Io(_)) {
                 return Err(Status::INVALID_NAMESPACE.dnr());
-            };
-            let all: Vec<Arc<Namespace>> = c.subsys.namespaces.clone();
+            }
+            let all: Vec<Arc<Namespace>> = self.exports.namespaces.clone();
             let Some(first) = all.first().cloned() else {
                 return Err(Status::SUCCESS);
             };

@@ -9,7 +9,7 @@ use crate::nvme::log::ErrorEntry;
 use crate::nvme::{fctype, get_str, prop, Command, Completion, Status};
 use crate::subsystem::Target;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -86,6 +86,10 @@ pub struct Queue {
     pub(super) writes: Arc<super::gate::WriterCount>,
     /// Commands waiting at a namespace's gate, by tag.
     pub(super) waiting: Vec<u32>,
+    /// An I/O queue's copy of its subsystem's namespaces, and the
+    /// generation it was taken at (see [`Subsystem::generation`]).
+    pub(super) exports: Arc<crate::subsystem::Exports>,
+    exports_gen: u64,
 }
 
 impl Queue {
@@ -117,6 +121,12 @@ impl Queue {
             epoch: 0,
             writes: Arc::default(),
             waiting: Vec::new(),
+            exports: Arc::new(crate::subsystem::Exports {
+                allow_any_host: false,
+                hosts: Vec::new(),
+                namespaces: Vec::new(),
+            }),
+            exports_gen: 0,
         }
     }
 
@@ -166,6 +176,7 @@ impl Queue {
     /// and appends its response(s) to `out`. A held Asynchronous Event
     /// Request or the first half of a fused pair appends nothing yet.
     pub fn execute(&mut self, cmd: &Command, data: Vec<u8>, now: Instant, out: &mut Vec<Response>) {
+        self.refresh_exports();
         self.accept(cmd, out);
         if cmd.is_fabrics() {
             self.fabrics(cmd, &data, now, out);
@@ -176,6 +187,24 @@ impl Queue {
             Role::Admin(_) => self.admin_command(cmd, data, now, out),
             Role::Io(_) => self.io_command(cmd, data, out),
         }
+    }
+
+    /// An I/O queue takes its subsystem's namespaces anew when a reload
+    /// changed them (one load per command otherwise).
+    pub(super) fn refresh_exports(&mut self) {
+        let Role::Io(c) = &self.role else { return };
+        let g = c.subsys.generation.load(Acquire);
+        if g == self.exports_gen {
+            return;
+        }
+        let new = c.subsys.exports();
+        for ns in &new.namespaces {
+            if !self.exports.namespaces.iter().any(|o| Arc::ptr_eq(o, ns)) {
+                ns.gate.register(&self.writes);
+            }
+        }
+        self.exports_gen = g;
+        self.exports = new;
     }
 
     /// Completes a command the transport refused (bad SGL, digest error)
@@ -369,7 +398,7 @@ impl Queue {
         let subnqn = get_str(data, 256, 256);
         let hostnqn = get_str(data, 512, 256);
         let target = self.target.clone();
-        let Some(subsys) = target.find_subsystem(&subnqn).cloned() else {
+        let Some(subsys) = target.find_subsystem(&subnqn) else {
             return invalid(
                 self,
                 out,
@@ -511,7 +540,9 @@ impl Queue {
             };
             self.epoch = epoch;
             ctrl.register_stats(self.stats.clone());
-            for ns in &ctrl.subsys.namespaces {
+            self.exports_gen = ctrl.subsys.generation.load(Acquire);
+            self.exports = ctrl.subsys.exports();
+            for ns in &self.exports.namespaces {
                 ns.gate.register(&self.writes);
             }
             let id = ctrl.cntlid;

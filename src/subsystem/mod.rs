@@ -24,23 +24,59 @@ pub struct Namespace {
     pub gate: crate::fabrics::gate::Gate,
 }
 
+impl Namespace {
+    /// Opens the backend a namespace config names.
+    pub fn open(
+        nqn: &str,
+        n: &crate::config::NamespaceConfig,
+        t: &TargetConfig,
+    ) -> std::io::Result<Namespace> {
+        let reactors = t.cores.len().max(1);
+        let err = |e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("{nqn} nsid {}: {e}", n.nsid))
+        };
+        let backend =
+            backend::open(&n.backend, n.block_size, reactors, t.max_io_size).map_err(err)?;
+        // A device's own block size wins over the config's.
+        let block_size = backend.block_size().unwrap_or(n.block_size);
+        let num_blocks = backend.size() / block_size as u64;
+        Ok(Namespace {
+            nsid: n.nsid,
+            block_size,
+            lba_shift: block_size.trailing_zeros(),
+            num_blocks,
+            uuid: n.uuid,
+            nguid: n.nguid,
+            eui64: n.eui64,
+            backend,
+            gate: Default::default(),
+        })
+    }
+}
+
 /// An NVM subsystem (or the discovery subsystem).
 pub struct Subsystem {
     pub nqn: String,
     pub serial: String,
     pub model: String,
+    pub discovery: bool,
+    /// Who may connect and what it exports: replaced whole by a reload.
+    state: Mutex<Arc<Exports>>,
+    /// Bumped with every replacement of `state`: an I/O queue compares it
+    /// with its own copy's on each command (a load of a line written only
+    /// by reloads) and takes the new state when it moved.
+    pub generation: AtomicU64,
+}
+
+/// A subsystem's hosts and namespaces at one moment.
+pub struct Exports {
     pub allow_any_host: bool,
     pub hosts: Vec<String>,
     /// Sorted by nsid.
     pub namespaces: Vec<Arc<Namespace>>,
-    pub discovery: bool,
 }
 
-impl Subsystem {
-    pub fn host_allowed(&self, hostnqn: &str) -> bool {
-        self.discovery || self.allow_any_host || self.hosts.iter().any(|h| h == hostnqn)
-    }
-
+impl Exports {
     pub fn namespace(&self, nsid: u32) -> Option<&Arc<Namespace>> {
         self.namespaces
             .binary_search_by_key(&nsid, |n| n.nsid)
@@ -48,39 +84,55 @@ impl Subsystem {
             .map(|i| &self.namespaces[i])
     }
 
-    fn from_config(c: &SubsystemConfig, t: &TargetConfig) -> std::io::Result<Subsystem> {
-        let reactors = t.cores.len().max(1);
+    pub fn host_allowed(&self, hostnqn: &str) -> bool {
+        self.allow_any_host || self.hosts.iter().any(|h| h == hostnqn)
+    }
+}
+
+impl Subsystem {
+    /// The current hosts and namespaces (a lock and a reference count: not
+    /// for the I/O path, which keeps its own copy).
+    pub fn exports(&self) -> Arc<Exports> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the hosts and namespaces (a reload).
+    pub fn set_exports(&self, e: Exports) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *g = Arc::new(e);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn host_allowed(&self, hostnqn: &str) -> bool {
+        self.discovery || self.exports().host_allowed(hostnqn)
+    }
+
+    pub fn namespace(&self, nsid: u32) -> Option<Arc<Namespace>> {
+        self.exports().namespace(nsid).cloned()
+    }
+
+    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.exports().namespaces.clone()
+    }
+
+    pub fn from_config(c: &SubsystemConfig, t: &TargetConfig) -> std::io::Result<Subsystem> {
         let mut namespaces = Vec::new();
         for n in &c.namespaces {
-            let err = |e: std::io::Error| {
-                std::io::Error::new(e.kind(), format!("{} nsid {}: {e}", c.nqn, n.nsid))
-            };
-            let backend =
-                backend::open(&n.backend, n.block_size, reactors, t.max_io_size).map_err(err)?;
-            // A device's own block size wins over the config's.
-            let block_size = backend.block_size().unwrap_or(n.block_size);
-            let num_blocks = backend.size() / block_size as u64;
-            namespaces.push(Arc::new(Namespace {
-                nsid: n.nsid,
-                block_size,
-                lba_shift: block_size.trailing_zeros(),
-                num_blocks,
-                uuid: n.uuid,
-                nguid: n.nguid,
-                eui64: n.eui64,
-                backend,
-                gate: Default::default(),
-            }));
+            namespaces.push(Arc::new(Namespace::open(&c.nqn, n, t)?));
         }
         namespaces.sort_by_key(|n| n.nsid);
         Ok(Subsystem {
             nqn: c.nqn.clone(),
             serial: c.serial.clone(),
             model: c.model.clone(),
-            allow_any_host: c.allow_any_host,
-            hosts: c.hosts.clone(),
-            namespaces,
             discovery: false,
+            state: Mutex::new(Arc::new(Exports {
+                allow_any_host: c.allow_any_host,
+                hosts: c.hosts.clone(),
+                namespaces,
+            })),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -89,10 +141,13 @@ impl Subsystem {
             nqn: DISCOVERY_NQN.to_string(),
             serial: "DISCOVERY".to_string(),
             model: "nvmf-target discovery".to_string(),
-            allow_any_host: true,
-            hosts: Vec::new(),
-            namespaces: Vec::new(),
             discovery: true,
+            state: Mutex::new(Arc::new(Exports {
+                allow_any_host: true,
+                hosts: Vec::new(),
+                namespaces: Vec::new(),
+            })),
+            generation: AtomicU64::new(0),
         }
     }
 }
@@ -112,7 +167,9 @@ pub struct Target {
     pub config: TargetConfig,
     /// The listeners, in config order (the discovery log's ports).
     pub ports: Vec<Port>,
-    pub subsystems: Vec<Arc<Subsystem>>,
+    /// The NVM subsystems; a reload adds and removes them (locked at
+    /// Connect, for the discovery log and by the control plane only).
+    subsystems: Mutex<Vec<Arc<Subsystem>>>,
     pub discovery: Arc<Subsystem>,
     /// Controllers by ID; locked only at Connect and teardown, never per I/O.
     pub controllers: Mutex<ControllerTable>,
@@ -131,18 +188,34 @@ impl Target {
         Ok(Target {
             config: cfg.target.clone(),
             ports: cfg.listeners.iter().map(crate::transport::port).collect(),
-            subsystems,
+            subsystems: Mutex::new(subsystems),
             discovery: Arc::new(Subsystem::discovery_subsystem()),
             controllers: Mutex::new(ControllerTable::default()),
             genctr: AtomicU64::new(1),
         })
     }
 
-    pub fn find_subsystem(&self, nqn: &str) -> Option<&Arc<Subsystem>> {
+    pub fn find_subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
         if nqn == DISCOVERY_NQN {
-            return Some(&self.discovery);
+            return Some(self.discovery.clone());
         }
-        self.subsystems.iter().find(|s| s.nqn == nqn)
+        self.subsystems().into_iter().find(|s| s.nqn == nqn)
+    }
+
+    /// The NVM subsystems, in config order.
+    pub fn subsystems(&self) -> Vec<Arc<Subsystem>> {
+        self.subsystems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the list of NVM subsystems (a reload); the discovery log's
+    /// generation counter moves.
+    pub fn set_subsystems(&self, v: Vec<Arc<Subsystem>>) {
+        *self.subsystems.lock().unwrap_or_else(|e| e.into_inner()) = v;
+        self.genctr
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// MDTS value for Identify Controller: max transfer = 2^mdts * 4 KiB.
