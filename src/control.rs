@@ -30,10 +30,16 @@ pub struct Control {
     /// The config it runs (after command-line overrides; a reload
     /// replaces it).
     pub running: std::sync::Mutex<Config>,
+    /// `--cores` given on the command line (a reload keeps it).
+    pub cores_override: Option<Vec<usize>>,
+    /// Changes the file asks for that wait for a restart; one reload at a
+    /// time.
+    pub pending_restart: std::sync::Mutex<Vec<String>>,
 }
 
 /// The commands the socket takes (for `help` and errors).
-pub const COMMANDS: &str = "status, subsystems, namespaces, controllers, stats, disconnect CNTLID";
+pub const COMMANDS: &str =
+    "status, subsystems, namespaces, controllers, stats, disconnect CNTLID, reload";
 
 /// A JSON string literal.
 fn js(s: &str) -> String {
@@ -81,6 +87,7 @@ impl Control {
             ["controllers"] => Ok(self.controllers(json)),
             ["stats"] => Ok(self.stats(json)),
             ["disconnect", id] => self.disconnect(id, json),
+            ["reload"] => self.reload(json),
             [] => Err(format!("no command (commands: {COMMANDS})")),
             [cmd, ..] => Err(format!(
                 "unknown command {cmd:?} or wrong arguments (commands: {COMMANDS})"
@@ -94,8 +101,25 @@ impl Control {
         let Some(p) = &self.config_path else {
             return "embedded default".into();
         };
+        let running = self.running();
+        let n = self
+            .pending_restart
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
         match Config::load(p) {
-            Ok(c) if same_config(&c, &self.running()) => "matches".into(),
+            Ok(c) if n == 0 && same_config(&c, &running) => "matches".into(),
+            Ok(mut c) if n > 0 => {
+                // What only a restart would change is not running yet.
+                c.target = running.target.clone();
+                c.listeners = running.listeners.clone();
+                c.metrics = running.metrics;
+                if same_config(&c, &running) {
+                    format!("matches, but {n} change(s) wait for a restart")
+                } else {
+                    "differs".into()
+                }
+            }
             Ok(_) => "differs".into(),
             Err(errs) => format!("has {} error(s)", errs.len()),
         }
@@ -376,6 +400,66 @@ impl Control {
             format!("{{\"disconnected\":{cntlid}}}\n")
         } else {
             format!("controller {cntlid} disconnected\n")
+        })
+    }
+
+    /// Re-reads the config file and applies what changed (see
+    /// [`crate::reload`]); a file with errors changes nothing.
+    pub fn reload(&self, json: bool) -> Result<String, String> {
+        let mut pending = self
+            .pending_restart
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(path) = &self.config_path else {
+            return Err("the target runs the embedded default: there is no file to reload".into());
+        };
+        let mut new = Config::load(path).map_err(|errs| {
+            let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            format!(
+                "{} has {} error(s); nothing changed:\n{}",
+                path.display(),
+                lines.len(),
+                lines.join("\n")
+            )
+        })?;
+        if let Some(c) = &self.cores_override {
+            new.target.cores = c.clone();
+        }
+        let old = self.running();
+        let out = crate::reload::apply(&self.target, &old, &new)
+            .map_err(|e| format!("{e}; nothing changed"))?;
+        // What runs now: the new subsystems; the rest as it was.
+        let mut running = new;
+        running.target = old.target.clone();
+        running.listeners = old.listeners.clone();
+        running.metrics = old.metrics;
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = running;
+        *pending = out.needs_restart.clone();
+        for a in &out.applied {
+            log::info!("reload: {a}");
+        }
+        for r in &out.needs_restart {
+            log::warn!("reload: {r}");
+        }
+        Ok(if json {
+            let a: Vec<String> = out.applied.iter().map(|s| js(s)).collect();
+            let r: Vec<String> = out.needs_restart.iter().map(|s| js(s)).collect();
+            format!(
+                "{{\"applied\":[{}],\"needs_restart\":[{}]}}\n",
+                a.join(","),
+                r.join(",")
+            )
+        } else if out.applied.is_empty() && out.needs_restart.is_empty() {
+            "nothing changed\n".into()
+        } else {
+            let mut s = String::new();
+            for a in &out.applied {
+                let _ = writeln!(s, "applied: {a}");
+            }
+            for r in &out.needs_restart {
+                let _ = writeln!(s, "needs restart: {r}");
+            }
+            s
         })
     }
 

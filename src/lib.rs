@@ -15,5 +15,6 @@ pub mod fabrics;
 pub mod fuzzing;
 pub mod nvme;
 pub mod reactor;
+pub mod reload;
 pub mod subsystem;
 pub mod transport;

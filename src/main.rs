@@ -36,6 +36,13 @@ enum Cmd {
     Check { files: Vec<PathBuf> },
     /// Print the embedded default config as TOML.
     PrintDefaultConfig,
+    /// Make a running target re-read its config file and apply what
+    /// changed (`ctl reload`; SIGHUP does the same).
+    Reload {
+        /// The control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
     /// Ask a running target: status, subsystems, namespaces, controllers,
     /// stats, disconnect CNTLID. Its control socket is the one in --config's
     /// [target] control_socket, or --socket, or /run/nvmf-target.sock.
@@ -80,6 +87,7 @@ fn main() -> ExitCode {
             print!("{}", Config::embedded_default().to_toml());
             ExitCode::SUCCESS
         }
+        Some(Cmd::Reload { socket }) => ctl(cli.config, socket, false, &["reload".to_string()]),
         Some(Cmd::Ctl {
             socket,
             json,
@@ -106,8 +114,16 @@ fn ctl(
                 }
             },
             Err(errs) => {
+                let n = errs.len();
                 for e in errs {
                     eprintln!("{e}");
+                }
+                if command.first().map(String::as_str) == Some("reload") {
+                    eprintln!(
+                        "nvmf-target reload: {} has {n} error(s); nothing changed: the running \
+                         target keeps its config",
+                        f.display()
+                    );
                 }
                 return ExitCode::FAILURE;
             }
@@ -167,6 +183,7 @@ fn run(config: Option<PathBuf>, cores: Option<Vec<usize>>) -> ExitCode {
         },
         None => Config::embedded_default(),
     };
+    let cores_override = cores.clone();
     if let Some(cores) = cores {
         let online = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -198,7 +215,9 @@ fn run(config: Option<PathBuf>, cores: Option<Vec<usize>>) -> ExitCode {
     }
     // Blocked before any thread starts, so none of them takes these: the
     // main thread waits for them below and stops the reactors in order.
-    let signals = match nvmf_sys::signal::Blocked::new(&nvmf_sys::signal::TERMINATE) {
+    let mut taken = nvmf_sys::signal::TERMINATE.to_vec();
+    taken.push(nvmf_sys::signal::HANGUP);
+    let signals = match nvmf_sys::signal::Blocked::new(&taken) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("nvmf-target: cannot block termination signals: {e}");
@@ -233,6 +252,8 @@ fn run(config: Option<PathBuf>, cores: Option<Vec<usize>>) -> ExitCode {
         started: Instant::now(),
         config_path: config.clone(),
         running: std::sync::Mutex::new(cfg.clone()),
+        cores_override: cores_override.clone(),
+        pending_restart: std::sync::Mutex::new(Vec::new()),
     });
     let socket = cfg.target.control_socket.clone();
     if let Some(path) = &socket {
@@ -279,7 +300,15 @@ fn run(config: Option<PathBuf>, cores: Option<Vec<usize>>) -> ExitCode {
         }
     };
     loop {
-        if let Some(sig) = signals.wait(std::time::Duration::from_millis(200)) {
+        let sig = signals.wait(std::time::Duration::from_millis(200));
+        if sig == Some(nvmf_sys::signal::HANGUP) {
+            match control.reload(false) {
+                Ok(out) => log::info!("SIGHUP: reloaded: {}", out.trim_end().replace('\n', "; ")),
+                Err(e) => log::error!("SIGHUP: reload refused: {e}"),
+            }
+            continue;
+        }
+        if let Some(sig) = sig {
             log::info!(
                 "{}: closing every connection and stopping",
                 nvmf_sys::signal::name(sig)

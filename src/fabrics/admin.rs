@@ -128,6 +128,7 @@ impl Queue {
                     self.complete(cmd, Status::AER_LIMIT_EXCEEDED, 0, out)
                 } else {
                     self.admin().aers.push(cmd.cid);
+                    self.deliver_events(out);
                 }
             }
             admin_op::ABORT => {
@@ -152,6 +153,34 @@ impl Queue {
             }
             _ => self.complete(cmd, Status::INVALID_OPCODE.dnr(), 0, out),
         }
+    }
+
+    /// Completes an outstanding Asynchronous Event Request with a pending
+    /// event the host enabled (Namespace Attribute Notices): Notice, Namespace
+    /// Attribute Changed, log page 04h.
+    pub(super) fn deliver_events(&mut self, out: &mut Vec<Response>) {
+        let Role::Admin(a) = &mut self.role else {
+            return;
+        };
+        if a.aers.is_empty()
+            || !a
+                .ctrl
+                .events_pending
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        if !a.ctrl.take_ns_event() || a.features.async_event & identify::OAES_NS_ATTR == 0 {
+            return;
+        }
+        let cid = a.aers.remove(0);
+        let dw0 = 0x2 | ((log::lid::CHANGED_NS as u32) << 16);
+        let cqe = self.cqe(cid, Status::SUCCESS, dw0, 0);
+        out.push(Response {
+            cqe,
+            data: Vec::new(),
+            shared: None,
+        });
     }
 
     fn identify(&mut self, cmd: &Command, ctrl: &ControllerShared, out: &mut Vec<Response>) {
@@ -304,7 +333,7 @@ impl Queue {
                 log::smart(&ctrl.health())
             }
             lid::FW_SLOT if !discovery => log::fw_slot(super::FIRMWARE),
-            lid::CHANGED_NS if !discovery => vec![0u8; 4096],
+            lid::CHANGED_NS if !discovery => ctrl.changed_ns_log(cmd.cdw10 & (1 << 15) != 0),
             lid::CMD_EFFECTS => {
                 if discovery {
                     log::cmd_effects(ADMIN_OPS, &[], &[])

@@ -77,7 +77,21 @@ pub struct ControllerShared {
     epoch: AtomicU32,
     stats: Mutex<Vec<Arc<IoStats>>>,
     errors: Mutex<ErrorLog>,
+    /// An event waits for an Asynchronous Event Request (a cheap check for
+    /// the admin queue's timer).
+    pub events_pending: AtomicBool,
+    events: Mutex<Events>,
 }
+
+/// Asynchronous events not yet reported, and the Changed Namespace List.
+#[derive(Default)]
+struct Events {
+    ns_changed: bool,
+    changed: Vec<u32>,
+}
+
+/// Entries of the Changed Namespace List log page.
+const CHANGED_NS_MAX: usize = 1024;
 
 impl ControllerShared {
     pub fn new(
@@ -102,7 +116,51 @@ impl ControllerShared {
             epoch: AtomicU32::new(0),
             stats: Mutex::new(Vec::new()),
             errors: Mutex::new(ErrorLog::default()),
+            events_pending: AtomicBool::new(false),
+            events: Mutex::new(Events::default()),
         }
+    }
+
+    /// Namespaces of the subsystem were added, removed or changed: a
+    /// Namespace Attribute Changed event for the host, and their IDs in the
+    /// Changed Namespace List.
+    pub fn namespaces_changed(&self, nsids: &[u32]) {
+        let mut e = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        for &n in nsids {
+            if !e.changed.contains(&n) {
+                e.changed.push(n);
+            }
+        }
+        e.ns_changed = true;
+        self.events_pending
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Takes the pending Namespace Attribute Changed event, if any.
+    pub fn take_ns_event(&self) -> bool {
+        let mut e = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        self.events_pending.store(false, Relaxed);
+        std::mem::take(&mut e.ns_changed)
+    }
+
+    /// The Changed Namespace List log page (4 KiB): the namespaces changed
+    /// since it was last read, or FFFFFFFFh first when more than fit. Read
+    /// without Retain Asynchronous Event, it starts over.
+    pub fn changed_ns_log(&self, retain: bool) -> Vec<u8> {
+        let mut e = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = vec![0u8; CHANGED_NS_MAX * 4];
+        let mut ids = e.changed.clone();
+        ids.sort_unstable();
+        if ids.len() > CHANGED_NS_MAX {
+            ids = vec![0xFFFF_FFFF];
+        }
+        for (i, n) in ids.iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&n.to_le_bytes());
+        }
+        if !retain {
+            e.changed.clear();
+        }
+        b
     }
 
     pub fn is_ready(&self) -> bool {

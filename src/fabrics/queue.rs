@@ -237,6 +237,15 @@ impl Queue {
         }
     }
 
+    /// Events for the host (a reload changed the namespaces): completes an
+    /// outstanding Asynchronous Event Request. The reactor calls it on its
+    /// timer.
+    pub fn poll_events(&mut self, out: &mut Vec<Response>) {
+        if matches!(self.role, Role::Admin(_)) {
+            self.deliver_events(out);
+        }
+    }
+
     /// Timer check: keep-alive expiry on the admin queue, controller
     /// teardown on I/O queues.
     pub fn tick(&mut self, now: Instant) -> Tick {

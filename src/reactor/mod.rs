@@ -549,7 +549,21 @@ impl Reactor {
                 if let Some(d) = self.drivers.get_mut(driver) {
                     d.close(&mut cx!(self), slot, why);
                 }
+                continue;
             }
+            let mut r = std::mem::take(&mut self.responses);
+            s.queue.poll_events(&mut r);
+            if !r.is_empty() {
+                let driver = s.driver as usize;
+                if let Some(d) = self.drivers.get_mut(driver) {
+                    d.respond(&mut cx!(self), slot, &mut r);
+                }
+                for resp in r.drain(..) {
+                    self.bufs.recycle(resp.data);
+                }
+                self.sessions.mark_dirty(slot);
+            }
+            self.responses = r;
         }
     }
 

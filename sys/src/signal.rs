@@ -53,6 +53,8 @@ impl Blocked {
 
 /// `SIGTERM`, `SIGINT`: the signals a service manager or a terminal stops a program with.
 pub const TERMINATE: [i32; 2] = [libc::SIGTERM, libc::SIGINT];
+/// `SIGHUP`: reload the config.
+pub const HANGUP: i32 = libc::SIGHUP;
 
 /// The conventional name of a signal number, for logs.
 pub fn name(signal: i32) -> &'static str {

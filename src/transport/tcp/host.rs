@@ -170,6 +170,12 @@ impl Loopback {
     pub fn tick(&mut self, now: std::time::Instant) {
         if let crate::fabrics::Tick::Close(why) = self.queue.tick(now) {
             self.conn.close(why);
+            return;
+        }
+        let mut r = Vec::new();
+        self.queue.poll_events(&mut r);
+        if !r.is_empty() {
+            self.conn.respond(&mut r, &self.queue);
         }
     }
 }

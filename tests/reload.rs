@@ -1,0 +1,208 @@
+//! Reload (issue 11 item 1), against the running binary: an edited config
+//! applied as a diff, by `nvmf-target reload` and by SIGHUP. Hosts whose
+//! subsystem or namespaces change see it without reconnecting (a Namespace
+//! Attribute Changed event, the Changed Namespace List, the new namespace
+//! usable on the queues they have); removed hosts and subsystems lose their
+//! controllers; a config with errors changes nothing.
+
+mod common;
+
+use common::*;
+use nvmf_initiator::Controller;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const B: &str = "nqn.2026-01.io.nvmf-target:reload-b";
+const C: &str = "nqn.2026-01.io.nvmf-target:reload-c";
+
+fn host(n: u8) -> String {
+    let mut id = nvmf_initiator::queue::DEFAULT_HOSTID;
+    id[15] = n;
+    format!(
+        "nqn.2014-08.org.nvmexpress:uuid:{}",
+        nvmf_initiator::uuid_to_string(&id)
+    )
+}
+
+/// The config: subsystem NQN (namespaces `nsids`), B for `b_host` only,
+/// and C when `with_c`; `extra` goes into [target].
+fn config(port: u16, sock: &Path, nsids: &[u32], b_host: u8, with_c: bool, extra: &str) -> String {
+    let mut t = format!(
+        "[target]\ncores = [0]\ncontrol_socket = \"{}\"\n{extra}\n\
+         [[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1\"\nport = {port}\n\
+         [[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n",
+        sock.display()
+    );
+    for n in nsids {
+        t +=
+            &format!("[[subsystem.namespace]]\nnsid = {n}\nbackend = \"ram\"\nsize = \"{n}MiB\"\n");
+    }
+    t += &format!(
+        "[[subsystem]]\nnqn = \"{B}\"\nhosts = [\"{}\"]\n[[subsystem.namespace]]\nbackend = \"null\"\nsize = \"1MiB\"\n",
+        host(b_host)
+    );
+    if with_c {
+        t += &format!(
+            "[[subsystem]]\nnqn = \"{C}\"\nallow_any_host = true\n[[subsystem.namespace]]\nbackend = \"ram\"\nsize = \"1MiB\"\n"
+        );
+    }
+    t
+}
+
+fn run(args: &[&str], cfg: &Path) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_nvmf-target"))
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn connect_as(addr: SocketAddr, nqn: &str, h: u8) -> Controller {
+    connect_with(addr, nqn, &opts_for_host(h), 1)
+}
+
+fn active_nsids(c: &mut Controller) -> Vec<u32> {
+    let list = c.identify(2, 0, 0, 0).unwrap();
+    list.chunks(4)
+        .map(|b| le32(b, 0))
+        .take_while(|&n| n != 0)
+        .collect()
+}
+
+#[test]
+fn an_edited_config_is_applied_as_a_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let cfg: PathBuf = dir.path().join("target.toml");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    std::fs::write(&cfg, config(port, &sock, &[1, 2, 3], 2, false, "")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_nvmf-target"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Kill(child);
+    assert!(wait_until(Duration::from_secs(30), || sock.exists()
+        && std::net::TcpStream::connect(addr).is_ok()));
+
+    let mut a = connect_as(addr, NQN, 1);
+    // Namespace Attribute Notices on, an event request outstanding.
+    a.set_features(0x0B, 0, 0x100, 0, false).unwrap();
+    let aer = a.admin.async_event_request().unwrap();
+    let mut b = connect_as(addr, B, 2);
+    assert_eq!(active_nsids(&mut a), vec![1, 2, 3]);
+    write_read_check(&mut a.io[0], 1, 512, 0, 1, 4096);
+
+    // Namespace 5 added, 3 removed, 2 unchanged; B for host 3 only; C new;
+    // a target-wide setting that needs a restart.
+    std::fs::write(
+        &cfg,
+        config(port, &sock, &[1, 2, 5], 3, true, "max_io_queues = 4"),
+    )
+    .unwrap();
+    let (ok, out, err) = run(&["reload"], &cfg);
+    assert!(ok, "{err}");
+    for want in [
+        format!("applied: subsystem {NQN} nsid 5: added"),
+        format!("applied: subsystem {NQN} nsid 3: removed"),
+        format!("applied: subsystem {B}: hosts changed"),
+        format!("applied: subsystem {C} added"),
+        "needs restart: [target] max_io_queues changed".to_string(),
+    ] {
+        assert!(out.contains(&want), "{want:?} not in:\n{out}");
+    }
+    assert!(!out.contains("nsid 1") && !out.contains("nsid 2:"), "{out}");
+
+    // The host of A hears of it, reads which namespaces changed, and uses
+    // the new one on the I/O queue it has.
+    let r = a.admin.wait_for(aer).unwrap();
+    assert_eq!(
+        r.dw0, 0x0004_0002,
+        "Notice, Namespace Attribute Changed, log page 04h"
+    );
+    let log = a.get_log_page(0x04, 0, 4096, 0, 0).unwrap();
+    assert_eq!((le32(&log, 0), le32(&log, 4), le32(&log, 8)), (3, 5, 0));
+    let log = a.get_log_page(0x04, 0, 4096, 0, 0).unwrap();
+    assert_eq!(le32(&log, 0), 0, "read once, the list starts over");
+    assert_eq!(active_nsids(&mut a), vec![1, 2, 5]);
+    write_read_check(&mut a.io[0], 5, 512, 10, 2, 8192);
+    expect_status_dnr(a.io[0].read(3, 0, 0, 512), sc::INVALID_NS);
+    // Namespace 1 kept its data.
+    assert_same(
+        &a.io[0].read(1, 0, 7, 512).unwrap(),
+        &pattern(1, 4096),
+        "nsid 1",
+    );
+
+    // Host 2 may no longer use B: its controller goes away.
+    b.admin
+        .wait_closed(Duration::from_secs(10))
+        .expect("B's controller of host 2 torn down");
+    assert!(Controller::connect(addr, B, &opts_for_host(2), 1).is_err());
+    let mut b3 = connect_as(addr, B, 3);
+    b3.keep_alive().unwrap();
+    let mut c = connect_as(addr, C, 1);
+    write_read_check(&mut c.io[0], 1, 512, 0, 3, 4096);
+
+    let (_, out, _) = run(&["ctl", "status"], &cfg);
+    assert!(
+        out.contains("(matches, but 1 change(s) wait for a restart)"),
+        "{out}"
+    );
+
+    // A config with errors changes nothing.
+    std::fs::write(
+        &cfg,
+        config(port, &sock, &[1], 3, false, "")
+            .replace("size = \"1MiB\"", "size = \"1 lightyear\""),
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["reload"], &cfg);
+    assert!(!ok, "a broken config was accepted");
+    assert!(
+        err.contains("nothing changed") && err.contains(&format!("{}:", cfg.display())),
+        "{err}"
+    );
+    write_read_check(&mut a.io[0], 5, 512, 20, 4, 4096);
+    write_read_check(&mut c.io[0], 1, 512, 0, 5, 4096);
+
+    // SIGHUP reloads too: C goes, and so does its controller.
+    std::fs::write(
+        &cfg,
+        config(port, &sock, &[1, 2, 5], 3, false, "max_io_queues = 4"),
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    c.admin
+        .wait_closed(Duration::from_secs(10))
+        .expect("C's controller torn down");
+    let (_, out, _) = run(&["ctl", "subsystems"], &cfg);
+    assert!(!out.contains(C) && out.contains(B), "{out}");
+    a.keep_alive().unwrap();
+}
