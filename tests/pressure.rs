@@ -113,6 +113,7 @@ impl Target {
                 r#"
 [target]
 cores = [0]
+control_socket = ""
 [[listener]]
 transport = "tcp"
 address = "127.0.0.1"

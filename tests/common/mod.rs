@@ -35,10 +35,17 @@ pub const MAX_IO: u32 = 128 * 1024;
 /// (see [`NS_RAM512`]...) and one TCP listener on 127.0.0.1. `target_extra`
 /// is appended to the `[target]` table.
 pub fn basic_toml(target_extra: &str) -> String {
+    // Targets run side by side: none takes the default control socket.
+    let socket = if target_extra.contains("control_socket") {
+        ""
+    } else {
+        "control_socket = \"\""
+    };
     format!(
         r#"
 [target]
 cores = [0]
+{socket}
 {target_extra}
 
 [[listener]]

@@ -105,6 +105,7 @@ cat >"$cfg" <<EOF
 # Written by tests/kernel/run.sh.
 [target]
 cores = [${NVMF_KTEST_CORES:-0}]
+control_socket = "$logs/ctl.sock"
 ${NVMF_KTEST_TARGET_EXTRA:-}
 
 [[listener]]
