@@ -23,6 +23,7 @@ FILENQN="${NVMF_GUEST_FILE_NQN:-nqn.2026-01.io.nvmf-target:file0}"
 MULTINQN="${NVMF_GUEST_MULTI_NQN:-nqn.2026-01.io.nvmf-target:multi}"
 DIRECTNQN="${NVMF_GUEST_DIRECT_NQN:-nqn.2026-01.io.nvmf-target:file-direct}"
 FAULTNQN="${NVMF_GUEST_FAULT_NQN:-nqn.2026-01.io.nvmf-target:faulty}"
+RELOADNQN="${NVMF_GUEST_RELOAD_NQN:-nqn.2026-01.io.nvmf-target:reload}"
 
 host_request() { # ask tests/kernel/run.sh on the host to do something
   echo "HOST-REQUEST: $1" >/dev/console
@@ -113,6 +114,65 @@ faulty_namespace() {
   out="$(nvme error-log "/dev/$CTRL" -e 8)"
   echo "$out" | head -40
   expect "status_field.*0x(281|280|4081)" "$out"
+}
+
+# --- reload: the host rewrites the config and reloads; this host sees it live --------------------
+ns2_dev() { # the block device of NSID 2 of $RELOADNQN, or nothing
+  local b
+  for b in /sys/block/nvme*n*; do
+    b="$(basename "$b")"
+    [[ "$b" =~ ^nvme[0-9]+n[0-9]+$ ]] || continue
+    [ "$(cat "/sys/block/$b/device/subsysnqn" 2>/dev/null)" = "$RELOADNQN" ] || continue
+    [ "$(cat "/sys/block/$b/nsid" 2>/dev/null || cat "/sys/block/$b/device/nsid" 2>/dev/null)" = 2 ] || continue
+    echo "$b"
+    return 0
+  done
+}
+
+wait_for() { # SECONDS DESCRIPTION COMMAND...: until COMMAND succeeds
+  local s="$1" what="$2"
+  shift 2
+  for _ in $(seq $((s * 5))); do
+    "$@" && return 0
+    sleep 0.2
+  done
+  echo "waited ${s}s for: $what"
+  return 1
+}
+
+ns2_sectors() { local d; d="$(ns2_dev)" && [ -n "$d" ] && cat "/sys/block/$d/size"; }
+ns2_is() { [ "$(ns2_sectors)" = "$1" ]; }
+ns2_gone() { [ -z "$(ns2_dev)" ]; }
+
+reload_live() {
+  local c0 c
+  c0="$(ctrl_for "$RELOADNQN")"
+  host_request "reload add-ns"
+  wait_for 30 "namespace 2 appears with 32 MiB" ns2_is 65536
+  d="$(ns2_dev)"
+  echo "namespace 2 appeared as /dev/$d, $(ns2_sectors) sectors"
+  pattern /tmp/r.dat 1048576 11
+  run dd if=/tmp/r.dat of="/dev/$d" bs=64k oflag=direct status=none
+  host_request "reload grow-ns"
+  wait_for 30 "namespace 2 grows to 64 MiB" ns2_is 131072
+  echo "namespace 2 grew to $(ns2_sectors) sectors"
+  run dd if="/dev/$d" of=/tmp/r.back bs=64k count=16 iflag=direct status=none
+  run cmp /tmp/r.dat /tmp/r.back
+  host_request "reload remove-ns"
+  wait_for 30 "namespace 2 goes away" ns2_gone
+  echo "namespace 2 is gone"
+  # All of it on the same controller: no reconnect, no rescan asked for.
+  c="$(ctrl_for "$RELOADNQN")"
+  [ "$c" = "$c0" ] && [ "$(cat "/sys/class/nvme/$c/state")" = live ]
+  echo "still $c, live"
+}
+
+reload_deny() {
+  host_request "reload deny-host"
+  # The target tears the controller down; the host tries to reconnect and is refused.
+  wait_for 60 "the controller leaves the live state" \
+    bash -c '[ "$(cat /sys/class/nvme/'"$(ctrl_for "$RELOADNQN")"'/state 2>/dev/null)" != live ]'
+  dmesg | tail -n 8
 }
 
 # --- null namespace -----------------------------------------------------------------------------
@@ -442,6 +502,17 @@ if [ "$REFERENCE" != 1 ]; then
     set_dev
     check "media errors, no space, short read, a held read: errors not hangs; SMART and error log" faulty_namespace || true
     check "disconnect $FAULTNQN" disconnect "$FAULTNQN" || true
+  fi
+fi
+
+if [ "$REFERENCE" != 1 ]; then
+  say "=== $RELOADNQN: reload adds, grows and removes a namespace under a connected host"
+  NQN="$RELOADNQN"
+  if check "connect $RELOADNQN" connect "$RELOADNQN"; then
+    set_dev
+    check "reload: namespace 2 appears, grows, goes; same controller, no rescan" reload_live || true
+    check "reload: the host is denied and loses its controller" reload_deny || true
+    nvme disconnect -n "$RELOADNQN" >/dev/null 2>&1 || true
   fi
 fi
 

@@ -63,6 +63,7 @@ nqn_file=nqn.2026-01.io.nvmf-target:file0
 nqn_multi=nqn.2026-01.io.nvmf-target:multi
 nqn_direct=nqn.2026-01.io.nvmf-target:file-direct
 nqn_fault=nqn.2026-01.io.nvmf-target:faulty
+nqn_reload=nqn.2026-01.io.nvmf-target:reload
 allowed_host=nqn.2014-08.org.nvmexpress:uuid:6b1e8c1e-0d55-4f55-9d1e-5ad0c0dec0de
 scripts=("$@")
 if [ "${#scripts[@]}" -eq 0 ]; then
@@ -222,7 +223,24 @@ size = "64MiB"
 block_size = 4096
 direct = true
 EOF
-rm -f "$logs/file0.img" "$logs/file1.img"
+# The last subsystem: the reload test (guest-advanced.sh) has the host rewrite it and
+# `nvmf-target reload` at each stage: a namespace appears, grows and goes; the host is denied.
+reload_section() { # STAGE
+  local ns2="" hosts='allow_any_host = true'
+  case "$1" in
+  add-ns) ns2=32M ;;
+  grow-ns) ns2=64M ;;
+  deny-host) hosts='hosts = ["nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-00000000dead"]' ;;
+  esac
+  printf '\n# reload-section\n[[subsystem]]\nnqn = "%s"\n%s\n\n[[subsystem.namespace]]\nnsid = 1\nbackend = "ram"\nsize = "16MiB"\n' \
+    "$nqn_reload" "$hosts"
+  if [ -n "$ns2" ]; then
+    printf '\n[[subsystem.namespace]]\nnsid = 2\nbackend = "file"\npath = "%s"\nsize = "%siB"\nblock_size = 512\n' \
+      "$logs/reload2.img" "$ns2"
+  fi
+}
+reload_section initial >>"$cfg"
+rm -f "$logs/file0.img" "$logs/file1.img" "$logs/reload2.img"
 truncate -s 512M "$logs/file0.img"
 truncate -s 64M "$logs/file1.img"
 "$bin" check "$cfg"
@@ -317,6 +335,13 @@ host_request() {
     echo "---- kernel-tests: target killed (SIGKILL) $(date +%T) ----" >>"$target_log"
     start_target || restart_failed=1
     ;;
+  reload\ *)
+    local stage="${1#reload }"
+    say "guest asked: reload with the reload subsystem at stage $stage"
+    sed -i '/^# reload-section/,$d' "$cfg"
+    reload_section "$stage" >>"$cfg"
+    "$bin" reload --config "$cfg" 2>&1 | sed 's/^/  reload: /' || say "reload failed"
+    ;;
   *) say "unknown host request: $1" ;;
   esac
 }
@@ -331,7 +356,7 @@ export NVMF_GUEST_PORT="$port" NVMF_GUEST_DISCOVERY_PORT="$dport" NVMF_GUEST_V6_
 export NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096"
 export NVMF_GUEST_RESTRICTED_NQN="$nqn_restricted" NVMF_GUEST_ALLOWED_HOSTNQN="$allowed_host"
 export NVMF_GUEST_NULL_NQN="$nqn_null" NVMF_GUEST_FILE_NQN="$nqn_file" NVMF_GUEST_MULTI_NQN="$nqn_multi"
-export NVMF_GUEST_DIRECT_NQN="$nqn_direct" NVMF_GUEST_FAULT_NQN="$nqn_fault"
+export NVMF_GUEST_DIRECT_NQN="$nqn_direct" NVMF_GUEST_FAULT_NQN="$nqn_fault" NVMF_GUEST_RELOAD_NQN="$nqn_reload"
 export NVMF_VM_FILES=tests/kernel/lib-guest.sh
 export NVMF_VM_TIMEOUT="${NVMF_VM_TIMEOUT:-1200}" # TCG on a loaded machine is slow
 failed=()
