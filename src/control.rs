@@ -74,7 +74,25 @@ fn uuid(u: &[u8; 16]) -> String {
     crate::config::format_uuid(u)
 }
 
+/// A JSON array of `items`, or the text `out`.
+fn listing(json: bool, items: &[String], out: String) -> String {
+    if json {
+        format!("[{}]\n", items.join(","))
+    } else {
+        out
+    }
+}
+
 impl Control {
+    /// The live controllers, by ID.
+    fn controllers_now(&self) -> Vec<Arc<crate::fabrics::controller::ControllerShared>> {
+        self.target
+            .controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .all()
+    }
+
     /// Answers one request line.
     pub fn handle(&self, line: &str) -> Result<String, String> {
         let mut words: Vec<&str> = line.split_whitespace().collect();
@@ -171,12 +189,7 @@ impl Control {
     }
 
     fn subsystems(&self, json: bool) -> String {
-        let ctrls = self
-            .target
-            .controllers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .all();
+        let ctrls = self.controllers_now();
         let mut out = String::new();
         let mut items = Vec::new();
         for s in self.target.subsystems() {
@@ -209,11 +222,7 @@ impl Control {
                 );
             }
         }
-        if json {
-            format!("[{}]\n", items.join(","))
-        } else {
-            out
-        }
+        listing(json, &items, out)
     }
 
     fn namespaces(&self, json: bool) -> String {
@@ -251,20 +260,11 @@ impl Control {
                 }
             }
         }
-        if json {
-            format!("[{}]\n", items.join(","))
-        } else {
-            out
-        }
+        listing(json, &items, out)
     }
 
     fn controllers(&self, json: bool) -> String {
-        let ctrls = self
-            .target
-            .controllers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .all();
+        let ctrls = self.controllers_now();
         let mut out = String::new();
         let mut items = Vec::new();
         for c in ctrls {
@@ -308,12 +308,7 @@ impl Control {
     }
 
     fn stats(&self, json: bool) -> String {
-        let ctrls = self
-            .target
-            .controllers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .all();
+        let ctrls = self.controllers_now();
         let mut out = String::new();
         let mut items = Vec::new();
         for c in ctrls {
@@ -466,12 +461,7 @@ impl Control {
     /// The Prometheus text exposition of the target's counters.
     pub fn metrics(&self) -> String {
         let mut o = String::new();
-        let ctrls = self
-            .target
-            .controllers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .all();
+        let ctrls = self.controllers_now();
         let _ = writeln!(
             o,
             "# HELP nvmf_target_info The target's version.\n# TYPE nvmf_target_info gauge"

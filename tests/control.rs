@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 fn bin() -> PathBuf {
@@ -85,29 +85,18 @@ fn ctl_metrics_and_systemd_notify_against_the_running_target() {
         .replace("port = 4420", &format!("port = {port}"))
         + &format!("\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n");
     std::fs::write(&cfg_path, &text).unwrap();
-    let mut child = Command::new(bin())
-        .arg("--config")
-        .arg(&cfg_path)
-        .env("NOTIFY_SOCKET", &notify)
-        .env("WATCHDOG_USEC", "4000000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    let child = Spawned::start(
+        &cfg_path,
+        &[
+            ("NOTIFY_SOCKET", notify.as_os_str()),
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("4000000")),
+        ],
+    );
     recv_until(&listener, "READY=1", 30);
     // Ready means serving: a host connects at once.
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut c = connect(addr, 2);
-    child = {
-        let k = Kill(child);
+    {
         // Only root's (the owner's) business.
         let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "control socket mode");
@@ -193,16 +182,15 @@ fn ctl_metrics_and_systemd_notify_against_the_running_target() {
 
         // The reactors feed systemd's watchdog.
         recv_until(&listener, "WATCHDOG=1", 20);
-        let mut k = k;
-        std::mem::replace(&mut k.0, Command::new("true").spawn().unwrap())
-    };
+    }
+    let mut child = child;
     // SIGTERM: STOPPING=1, and the socket is gone.
     Command::new("kill")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status()
         .unwrap();
     recv_until(&listener, "STOPPING=1", 20);
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
     assert!(!sock.exists(), "control socket left behind");
     let (ok, _, err) = ctl(&sock, &["status"]);
     assert!(!ok && err.contains("is the target running"), "{err}");

@@ -11,7 +11,7 @@ use common::*;
 use nvmf_initiator::Controller;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const B: &str = "nqn.2026-01.io.nvmf-target:reload-b";
@@ -89,22 +89,7 @@ fn an_edited_config_is_applied_as_a_diff() {
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     std::fs::write(&cfg, config(port, &sock, &[1, 2, 3], 2, false, "")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_nvmf-target"))
-        .arg("--config")
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let child = Kill(child);
+    let child = Spawned::start(&cfg, &[]);
     assert!(wait_until(Duration::from_secs(30), || sock.exists()
         && std::net::TcpStream::connect(addr).is_ok()));
 

@@ -503,3 +503,29 @@ pub mod sc {
     pub const CONNECT_INVALID_HOST: u16 = 0x0184;
     pub const COMPARE_FAILURE: u16 = 0x0285;
 }
+
+/// The target binary started with `--config CONFIG` (and `env`), quiet;
+/// killed when dropped.
+pub struct Spawned(pub std::process::Child);
+
+impl Spawned {
+    pub fn start(config: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> Spawned {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nvmf-target"));
+        cmd.arg("--config")
+            .arg(config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Spawned(cmd.spawn().expect("spawn nvmf-target"))
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
