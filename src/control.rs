@@ -8,7 +8,7 @@
 //! and one response: text (or JSON) ending the connection, an error as a
 //! line starting with `error: `.
 
-use crate::config::{BackendConfig, Config};
+use crate::config::{BackendConfig, Config, SubsystemConfig};
 use crate::reactor::StatsSource;
 use crate::subsystem::Target;
 use std::fmt::Write as _;
@@ -38,8 +38,8 @@ pub struct Control {
 }
 
 /// The commands the socket takes (for `help` and errors).
-pub const COMMANDS: &str =
-    "status, subsystems, namespaces, controllers, stats, disconnect CNTLID, reload";
+pub const COMMANDS: &str = "status, subsystems, namespaces, controllers, stats, disconnect \
+    CNTLID, reload, subsystem add|remove, ns add|remove|resize, host allow|deny, config save";
 
 /// A JSON string literal.
 fn js(s: &str) -> String {
@@ -106,6 +106,8 @@ impl Control {
             ["stats"] => Ok(self.stats(json)),
             ["disconnect", id] => self.disconnect(id, json),
             ["reload"] => self.reload(json),
+            ["subsystem" | "ns" | "host", ..] => self.change(&words, json),
+            ["config", "save"] => self.save(),
             [] => Err(format!("no command (commands: {COMMANDS})")),
             [cmd, ..] => Err(format!(
                 "unknown command {cmd:?} or wrong arguments (commands: {COMMANDS})"
@@ -458,6 +460,69 @@ impl Control {
         })
     }
 
+    /// An editing command (`subsystem`, `ns`, `host`): the running config
+    /// changed as asked, checked whole as a file would be, and applied as a
+    /// reload would apply it (the same events for hosts). It lasts until
+    /// the next reload, unless `config save` writes it to the file.
+    fn change(&self, words: &[&str], json: bool) -> Result<String, String> {
+        let mut pending = self
+            .pending_restart
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let old = self.running();
+        let mut new = old.clone();
+        let what = edit_config(&mut new, words)?;
+        let new = Config::parse(&new.to_toml(), "(the running config)").map_err(|errs| {
+            let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            format!(
+                "{what} would not make a valid config; nothing changed:\n{}",
+                lines.join("\n")
+            )
+        })?;
+        let out = crate::reload::apply(&self.target, &old, &new)
+            .map_err(|e| format!("{e}; nothing changed"))?;
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = new;
+        pending.extend(out.needs_restart.iter().cloned());
+        for a in &out.applied {
+            log::info!("ctl: {a}");
+        }
+        Ok(if json {
+            let a: Vec<String> = out.applied.iter().map(|s| js(s)).collect();
+            format!("{{\"applied\":[{}]}}\n", a.join(","))
+        } else {
+            out.applied
+                .iter()
+                .map(|a| format!("applied: {a}\n"))
+                .collect()
+        })
+    }
+
+    /// Writes the running config (with the changes `ctl` made) to the file
+    /// the target was started with; its comments are not kept.
+    fn save(&self) -> Result<String, String> {
+        let _g = self
+            .pending_restart
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(path) = &self.config_path else {
+            return Err("the target runs the embedded default: there is no file to save to".into());
+        };
+        let mut running = self.running();
+        if let Some(c) = &self.cores_override {
+            // The file keeps its own cores; --cores stays a command-line thing.
+            if let Ok(f) = Config::load(path) {
+                running.target.cores = f.target.cores;
+            } else {
+                running.target.cores = c.clone();
+            }
+        }
+        let tmp = path.with_extension("toml.new");
+        std::fs::write(&tmp, running.to_toml())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(format!("saved to {}\n", path.display()))
+    }
+
     /// The Prometheus text exposition of the target's counters.
     pub fn metrics(&self) -> String {
         let mut o = String::new();
@@ -696,4 +761,215 @@ pub fn watchdog_period() -> Option<Duration> {
         }
     }
     (usec > 0).then(|| Duration::from_micros(usec))
+}
+
+/// Options of an editing command: `--name value` pairs and flags.
+struct Opts<'a> {
+    args: Vec<&'a str>,
+    pairs: Vec<(&'a str, &'a str)>,
+    flags: Vec<&'a str>,
+}
+
+impl<'a> Opts<'a> {
+    fn parse(words: &[&'a str], flags: &[&str]) -> Result<Opts<'a>, String> {
+        let mut o = Opts {
+            args: Vec::new(),
+            pairs: Vec::new(),
+            flags: Vec::new(),
+        };
+        let mut i = 0;
+        while i < words.len() {
+            let w = words[i];
+            if let Some(name) = w.strip_prefix("--") {
+                if flags.contains(&name) {
+                    o.flags.push(name);
+                } else {
+                    let v = words
+                        .get(i + 1)
+                        .ok_or_else(|| format!("--{name} needs a value"))?;
+                    o.pairs.push((name, v));
+                    i += 1;
+                }
+            } else {
+                o.args.push(w);
+            }
+            i += 1;
+        }
+        Ok(o)
+    }
+
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.pairs
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+            .collect()
+    }
+
+    /// Refuses options the command does not take.
+    fn only(&self, names: &[&str]) -> Result<(), String> {
+        match self.pairs.iter().find(|(n, _)| !names.contains(n)) {
+            Some((n, _)) => Err(format!("unknown option --{n}")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn subsystem_mut<'c>(cfg: &'c mut Config, nqn: &str) -> Result<&'c mut SubsystemConfig, String> {
+    cfg.subsystems
+        .iter_mut()
+        .find(|s| s.nqn == nqn)
+        .ok_or_else(|| format!("no subsystem {nqn}"))
+}
+
+/// Applies an editing command to a copy of the running config: `subsystem
+/// add|remove`, `ns add|remove|resize`, `host allow|deny`. Returns what it
+/// did, in words.
+pub fn edit_config(cfg: &mut Config, words: &[&str]) -> Result<String, String> {
+    use crate::config::{
+        derived_namespace_ids, derived_serial, parse_size, parse_uuid, NamespaceConfig,
+    };
+    let usage = "usage: subsystem add NQN [--host HOSTNQN]... | subsystem remove NQN | ns add NQN \
+                 --size SIZE [--nsid N] [--uuid UUID] [--block-size 512|4096] [--backend \
+                 ram|null|file] [--path PATH] | ns remove NQN NSID | ns resize NQN NSID SIZE | \
+                 host allow NQN HOSTNQN | host deny NQN HOSTNQN";
+    let (Some(&what), Some(&verb)) = (words.first(), words.get(1)) else {
+        return Err(usage.into());
+    };
+    let o = Opts::parse(&words[2..], &[])?;
+    match (what, verb, o.args.as_slice()) {
+        ("subsystem", "add", [nqn]) => {
+            o.only(&["host"])?;
+            if cfg.subsystems.iter().any(|s| s.nqn == *nqn) {
+                return Err(format!("subsystem {nqn} exists already"));
+            }
+            let hosts = o.all("host");
+            cfg.subsystems.push(SubsystemConfig {
+                nqn: nqn.to_string(),
+                serial: derived_serial(nqn),
+                model: crate::config::DEFAULT_MODEL.to_string(),
+                allow_any_host: hosts.is_empty(),
+                hosts,
+                namespaces: Vec::new(),
+            });
+            Ok(format!("subsystem {nqn} added"))
+        }
+        ("subsystem", "remove", [nqn]) => {
+            o.only(&[])?;
+            let n = cfg.subsystems.len();
+            cfg.subsystems.retain(|s| s.nqn != *nqn);
+            if cfg.subsystems.len() == n {
+                return Err(format!("no subsystem {nqn}"));
+            }
+            Ok(format!("subsystem {nqn} removed"))
+        }
+        ("ns", "add", [nqn]) => {
+            o.only(&["size", "nsid", "uuid", "block-size", "backend", "path"])?;
+            let s = subsystem_mut(cfg, nqn)?;
+            let size = parse_size(o.get("size").ok_or("ns add needs --size")?)?;
+            let nsid = match o.get("nsid") {
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| format!("--nsid {v:?} is not a number"))?,
+                None => (1..=crate::subsystem::MAX_NSID)
+                    .find(|n| !s.namespaces.iter().any(|x| x.nsid == *n))
+                    .ok_or("no free NSID")?,
+            };
+            let block_size = match o.get("block-size") {
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| format!("--block-size {v:?} is not a number"))?,
+                None => 512,
+            };
+            let backend = match (o.get("backend").unwrap_or("ram"), o.get("path")) {
+                ("ram", None) => BackendConfig::Ram { size },
+                ("null", None) => BackendConfig::Null { size },
+                ("file", Some(p)) => BackendConfig::File {
+                    path: PathBuf::from(p),
+                    size: Some(size),
+                    direct: false,
+                },
+                ("file", None) => return Err("--backend file needs --path".into()),
+                (b, _) => return Err(format!("--backend {b:?}: ram, null or file (with --path)")),
+            };
+            let (mut uuid, nguid, eui64) = derived_namespace_ids(nqn, nsid);
+            if let Some(u) = o.get("uuid") {
+                uuid = parse_uuid(u).map_err(|e| format!("--uuid: {e}"))?;
+            }
+            s.namespaces.push(NamespaceConfig {
+                nsid,
+                backend,
+                block_size,
+                uuid,
+                nguid,
+                eui64,
+            });
+            Ok(format!("subsystem {nqn} nsid {nsid} added"))
+        }
+        ("ns", "remove", [nqn, nsid]) => {
+            o.only(&[])?;
+            let s = subsystem_mut(cfg, nqn)?;
+            let n = s.namespaces.len();
+            s.namespaces.retain(|x| x.nsid.to_string() != *nsid);
+            if s.namespaces.len() == n {
+                return Err(format!("subsystem {nqn} has no namespace {nsid}"));
+            }
+            Ok(format!("subsystem {nqn} nsid {nsid} removed"))
+        }
+        ("ns", "resize", [nqn, nsid, size]) => {
+            o.only(&[])?;
+            let size = parse_size(size)?;
+            let s = subsystem_mut(cfg, nqn)?;
+            let ns = s
+                .namespaces
+                .iter_mut()
+                .find(|x| x.nsid.to_string() == *nsid)
+                .ok_or_else(|| format!("subsystem {nqn} has no namespace {nsid}"))?;
+            match &mut ns.backend {
+                BackendConfig::File { size: s, .. } => *s = Some(size),
+                _ => {
+                    return Err(format!(
+                        "nsid {nsid} is a {} namespace: only file namespaces resize in place",
+                        backend_name(&ns.backend)
+                    ))
+                }
+            }
+            Ok(format!(
+                "subsystem {nqn} nsid {nsid} resized to {size} bytes"
+            ))
+        }
+        ("host", "allow", [nqn, host]) => {
+            o.only(&[])?;
+            let s = subsystem_mut(cfg, nqn)?;
+            if !s.hosts.iter().any(|h| h == host) {
+                s.hosts.push(host.to_string());
+            }
+            s.allow_any_host = false;
+            Ok(format!("subsystem {nqn}: host {host} allowed"))
+        }
+        ("host", "deny", [nqn, host]) => {
+            o.only(&[])?;
+            let s = subsystem_mut(cfg, nqn)?;
+            if s.allow_any_host {
+                return Err(format!(
+                    "subsystem {nqn} allows any host: allow the ones it should serve first"
+                ));
+            }
+            let n = s.hosts.len();
+            s.hosts.retain(|h| h != host);
+            if s.hosts.len() == n {
+                return Err(format!("subsystem {nqn} does not list host {host}"));
+            }
+            Ok(format!("subsystem {nqn}: host {host} denied"))
+        }
+        _ => Err(usage.into()),
+    }
 }

@@ -53,8 +53,9 @@ enum Cmd {
         /// Answer in JSON.
         #[arg(long)]
         json: bool,
-        /// The command and its arguments.
-        #[arg(required = true)]
+        /// The command and its arguments (options such as `--size` go to
+        /// the command).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
 }

@@ -191,3 +191,137 @@ fn an_edited_config_is_applied_as_a_diff() {
     assert!(!out.contains(C) && out.contains(B), "{out}");
     a.keep_alive().unwrap();
 }
+
+/// `ctl` changes the running target as a reload would: a subsystem for one
+/// host, a namespace of a given size and UUID that a connected host sees
+/// appear, a file namespace resized, the host denied, the subsystem gone;
+/// bad requests change nothing; `config save` writes it to the file.
+#[test]
+fn ctl_changes_the_running_target_as_a_reload_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let cfg: PathBuf = dir.path().join("target.toml");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    std::fs::write(&cfg, config(port, &sock, &[1], 2, false, "")).unwrap();
+    let _child = Spawned::start(&cfg, &[]);
+    assert!(wait_until(Duration::from_secs(30), || sock.exists()
+        && std::net::TcpStream::connect(addr).is_ok()));
+    let ctl = |args: &[&str]| {
+        let mut a = vec!["ctl"];
+        a.extend_from_slice(args);
+        run(&a, &cfg)
+    };
+    const X: &str = "nqn.2026-01.io.nvmf-target:made-by-ctl";
+    let h4 = host(4);
+    let (ok, out, err) = ctl(&["subsystem", "add", X, "--host", &h4]);
+    assert!(
+        ok && out.contains(&format!("applied: subsystem {X} added")),
+        "{out}{err}"
+    );
+    assert!(
+        Controller::connect(addr, X, &opts_for_host(5), 1).is_err(),
+        "host 5 is not allowed"
+    );
+    let mut c = connect_as(addr, X, 4);
+    c.set_features(0x0B, 0, 0x100, 0, false).unwrap();
+    let aer = c.admin.async_event_request().unwrap();
+    let uuid = "6a0b1c2d-3e4f-4a5b-8c6d-7e8f90a1b2c3";
+    let (ok, out, err) = ctl(&["ns", "add", X, "--size", "8MiB", "--uuid", uuid]);
+    assert!(
+        ok && out.contains(&format!("subsystem {X} nsid 1: added")),
+        "{out}{err}"
+    );
+    assert_eq!(c.admin.wait_for(aer).unwrap().dw0, 0x0004_0002);
+    assert_eq!(active_nsids(&mut c), vec![1]);
+    let id = c.identify(0, 1, 0, 0).unwrap();
+    assert_eq!(le64(&id, 0), 8 << 20 >> 9, "NSZE");
+    let descs = c.identify(3, 1, 0, 0).unwrap();
+    assert!(descs
+        .windows(16)
+        .any(|w| w == nvmf_target::config::parse_uuid(uuid).unwrap()));
+    // The I/O queue the host had before the namespace existed serves it.
+    write_read_check(&mut c.io[0], 1, 512, 0, 7, 4096);
+
+    // Bad requests: an error, nothing changed.
+    for (args, want) in [
+        (vec!["ns", "add", X], "ns add needs --size"),
+        (
+            vec!["ns", "add", X, "--size", "1MiB", "--nsid", "1"],
+            "would not make a valid config",
+        ),
+        (
+            vec!["ns", "resize", X, "1", "16MiB"],
+            "only file namespaces resize in place",
+        ),
+        (vec!["ns", "remove", X, "9"], "has no namespace 9"),
+        (vec!["subsystem", "add", X], "exists already"),
+        (vec!["host", "frob", X], "usage:"),
+    ] {
+        let (ok, _, err) = ctl(&args);
+        assert!(!ok && err.contains(want), "{args:?}: {err}");
+    }
+    assert_eq!(active_nsids(&mut c), vec![1]);
+
+    // A file namespace, grown in place.
+    let img = dir.path().join("x2.img");
+    let aer = c.admin.async_event_request().unwrap();
+    let (ok, out, err) = ctl(&[
+        "ns",
+        "add",
+        X,
+        "--size",
+        "4MiB",
+        "--backend",
+        "file",
+        "--path",
+        img.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("nsid 2: added"), "{out}{err}");
+    assert_eq!(c.admin.wait_for(aer).unwrap().dw0, 0x0004_0002);
+    write_read_check(&mut c.io[0], 2, 512, 100, 8, 4096);
+    let aer = c.admin.async_event_request().unwrap();
+    let (ok, out, err) = ctl(&["ns", "resize", X, "2", "12MiB"]);
+    assert!(
+        ok && out.contains("nsid 2: resized to 12582912 bytes"),
+        "{out}{err}"
+    );
+    assert_eq!(c.admin.wait_for(aer).unwrap().dw0, 0x0004_0002);
+    assert_eq!(le64(&c.identify(0, 2, 0, 0).unwrap(), 0), 12 << 20 >> 9);
+    assert_same(
+        &c.io[0].read(2, 100, 7, 512).unwrap(),
+        &pattern(8, 4096),
+        "data after the resize",
+    );
+
+    // Saved, the file says what runs, and a reload changes nothing.
+    let (ok, out, _) = ctl(&["config", "save"]);
+    assert!(ok && out.contains("saved to"), "{out}");
+    let (_, out, _) = ctl(&["status"]);
+    assert!(out.contains("(matches)"), "{out}");
+    let (ok, out, _) = run(&["reload"], &cfg);
+    assert!(ok && out == "nothing changed\n", "{out}");
+
+    // Denied, the host loses its controller; removed, the subsystem goes.
+    let (ok, _, err) = ctl(&["host", "allow", X, &host(6)]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = ctl(&["host", "deny", X, &h4]);
+    assert!(ok, "{err}");
+    c.admin
+        .wait_closed(Duration::from_secs(10))
+        .expect("host 4's controller torn down");
+    let mut c6 = connect_as(addr, X, 6);
+    let (ok, out, _) = ctl(&["subsystem", "remove", X]);
+    assert!(
+        ok && out.contains(&format!("subsystem {X} removed")),
+        "{out}"
+    );
+    c6.admin
+        .wait_closed(Duration::from_secs(10))
+        .expect("the removed subsystem's controller torn down");
+    assert!(Controller::connect(addr, X, &opts_for_host(6), 1).is_err());
+}
