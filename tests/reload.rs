@@ -325,3 +325,59 @@ fn ctl_changes_the_running_target_as_a_reload_would() {
         .expect("the removed subsystem's controller torn down");
     assert!(Controller::connect(addr, X, &opts_for_host(6), 1).is_err());
 }
+
+/// Reloads while hosts do I/O on the subsystem they change (namespaces
+/// added and removed) and on one they do not: no I/O fails, no queue is
+/// dropped, and every block reads back as written.
+#[test]
+fn reloads_during_io_disturb_nothing_they_do_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let cfg: PathBuf = dir.path().join("target.toml");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    std::fs::write(&cfg, config(port, &sock, &[1], 2, true, "")).unwrap();
+    let _child = Spawned::start(&cfg, &[]);
+    assert!(wait_until(Duration::from_secs(30), || sock.exists()
+        && std::net::TcpStream::connect(addr).is_ok()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = [(NQN, 1u8), (C, 2u8)]
+        .into_iter()
+        .map(|(nqn, h)| {
+            let (stop, done) = (stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut c = connect_as(addr, nqn, h);
+                let mut rounds = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let lba = (rounds % 64) * 16;
+                    write_read_check(&mut c.io[0], 1, 512, lba, rounds, 8192);
+                    rounds += 1;
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                c.keep_alive().unwrap();
+                rounds
+            })
+        })
+        .collect();
+    // Reload until the hosts have done 2,000 write-and-read rounds between
+    // them (and at least 20 times).
+    let mut i = 0;
+    while i < 20 || done.load(std::sync::atomic::Ordering::Relaxed) < 2000 {
+        i += 1;
+        assert!(i < 100_000, "the hosts stopped doing I/O");
+        let nsids: &[u32] = if i % 2 == 1 { &[1, 2] } else { &[1] };
+        std::fs::write(&cfg, config(port, &sock, nsids, 2, true, "")).unwrap();
+        let (ok, out, err) = run(&["reload"], &cfg);
+        assert!(ok && out.contains("nsid 2: "), "{out}{err}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        let rounds = w.join().expect("I/O failed during the reloads");
+        assert!(rounds > 0);
+    }
+}
