@@ -104,10 +104,12 @@ pub fn apply(target: &Target, old: &Config, new: &Config) -> Result<Outcome, Str
         .collect();
     // Apply.
     let subsystems_changed = !removed.is_empty() || list.len() != current.len();
+    let mut hosts_changed_any = false;
     for k in kept {
         let before = k.subsys.exports();
         let hosts_changed =
             before.hosts != k.exports.hosts || before.allow_any_host != k.exports.allow_any_host;
+        hosts_changed_any |= hosts_changed;
         if k.changed_ns.is_empty() && !hosts_changed {
             continue;
         }
@@ -139,6 +141,12 @@ pub fn apply(target: &Target, old: &Config, new: &Config) -> Result<Outcome, Str
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .all();
+    // What discovery controllers list changed: tell their hosts.
+    if subsystems_changed || hosts_changed_any {
+        for c in ctrls.iter().filter(|c| c.subsys.discovery) {
+            c.discovery_changed();
+        }
+    }
     for s in &removed {
         out.applied.push(format!("subsystem {} removed", s.nqn));
         for c in ctrls.iter().filter(|c| Arc::ptr_eq(&c.subsys, s)) {

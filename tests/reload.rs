@@ -97,6 +97,16 @@ fn an_edited_config_is_applied_as_a_diff() {
     // Namespace Attribute Notices on, an event request outstanding.
     a.set_features(0x0B, 0, 0x100, 0, false).unwrap();
     let aer = a.admin.async_event_request().unwrap();
+    // A persistent discovery controller, with Discovery Log Page Change
+    // Notices on (OAES bit 31 says it may).
+    let mut d = Controller::connect(addr, nvmf_target::config::DISCOVERY_NQN, &opts(), 0).unwrap();
+    assert_ne!(
+        le32(&d.identify(1, 0, 0, 0).unwrap(), 92) & (1 << 31),
+        0,
+        "OAES DLPCN"
+    );
+    d.set_features(0x0B, 0, 1 << 31, 0, false).unwrap();
+    let disc_aer = d.admin.async_event_request().unwrap();
     let mut b = connect_as(addr, B, 2);
     assert_eq!(active_nsids(&mut a), vec![1, 2, 3]);
     write_read_check(&mut a.io[0], 1, 512, 0, 1, 4096);
@@ -127,6 +137,18 @@ fn an_edited_config_is_applied_as_a_diff() {
     assert_eq!(
         r.dw0, 0x0004_0002,
         "Notice, Namespace Attribute Changed, log page 04h"
+    );
+    // The discovery host hears that the log changed (C was added), and
+    // reads it.
+    let r = d.admin.wait_for(disc_aer).unwrap();
+    assert_eq!(
+        r.dw0, 0x0070_F002,
+        "Notice, Discovery Log Page Change, log page 70h"
+    );
+    let log = d.get_log_page(0x70, 0, 4096, 0, 0).unwrap();
+    assert!(
+        String::from_utf8_lossy(&log).contains(C),
+        "C in the discovery log"
     );
     let log = a.get_log_page(0x04, 0, 4096, 0, 0).unwrap();
     assert_eq!((le32(&log, 0), le32(&log, 4), le32(&log, 8)), (3, 5, 0));

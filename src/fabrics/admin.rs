@@ -113,7 +113,6 @@ impl Queue {
         if !ctrl.is_ready() {
             return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR.dnr(), 0, out);
         }
-        let discovery = ctrl.subsys.discovery;
         match cmd.opcode {
             admin_op::IDENTIFY => self.identify(cmd, &ctrl, out),
             admin_op::GET_LOG_PAGE => self.get_log_page(cmd, &ctrl, out),
@@ -123,7 +122,7 @@ impl Queue {
                 self.admin().last_ka = now;
                 self.complete(cmd, Status::SUCCESS, 0, out)
             }
-            admin_op::ASYNC_EVENT_REQUEST if !discovery => {
+            admin_op::ASYNC_EVENT_REQUEST => {
                 if self.admin().aers.len() >= super::MAX_AERS {
                     self.complete(cmd, Status::AER_LIMIT_EXCEEDED, 0, out)
                 } else {
@@ -170,11 +169,18 @@ impl Queue {
         {
             return;
         }
-        if !a.ctrl.take_ns_event() || a.features.async_event & identify::OAES_NS_ATTR == 0 {
+        // Notice (type 2): Namespace Attribute Changed (info 00h, log page
+        // 04h) or Discovery Log Page Change (info F0h, log page 70h).
+        let (ns, disc) = a.ctrl.take_events();
+        let enabled = a.features.async_event;
+        let dw0 = if ns && enabled & identify::OAES_NS_ATTR != 0 {
+            0x2 | ((log::lid::CHANGED_NS as u32) << 16)
+        } else if disc && enabled & identify::OAES_DISC_CHANGE != 0 {
+            0x2 | (0xF0 << 8) | ((log::lid::DISCOVERY as u32) << 16)
+        } else {
             return;
-        }
+        };
         let cid = a.aers.remove(0);
-        let dw0 = 0x2 | ((log::lid::CHANGED_NS as u32) << 16);
         let cqe = self.cqe(cid, Status::SUCCESS, dw0, 0);
         out.push(Response {
             cqe,
@@ -291,7 +297,11 @@ impl Queue {
             ocfs: if discovery { 0 } else { 1 },
             aerl: (super::MAX_AERS - 1) as u8,
             elpe: (super::ERROR_LOG_ENTRIES - 1) as u8,
-            oaes: if discovery { 0 } else { identify::OAES_NS_ATTR },
+            oaes: if discovery {
+                identify::OAES_DISC_CHANGE
+            } else {
+                identify::OAES_NS_ATTR
+            },
             lpa: identify::LPA_EFFECTS | identify::LPA_EXTENDED,
             maxcmd: cfg.max_queue_depth,
             kas: super::KAS,
@@ -489,7 +499,14 @@ impl Queue {
                 a.features.error_recovery = v;
             }
             fid::WRITE_ATOMICITY => a.features.write_atomicity = v,
-            fid::ASYNC_EVENT => a.features.async_event = v & identify::OAES_NS_ATTR,
+            fid::ASYNC_EVENT => {
+                let supported = if a.ctrl.subsys.discovery {
+                    identify::OAES_DISC_CHANGE
+                } else {
+                    identify::OAES_NS_ATTR
+                };
+                a.features.async_event = v & supported
+            }
             fid::KEEP_ALIVE => {
                 if v > kato_max {
                     return self.complete(cmd, Status::KEEP_ALIVE_INVALID.dnr(), 0, out);

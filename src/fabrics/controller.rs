@@ -87,6 +87,7 @@ pub struct ControllerShared {
 #[derive(Default)]
 struct Events {
     ns_changed: bool,
+    discovery_changed: bool,
     changed: Vec<u32>,
 }
 
@@ -136,11 +137,24 @@ impl ControllerShared {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// Takes the pending Namespace Attribute Changed event, if any.
-    pub fn take_ns_event(&self) -> bool {
+    /// What a discovery controller's host sees in the discovery log
+    /// changed: a Discovery Log Page Change event.
+    pub fn discovery_changed(&self) {
         let mut e = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        self.events_pending.store(false, Relaxed);
-        std::mem::take(&mut e.ns_changed)
+        e.discovery_changed = true;
+        self.events_pending
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Takes the pending events: (Namespace Attribute Changed, Discovery
+    /// Log Page Change). One is reported per request; the other stays.
+    pub fn take_events(&self) -> (bool, bool) {
+        let mut e = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let ns = std::mem::take(&mut e.ns_changed);
+        let disc = !ns && std::mem::take(&mut e.discovery_changed);
+        self.events_pending
+            .store(e.ns_changed || e.discovery_changed, Relaxed);
+        (ns, disc)
     }
 
     /// The Changed Namespace List log page (4 KiB): the namespaces changed

@@ -33,6 +33,8 @@ pub mod oncs {
 
 /// OAES bit: Namespace Attribute Notices.
 pub const OAES_NS_ATTR: u32 = 1 << 8;
+/// OAES bit: Discovery Log Page Change Notices (discovery controllers).
+pub const OAES_DISC_CHANGE: u32 = 1 << 31;
 /// LPA bits: commands supported and effects log, extended data for Get Log Page.
 pub const LPA_EFFECTS: u8 = 1 << 1;
 pub const LPA_EXTENDED: u8 = 1 << 2;

@@ -175,6 +175,33 @@ reload_deny() {
   dmesg | tail -n 8
 }
 
+discovery_change_event() {
+  # busybox's uevent runs a command per kernel uevent: the nvme core sends one with
+  # NVME_AEN=0x70f002 when a discovery controller reports a Discovery Log Page Change.
+  : >/tmp/aen.log
+  busybox uevent sh -c '[ -z "$NVME_AEN" ] || echo "$NVME_AEN" >>/tmp/aen.log' &
+  local mon=$! c d=""
+  run nvme discover -t tcp -a "$TARGET" -s "$DPORT" --persistent -k 5 >/dev/null
+  for c in /sys/class/nvme/nvme*; do
+    [ "$(cat "$c/subsysnqn" 2>/dev/null)" = nqn.2014-08.org.nvmexpress.discovery ] && d="$(basename "$c")"
+  done
+  [ -n "$d" ] && echo "persistent discovery controller $d"
+  wait_for 10 "the discovery controller is live" bash -c "[ \"\$(cat /sys/class/nvme/$d/state)\" = live ]"
+  sleep 1
+  host_request "reload gone"
+  local ok=0
+  wait_for 30 "a Discovery Log Page Change event (NVME_AEN=0x70f002)" grep -q 0x70f002 /tmp/aen.log || ok=1
+  kill "$mon" 2>/dev/null || true
+  echo "uevents with NVME_AEN: $(tr '\n' ' ' </tmp/aen.log)"
+  # The log no longer lists the subsystem the reload removed.
+  if nvme discover -t tcp -a "$TARGET" -s "$DPORT" | grep -q "$RELOADNQN"; then
+    echo "the discovery log still lists $RELOADNQN"
+    ok=1
+  fi
+  nvme disconnect -d "$d" >/dev/null 2>&1 || true
+  return "$ok"
+}
+
 # --- null namespace -----------------------------------------------------------------------------
 null_io() {
   head -c 1048576 /dev/urandom >/tmp/rand.dat
@@ -560,6 +587,10 @@ fi
 
 say "=== persistent discovery controller"
 check "discover --persistent: stays live 8 s with keep-alive 5 s" persistent_discovery || true
+
+if [ "$REFERENCE" != 1 ]; then
+  check "discover --persistent: a reload that removes a subsystem sends the change event" discovery_change_event || true
+fi
 
 say "=== $FILENQN: target crash (SIGKILL) and restart under a mounted XFS"
 crash_and_restart "$FILENQN"

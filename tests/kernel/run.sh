@@ -231,6 +231,7 @@ reload_section() { # STAGE
   add-ns) ns2=32M ;;
   grow-ns) ns2=64M ;;
   deny-host) hosts='hosts = ["nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-00000000dead"]' ;;
+  gone) return 0 ;;
   esac
   printf '\n# reload-section\n[[subsystem]]\nnqn = "%s"\n%s\n\n[[subsystem.namespace]]\nnsid = 1\nbackend = "ram"\nsize = "16MiB"\n' \
     "$nqn_reload" "$hosts"
