@@ -102,9 +102,13 @@ pub fn apply(target: &Target, old: &Config, new: &Config) -> Result<Outcome, Str
         .filter(|s| !new.subsystems.iter().any(|c| c.nqn == s.nqn))
         .cloned()
         .collect();
-    // Apply.
+    // Apply, holding the controller table: a Connect checks what is
+    // exported and makes its controller under the same lock, so every
+    // controller made before the swap is in the list below.
+    let table = target.controllers.lock().unwrap_or_else(|e| e.into_inner());
     let subsystems_changed = !removed.is_empty() || list.len() != current.len();
     let mut hosts_changed_any = false;
+    let mut changed: Vec<(Arc<Subsystem>, Vec<u32>)> = Vec::new();
     for k in kept {
         let before = k.subsys.exports();
         let hosts_changed =
@@ -114,33 +118,33 @@ pub fn apply(target: &Target, old: &Config, new: &Config) -> Result<Outcome, Str
             continue;
         }
         k.subsys.set_exports(k.exports);
-        let ctrls = target
-            .controllers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .all();
-        for c in ctrls.iter().filter(|c| Arc::ptr_eq(&c.subsys, &k.subsys)) {
-            if !k.subsys.host_allowed(&c.hostnqn) {
-                log::info!(
-                    "controller {} of {}: host {} is no longer allowed; tearing it down",
-                    c.cntlid,
-                    k.subsys.nqn,
-                    c.hostnqn
-                );
-                c.kill();
-            } else if !k.changed_ns.is_empty() {
-                c.namespaces_changed(&k.changed_ns);
-            }
-        }
+        changed.push((k.subsys, k.changed_ns));
     }
     if subsystems_changed {
         target.set_subsystems(list);
+    } else if hosts_changed_any {
+        // What the discovery log lists for some host changed.
+        target
+            .genctr
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    let ctrls = target
-        .controllers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .all();
+    let ctrls = table.all();
+    drop(table);
+    for (s, nsids) in &changed {
+        for c in ctrls.iter().filter(|c| Arc::ptr_eq(&c.subsys, s)) {
+            if !s.host_allowed(&c.hostnqn) {
+                log::info!(
+                    "controller {} of {}: host {} is no longer allowed; tearing it down",
+                    c.cntlid,
+                    s.nqn,
+                    c.hostnqn
+                );
+                c.kill();
+            } else if !nsids.is_empty() {
+                c.namespaces_changed(nsids);
+            }
+        }
+    }
     // What discovery controllers list changed: tell their hosts.
     if subsystems_changed || hosts_changed_any {
         for c in ctrls.iter().filter(|c| c.subsys.discovery) {
@@ -205,7 +209,13 @@ fn prepare_kept(
                     namespaces.push(ns.clone());
                     continue;
                 }
-                let n = Namespace::open(&sc.nqn, nc, &target.config).map_err(|e| e.to_string())?;
+                let mut n =
+                    Namespace::open(&sc.nqn, nc, &target.config).map_err(|e| e.to_string())?;
+                if size_only {
+                    // The same storage: Compare and Write keeps one gate
+                    // across the old and the new version.
+                    n.gate = ns.gate.clone();
+                }
                 out.applied.push(format!(
                     "subsystem {} nsid {}: {}",
                     sc.nqn,

@@ -343,7 +343,14 @@ impl Queue {
                 log::smart(&ctrl.health())
             }
             lid::FW_SLOT if !discovery => log::fw_slot(super::FIRMWARE),
-            lid::CHANGED_NS if !discovery => ctrl.changed_ns_log(cmd.cdw10 & (1 << 15) != 0),
+            // Cleared only by a whole read from the start that will
+            // succeed, without Retain Asynchronous Event.
+            lid::CHANGED_NS if !discovery => ctrl.changed_ns_log(
+                cmd.cdw10 & (1 << 15) != 0
+                    || offset != 0
+                    || len != 4096
+                    || cmd.sgl().length as u64 != len,
+            ),
             lid::CMD_EFFECTS => {
                 if discovery {
                     log::cmd_effects(ADMIN_OPS, &[], &[])

@@ -58,6 +58,42 @@ impl WriterCount {
     }
 }
 
+/// A queue's write counters: one per namespace gate it writes through, so
+/// that a Compare and Write waits only for writes to its own namespace.
+#[derive(Default)]
+pub struct Writers(Vec<(Arc<Gate>, Arc<WriterCount>)>);
+
+impl Writers {
+    /// The counter for `gate`, registered with it when first asked for.
+    pub fn of(&mut self, gate: &Arc<Gate>) -> &Arc<WriterCount> {
+        let i = match self.0.iter().position(|(g, _)| Arc::ptr_eq(g, gate)) {
+            Some(i) => i,
+            None => {
+                let w = Arc::new(WriterCount::default());
+                gate.register(&w);
+                self.0.push((gate.clone(), w));
+                self.0.len() - 1
+            }
+        };
+        &self.0[i].1
+    }
+
+    /// Counts a write through `gate` in, if it lets it through now.
+    pub fn enter(&mut self, gate: &Arc<Gate>) -> bool {
+        self.of(gate).enter(gate)
+    }
+
+    pub fn leave(&mut self, gate: &Arc<Gate>) {
+        self.of(gate).leave();
+    }
+
+    /// Forgets gates of namespaces that are gone (nothing is in flight
+    /// through them: keeps the list as short as the namespace list).
+    pub fn retain(&mut self, live: impl Fn(&Arc<Gate>) -> bool) {
+        self.0.retain(|(g, w)| live(g) || w.0.load(Relaxed) != 0);
+    }
+}
+
 /// A namespace's gate.
 #[derive(Default)]
 pub struct Gate {

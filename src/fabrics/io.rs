@@ -121,13 +121,20 @@ pub(super) struct InFlight {
     counted: bool,
     /// Holds the namespace's gate (a Compare and Write).
     exclusive: bool,
+    /// Since when a Compare and Write waits for writes to drain.
+    drain_since: Option<std::time::Instant>,
 }
+
+/// How long a Compare and Write waits for writes in flight to drain (a
+/// host may never send the data of a write it was asked for) before it
+/// gives up with Command Interrupted, which the host retries.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl InFlight {
     /// Leaves the gate: the write counted, the namespace held.
-    pub(super) fn release_gate(&mut self, writes: &super::gate::WriterCount) {
+    pub(super) fn release_gate(&mut self, writes: &mut super::gate::Writers) {
         if std::mem::take(&mut self.counted) {
-            writes.leave();
+            writes.leave(&self.ns.gate);
         }
         if std::mem::take(&mut self.exclusive) {
             self.ns.gate.unlock();
@@ -192,20 +199,19 @@ impl Queue {
     /// it goes through [`execute`](Self::execute) and gets its status).
     pub fn placed_write(&mut self, cmd: &Command, len: u32) -> Option<super::Placed> {
         self.refresh_exports();
-        let (region, gate) = self.placed_region(cmd, len)?;
+        let (region, i) = self.placed_region(cmd, len)?;
+        let gate = &self.exports.namespaces[i].gate;
         // Counted as a write in flight until the transport drops it.
-        if !self.writes.enter(gate) {
+        let w = self.writes.of(gate);
+        if !w.enter(gate) {
             return None;
         }
-        Some(super::Placed::new(region, self.writes.clone()))
+        Some(super::Placed::new(region, w.clone()))
     }
 
-    /// The backend memory of a plain Write, and its namespace's gate.
-    fn placed_region(
-        &self,
-        cmd: &Command,
-        len: u32,
-    ) -> Option<(nvmf_sys::RegionSlice, &super::gate::Gate)> {
+    /// The backend memory of a plain Write, and its namespace's position
+    /// in `exports`.
+    fn placed_region(&self, cmd: &Command, len: u32) -> Option<(nvmf_sys::RegionSlice, usize)> {
         let Role::Io(c) = &self.role else {
             return None;
         };
@@ -217,12 +223,17 @@ impl Queue {
         {
             return None;
         }
-        let ns = self.exports.namespace(cmd.nsid)?;
+        let i = self
+            .exports
+            .namespaces
+            .binary_search_by_key(&cmd.nsid, |n| n.nsid)
+            .ok()?;
+        let ns = &self.exports.namespaces[i];
         let (off, n) = self.rw_range(ns, cmd).ok()?;
         if n != len as usize || ns.gate.is_exclusive() {
             return None;
         }
-        Some((ns.backend.write_in_place(off, n)?, &ns.gate))
+        Some((ns.backend.write_in_place(off, n)?, i))
     }
 
     /// For a plain Write whose data is at hand (in the capsule): copies it
@@ -230,14 +241,16 @@ impl Queue {
     /// did, and the transport then calls [`execute_placed`](Self::execute_placed).
     pub fn place_write_now(&mut self, cmd: &Command, data: &[u8]) -> bool {
         self.refresh_exports();
-        let Some((region, gate)) = self.placed_region(cmd, data.len() as u32) else {
+        let Some((region, i)) = self.placed_region(cmd, data.len() as u32) else {
             return false;
         };
-        if !self.writes.enter(gate) {
+        let gate = &self.exports.namespaces[i].gate;
+        let w = self.writes.of(gate);
+        if !w.enter(gate) {
             return false;
         }
         let ok = region.copy_from(0, data);
-        self.writes.leave();
+        w.leave();
         ok
     }
 
@@ -568,6 +581,7 @@ impl Queue {
             ring_write: false,
             counted: false,
             exclusive: false,
+            drain_since: None,
         };
         match self.free_tags.pop() {
             Some(t) => {
@@ -619,9 +633,20 @@ impl Queue {
                 }
                 Step::Drain => {
                     if !f.ns.gate.drained() {
-                        f.steps.push_front(Step::Drain);
-                        self.waiting.push(tag);
-                        return;
+                        let since = *f.drain_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() < DRAIN_LIMIT {
+                            f.steps.push_front(Step::Drain);
+                            self.waiting.push(tag);
+                            return;
+                        }
+                        log::warn!(
+                            "nsid {}: a Compare and Write waited {DRAIN_LIMIT:?} for writes in \
+                             flight (a host not sending the data of a write?); interrupted",
+                            f.ns.nsid
+                        );
+                        f.status = Status::COMMAND_INTERRUPTED;
+                        f.compare_failed = true;
+                        f.steps.clear();
                     }
                     continue;
                 }
@@ -760,7 +785,7 @@ impl Queue {
         }
         f.holds = Holds::Nothing;
         if std::mem::take(&mut f.counted) {
-            self.writes.leave();
+            self.writes.leave(&f.ns.gate);
         }
         if let Err(e) = &d.result {
             f.status = backend_status(e, write);
@@ -810,7 +835,7 @@ impl Queue {
         let Some(mut f) = self.inflight.get_mut(tag as usize).and_then(|f| f.take()) else {
             return;
         };
-        f.release_gate(&self.writes);
+        f.release_gate(&mut self.writes);
         let mut steps = std::mem::take(&mut f.steps);
         steps.clear();
         if self.step_pool.len() < 64 {

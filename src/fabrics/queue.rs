@@ -83,7 +83,7 @@ pub struct Queue {
     pub(super) epoch: u32,
     /// Writes this queue has in flight, for Compare and Write (see
     /// [`super::gate`]).
-    pub(super) writes: Arc<super::gate::WriterCount>,
+    pub(super) writes: super::gate::Writers,
     /// Commands waiting at a namespace's gate, by tag.
     pub(super) waiting: Vec<u32>,
     /// An I/O queue's copy of its subsystem's namespaces, and the
@@ -119,7 +119,7 @@ impl Queue {
             caps,
             step_pool: Vec::new(),
             epoch: 0,
-            writes: Arc::default(),
+            writes: Default::default(),
             waiting: Vec::new(),
             exports: Arc::new(crate::subsystem::Exports {
                 allow_any_host: false,
@@ -199,10 +199,10 @@ impl Queue {
         }
         let new = c.subsys.exports();
         for ns in &new.namespaces {
-            if !self.exports.namespaces.iter().any(|o| Arc::ptr_eq(o, ns)) {
-                ns.gate.register(&self.writes);
-            }
+            self.writes.of(&ns.gate);
         }
+        self.writes
+            .retain(|g| new.namespaces.iter().any(|n| Arc::ptr_eq(&n.gate, g)));
         self.exports_gen = g;
         self.exports = new;
     }
@@ -459,13 +459,38 @@ impl Queue {
                 return self.complete(cmd, Status::KEEP_ALIVE_INVALID.dnr(), 0, out);
             }
             let io_queues = cfg.max_io_queues;
-            let made = target
-                .controllers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .create(|id| {
-                    ControllerShared::new(id, subsys.clone(), hostnqn.clone(), hostid, io_queues)
+            let mut table = target.controllers.lock().unwrap_or_else(|e| e.into_inner());
+            // Checked again under the table's lock, which a reload holds while
+            // it swaps what is exported: a controller is either made before
+            // the reload looks at the table (and torn down by it) or checked
+            // against what the reload left.
+            let still = target
+                .find_subsystem(&subnqn)
+                .is_some_and(|s| Arc::ptr_eq(&s, &subsys))
+                && subsys.host_allowed(&hostnqn);
+            if !still {
+                drop(table);
+                log::warn!(
+                    "host {hostnqn} refused: {} changed while it connected",
+                    subsys.nqn
+                );
+                let cqe = self.cqe(
+                    cmd.cid,
+                    Status::CONNECT_INVALID_HOST.dnr(),
+                    ipo::DATA_HOSTNQN,
+                    0,
+                );
+                out.push(Response {
+                    cqe,
+                    data: Vec::new(),
+                    shared: None,
                 });
+                return;
+            }
+            let made = table.create(|id| {
+                ControllerShared::new(id, subsys.clone(), hostnqn.clone(), hostid, io_queues)
+            });
+            drop(table);
             let Some(ctrl) = made else {
                 return self.complete(cmd, Status::CONNECT_CONTROLLER_BUSY, 0, out);
             };
@@ -552,7 +577,7 @@ impl Queue {
             self.exports_gen = ctrl.subsys.generation.load(Acquire);
             self.exports = ctrl.subsys.exports();
             for ns in &self.exports.namespaces {
-                ns.gate.register(&self.writes);
+                self.writes.of(&ns.gate);
             }
             let id = ctrl.cntlid;
             self.role = Role::Io(ctrl);
@@ -641,7 +666,7 @@ impl Drop for Queue {
         // Writes abandoned in flight stop counting, and a Compare and Write
         // lets go of its namespace.
         for f in self.inflight.iter_mut().flatten() {
-            f.release_gate(&self.writes);
+            f.release_gate(&mut self.writes);
         }
         match &self.role {
             Role::Unconnected => {}

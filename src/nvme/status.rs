@@ -37,6 +37,8 @@ impl Status {
     pub const LBA_OUT_OF_RANGE: Status = st(0, 0x80);
     pub const CAPACITY_EXCEEDED: Status = st(0, 0x81);
     pub const NAMESPACE_NOT_READY: Status = st(0, 0x82);
+    /// The command was interrupted; the host may retry it (no DNR).
+    pub const COMMAND_INTERRUPTED: Status = st(0, 0x21);
     pub const RESERVATION_CONFLICT: Status = st(0, 0x83);
     // Command specific status (SCT 1).
     pub const ABORT_LIMIT_EXCEEDED: Status = st(1, 0x03);
@@ -123,6 +125,7 @@ impl Status {
             (Self::LBA_OUT_OF_RANGE, "LBA Out of Range"),
             (Self::CAPACITY_EXCEEDED, "Capacity Exceeded"),
             (Self::NAMESPACE_NOT_READY, "Namespace Not Ready"),
+            (Self::COMMAND_INTERRUPTED, "Command Interrupted"),
             (Self::RESERVATION_CONFLICT, "Reservation Conflict"),
             (Self::ABORT_LIMIT_EXCEEDED, "Abort Command Limit Exceeded"),
             (

@@ -20,8 +20,10 @@ pub struct Namespace {
     pub nguid: [u8; 16],
     pub eui64: [u8; 8],
     pub backend: Arc<dyn Backend>,
-    /// Makes Compare and Write atomic against writes from every queue.
-    pub gate: crate::fabrics::gate::Gate,
+    /// Makes Compare and Write atomic against writes from every queue
+    /// (shared by the namespace's versions over the same storage: a
+    /// resize keeps it).
+    pub gate: Arc<crate::fabrics::gate::Gate>,
 }
 
 impl Namespace {

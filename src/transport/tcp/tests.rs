@@ -971,3 +971,98 @@ fn writes_land_in_backend_memory_without_data_digests() {
     };
     assert_eq!(c.status.code(), Status::DATA_SGL_LENGTH_INVALID);
 }
+
+/// A target whose subsystem has two RAM namespaces.
+fn two_ns_target() -> Arc<Target> {
+    let text = format!(
+        "[target]\nmax_io_size = 131072\n[[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1\"\n\
+         port = 4420\n[[subsystem]]\nnqn = \"{SUBNQN}\"\nallow_any_host = true\n\
+         [[subsystem.namespace]]\nnsid = 1\nbackend = \"ram\"\nsize = \"1MiB\"\n\
+         [[subsystem.namespace]]\nnsid = 2\nbackend = \"ram\"\nsize = \"1MiB\"\n"
+    );
+    let cfg = Config::parse(&text, "test.toml").expect("test config parses");
+    Arc::new(Target::new(&cfg).expect("target opens"))
+}
+
+impl Host {
+    /// Lets commands waiting at a gate try again (the reactor does it on
+    /// every turn).
+    fn retry(&mut self) {
+        let mut r = Vec::new();
+        self.conn.queue.retry_waiting(&mut r);
+        self.conn.conn.respond(&mut r, &self.conn.queue);
+        let mut bufs = Vec::new();
+        self.conn.take_output(&mut bufs);
+        for b in bufs {
+            b.extend_into(&mut self.rx);
+        }
+    }
+
+    /// Sends a fused Compare (of `old`) and Write (of `new`) of LBA 0 of
+    /// `nsid`, in the capsules.
+    fn compare_and_write(&mut self, nsid: u32, old: &[u8], new: &[u8]) {
+        let mut c = rw(0x05, nsid, 0, 1);
+        c.flags = 1;
+        self.submit(c, old, 0);
+        let mut w = rw(0x01, nsid, 0, 1);
+        w.flags = 2;
+        self.submit(w, new, 0);
+    }
+}
+
+/// A write whose data the host never sends holds only its own namespace:
+/// a Compare and Write on another namespace goes ahead at once, one on the
+/// same namespace waits, then gives up after 2 s with Command Interrupted
+/// (retryable), and the gate is free again.
+#[test]
+fn a_write_waiting_for_its_data_holds_only_its_namespace_and_not_forever() {
+    let t = two_ns_target();
+    let (_a, mut q1) = io_up(&t, false, false);
+    let mut q2 = Host::new(&t);
+    q2.icreq(false, false);
+    let cntlid = _a.conn.queue.controller().unwrap().cntlid;
+    assert!(q2
+        .connect(2, cntlid, SUBNQN, HOSTNQN, 0, 0)
+        .status
+        .is_success());
+    // A 4 KiB write to nsid 2 through R2T; its data never comes.
+    let cid = q1.submit(rw(0x01, 2, 8, 8), &[], 4096);
+    assert!(matches!(q1.recv(), Some(Got::R2t { cid: c, .. }) if c == cid));
+
+    let zero = vec![0u8; 512];
+    q2.compare_and_write(1, &zero, &[7u8; 512]);
+    let mut got = Vec::new();
+    while let Some(Got::Resp(c)) = q2.recv() {
+        got.push(c.status.code());
+    }
+    assert_eq!(
+        got,
+        vec![Status::SUCCESS, Status::SUCCESS],
+        "nsid 1 is not held by nsid 2's write"
+    );
+
+    q2.compare_and_write(2, &zero, &[9u8; 512]);
+    q2.retry();
+    assert!(
+        q2.recv().is_none(),
+        "nsid 2's Compare and Write waits for the write in flight"
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    q2.retry();
+    let got: Vec<Status> = std::iter::from_fn(|| match q2.recv() {
+        Some(Got::Resp(c)) => Some(c.status.code()),
+        _ => None,
+    })
+    .collect();
+    assert_eq!(
+        got,
+        vec![Status::COMMAND_INTERRUPTED, Status::ABORTED_FAILED_FUSED],
+        "the Compare and Write gives up"
+    );
+    // The gate is free: a plain write to nsid 2 goes through, and the held
+    // write completes when its data comes.
+    let (c, _) = q2.exec(rw(0x01, 2, 100, 1), &[1u8; 512], 0);
+    assert!(c.status.is_success(), "{:?}", c.status);
+    q1.h2c(cid, 0, 0, &[3u8; 4096], true);
+    assert!(matches!(q1.recv(), Some(Got::Resp(c)) if c.cid == cid && c.status.is_success()));
+}
