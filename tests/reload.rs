@@ -69,6 +69,35 @@ fn connect_as(addr: SocketAddr, nqn: &str, h: u8) -> Controller {
     connect_with(addr, nqn, &opts_for_host(h), 1)
 }
 
+/// The binary serving [`config`] (namespaces `nsids`, B for host 2, C when
+/// `with_c`) on a free port, up and answering on its control socket.
+fn serve(
+    nsids: &[u32],
+    with_c: bool,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    PathBuf,
+    u16,
+    SocketAddr,
+    Spawned,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let cfg: PathBuf = dir.path().join("target.toml");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    std::fs::write(&cfg, config(port, &sock, nsids, 2, with_c, "")).unwrap();
+    let child = Spawned::start(&cfg, &[]);
+    assert!(wait_until(Duration::from_secs(30), || sock.exists()
+        && std::net::TcpStream::connect(addr).is_ok()));
+    (dir, cfg, sock, port, addr, child)
+}
+
 fn active_nsids(c: &mut Controller) -> Vec<u32> {
     let list = c.identify(2, 0, 0, 0).unwrap();
     list.chunks(4)
@@ -79,19 +108,7 @@ fn active_nsids(c: &mut Controller) -> Vec<u32> {
 
 #[test]
 fn an_edited_config_is_applied_as_a_diff() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("ctl.sock");
-    let cfg: PathBuf = dir.path().join("target.toml");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    std::fs::write(&cfg, config(port, &sock, &[1, 2, 3], 2, false, "")).unwrap();
-    let child = Spawned::start(&cfg, &[]);
-    assert!(wait_until(Duration::from_secs(30), || sock.exists()
-        && std::net::TcpStream::connect(addr).is_ok()));
+    let (_dir, cfg, sock, port, addr, child) = serve(&[1, 2, 3], false);
 
     let mut a = connect_as(addr, NQN, 1);
     // Namespace Attribute Notices on, an event request outstanding.
@@ -220,19 +237,7 @@ fn an_edited_config_is_applied_as_a_diff() {
 /// bad requests change nothing; `config save` writes it to the file.
 #[test]
 fn ctl_changes_the_running_target_as_a_reload_would() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("ctl.sock");
-    let cfg: PathBuf = dir.path().join("target.toml");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    std::fs::write(&cfg, config(port, &sock, &[1], 2, false, "")).unwrap();
-    let _child = Spawned::start(&cfg, &[]);
-    assert!(wait_until(Duration::from_secs(30), || sock.exists()
-        && std::net::TcpStream::connect(addr).is_ok()));
+    let (dir, cfg, _sock, _port, addr, _child) = serve(&[1], false);
     let ctl = |args: &[&str]| {
         let mut a = vec!["ctl"];
         a.extend_from_slice(args);
@@ -353,19 +358,7 @@ fn ctl_changes_the_running_target_as_a_reload_would() {
 /// dropped, and every block reads back as written.
 #[test]
 fn reloads_during_io_disturb_nothing_they_do_not_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("ctl.sock");
-    let cfg: PathBuf = dir.path().join("target.toml");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    std::fs::write(&cfg, config(port, &sock, &[1], 2, true, "")).unwrap();
-    let _child = Spawned::start(&cfg, &[]);
-    assert!(wait_until(Duration::from_secs(30), || sock.exists()
-        && std::net::TcpStream::connect(addr).is_ok()));
+    let (_dir, cfg, sock, port, addr, _child) = serve(&[1], true);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let workers: Vec<_> = [(NQN, 1u8), (C, 2u8)]
