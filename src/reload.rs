@@ -185,6 +185,7 @@ fn prepare_kept(
     }
     let mut namespaces = Vec::new();
     let mut changed = Vec::new();
+    let open = |nc| Namespace::open(&sc.nqn, nc, &target.config).map_err(|e| e.to_string());
     for nc in &sc.namespaces {
         let old_ns = cur.namespace(nc.nsid);
         let old_cfg = oc.and_then(|c| c.namespaces.iter().find(|n| n.nsid == nc.nsid));
@@ -209,8 +210,7 @@ fn prepare_kept(
                     namespaces.push(ns.clone());
                     continue;
                 }
-                let mut n =
-                    Namespace::open(&sc.nqn, nc, &target.config).map_err(|e| e.to_string())?;
+                let mut n = open(nc)?;
                 if size_only {
                     // The same storage: Compare and Write keeps one gate
                     // across the old and the new version.
@@ -230,7 +230,7 @@ fn prepare_kept(
                 changed.push(nc.nsid);
             }
             _ => {
-                let n = Namespace::open(&sc.nqn, nc, &target.config).map_err(|e| e.to_string())?;
+                let n = open(nc)?;
                 out.applied
                     .push(format!("subsystem {} nsid {}: added", sc.nqn, nc.nsid));
                 namespaces.push(Arc::new(n));
