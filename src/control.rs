@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 pub struct Control {
     pub target: Arc<Target>,
     pub reactors: StatsSource,
+    /// Opens and closes listeners (a reload, `ctl listener`).
+    pub listening: crate::reactor::ListenerControl,
     pub started: Instant,
     /// The file the target was started with (`None`: the embedded default).
     pub config_path: Option<PathBuf>,
@@ -38,8 +40,9 @@ pub struct Control {
 }
 
 /// The commands the socket takes (for `help` and errors).
-pub const COMMANDS: &str = "status, subsystems, namespaces, controllers, stats, disconnect \
-    CNTLID, reload, subsystem add|remove, ns add|remove|resize, host allow|deny, config save";
+pub const COMMANDS: &str = "status, subsystems, namespaces, controllers, listeners, stats, \
+    disconnect CNTLID, reload, subsystem add|remove, ns add|remove|resize, host allow|deny, \
+    listener add|remove, config save";
 
 /// A JSON string literal.
 fn js(s: &str) -> String {
@@ -103,10 +106,11 @@ impl Control {
             ["subsystems"] => Ok(self.subsystems(json)),
             ["namespaces"] => Ok(self.namespaces(json)),
             ["controllers"] => Ok(self.controllers(json)),
+            ["listeners"] => Ok(self.listeners(json)),
             ["stats"] => Ok(self.stats(json)),
             ["disconnect", id] => self.disconnect(id, json),
             ["reload"] => self.reload(json),
-            ["subsystem" | "ns" | "host", ..] => self.change(&words, json),
+            ["subsystem" | "ns" | "host" | "listener", ..] => self.change(&words, json),
             ["config", "save"] => self.save(),
             [] => Err(format!("no command (commands: {COMMANDS})")),
             [cmd, ..] => Err(format!(
@@ -132,7 +136,6 @@ impl Control {
             Ok(mut c) if n > 0 => {
                 // What only a restart would change is not running yet.
                 c.target = running.target.clone();
-                c.listeners = running.listeners.clone();
                 c.metrics = running.metrics;
                 if same_config(&c, &running) {
                     format!("matches, but {n} change(s) wait for a restart")
@@ -265,6 +268,62 @@ impl Control {
         listing(json, &items, out)
     }
 
+    fn listeners(&self, json: bool) -> String {
+        let running = self.running();
+        let subsystems = self.target.subsystems();
+        let mut out = String::new();
+        let mut items = Vec::new();
+        for l in self.target.listeners().iter() {
+            let transport = running
+                .listeners
+                .iter()
+                .find(|c| c.name == l.name)
+                .map_or("?", |c| {
+                    if l.port.trtype == crate::transport::rdma::TRTYPE {
+                        "rdma"
+                    } else if c.transport == crate::config::TransportKind::Rdma {
+                        "tcp (RDMA fell back)"
+                    } else {
+                        "tcp"
+                    }
+                });
+            let served: Vec<&str> = subsystems
+                .iter()
+                .filter(|s| s.served_on(l))
+                .map(|s| s.nqn.as_str())
+                .collect();
+            if json {
+                let sv: Vec<String> = served.iter().map(|s| js(s)).collect();
+                items.push(format!(
+                    "{{\"name\":{},\"id\":{},\"transport\":{},\"address\":{},\"discovery\":{},\"subsystems\":[{}]}}",
+                    js(&l.name),
+                    l.id,
+                    js(transport),
+                    js(&l.port.addr.to_string()),
+                    l.discovery,
+                    sv.join(",")
+                ));
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{} (port ID {}): {transport} {}{}\n  serves: {}",
+                    l.name,
+                    l.id,
+                    l.port.addr,
+                    if l.discovery { ", discovery port" } else { "" },
+                    if l.discovery {
+                        "the discovery subsystem".to_string()
+                    } else if served.is_empty() {
+                        "no subsystem (and the discovery subsystem)".to_string()
+                    } else {
+                        format!("{} (and the discovery subsystem)", served.join(", "))
+                    }
+                );
+            }
+        }
+        listing(json, &items, out)
+    }
+
     fn controllers(&self, json: bool) -> String {
         let ctrls = self.controllers_now();
         let mut out = String::new();
@@ -280,23 +339,41 @@ impl Control {
             } else {
                 "not enabled"
             };
+            let addr = c.host_addr.map_or("unknown".to_string(), |a| a.to_string());
+            let listener = self
+                .target
+                .listener(c.listener)
+                .map_or("(removed)".to_string(), |l| l.name);
+            let queues = c.queues();
             if json {
+                let qs: Vec<String> = queues
+                    .iter()
+                    .map(|(q, r)| format!("{{\"qid\":{q},\"reactor\":{r}}}"))
+                    .collect();
                 items.push(format!(
-                    "{{\"cntlid\":{},\"subsystem\":{},\"host_nqn\":{},\"host_id\":{},\"io_queues\":{io},\"kato_ms\":{kato},\"connected_seconds\":{since},\"state\":{}}}",
+                    "{{\"cntlid\":{},\"subsystem\":{},\"host_nqn\":{},\"host_id\":{},\"host_address\":{},\"listener\":{},\"io_queues\":{io},\"queues\":[{}],\"kato_ms\":{kato},\"connected_seconds\":{since},\"state\":{}}}",
                     c.cntlid,
                     js(&c.subsys.nqn),
                     js(&c.hostnqn),
                     js(&uuid(&c.hostid)),
+                    js(&addr),
+                    js(&listener),
+                    qs.join(","),
                     js(state)
                 ));
             } else {
+                let qs: Vec<String> = queues
+                    .iter()
+                    .map(|(q, r)| format!("{q}@reactor{r}"))
+                    .collect();
                 let _ = writeln!(
                     out,
-                    "cntlid {} of {}\n  host {} ({})\n  {io} I/O queue(s), keep-alive {kato} ms, connected {since} s ago, {state}",
+                    "cntlid {} of {}\n  host {} ({}) at {addr}, via listener {listener}\n  {io} I/O queue(s) granted; queues {}\n  keep-alive {kato} ms, connected {since} s ago, {state}",
                     c.cntlid,
                     c.subsys.nqn,
                     c.hostnqn,
-                    uuid(&c.hostid)
+                    uuid(&c.hostid),
+                    qs.join(" ")
                 );
             }
         }
@@ -423,12 +500,12 @@ impl Control {
             new.target.cores = c.clone();
         }
         let old = self.running();
-        let out = crate::reload::apply(&self.target, &old, &new)
+        let out = crate::reload::apply(&self.target, &self.listening, &old, &new)
             .map_err(|e| format!("{e}; nothing changed"))?;
-        // What runs now: the new subsystems; the rest as it was.
+        // What runs now: the new subsystems and listeners; the rest as it
+        // was.
         let mut running = new;
         running.target = old.target.clone();
-        running.listeners = old.listeners.clone();
         running.metrics = old.metrics;
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = running;
         *pending = out.needs_restart.clone();
@@ -479,7 +556,7 @@ impl Control {
                 lines.join("\n")
             )
         })?;
-        let out = crate::reload::apply(&self.target, &old, &new)
+        let out = crate::reload::apply(&self.target, &self.listening, &old, &new)
             .map_err(|e| format!("{e}; nothing changed"))?;
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = new;
         pending.extend(out.needs_restart.iter().cloned());
@@ -823,6 +900,22 @@ impl<'a> Opts<'a> {
     }
 }
 
+/// `[tcp:|rdma:]ADDRESS:PORT` of `--listen`.
+fn parse_listen(
+    spec: &str,
+) -> Result<(crate::config::TransportKind, std::net::SocketAddr), String> {
+    use crate::config::TransportKind;
+    let (t, rest) = match spec.split_once(':') {
+        Some(("tcp", r)) => (TransportKind::Tcp, r),
+        Some(("rdma", r)) => (TransportKind::Rdma, r),
+        _ => (TransportKind::Tcp, spec),
+    };
+    let addr = rest
+        .parse()
+        .map_err(|_| format!("--listen {spec:?}: expected [tcp:|rdma:]ADDRESS:PORT"))?;
+    Ok((t, addr))
+}
+
 fn subsystem_mut<'c>(cfg: &'c mut Config, nqn: &str) -> Result<&'c mut SubsystemConfig, String> {
     cfg.subsystems
         .iter_mut()
@@ -837,30 +930,135 @@ pub fn edit_config(cfg: &mut Config, words: &[&str]) -> Result<String, String> {
     use crate::config::{
         derived_namespace_ids, derived_serial, parse_size, parse_uuid, NamespaceConfig,
     };
-    let usage = "usage: subsystem add NQN [--host HOSTNQN]... | subsystem remove NQN | ns add NQN \
-                 --size SIZE [--nsid N] [--uuid UUID] [--block-size 512|4096] [--backend \
-                 ram|null|file] [--path PATH] | ns remove NQN NSID | ns resize NQN NSID SIZE | \
-                 host allow NQN HOSTNQN | host deny NQN HOSTNQN";
+    let usage = "usage: subsystem add NQN [--host HOSTNQN]... [--listener NAME]... [--listen \
+                 [tcp:|rdma:]ADDRESS:PORT] [--size SIZE [--uuid UUID]] | subsystem remove NQN | \
+                 ns add NQN --size SIZE [--nsid N] [--uuid UUID] [--block-size 512|4096] \
+                 [--backend ram|null|file] [--path PATH] | ns remove NQN NSID | ns resize NQN \
+                 NSID SIZE | host allow NQN HOSTNQN | host deny NQN HOSTNQN | listener add NAME \
+                 --address ADDRESS --port PORT [--transport tcp|rdma] [--fallback tcp] \
+                 [--discovery] | listener remove NAME";
     let (Some(&what), Some(&verb)) = (words.first(), words.get(1)) else {
         return Err(usage.into());
     };
-    let o = Opts::parse(&words[2..], &[])?;
+    let o = Opts::parse(&words[2..], &["discovery"])?;
+    if !o.flags.is_empty() && (what, verb) != ("listener", "add") {
+        return Err(format!("unknown option --{}", o.flags[0]));
+    }
     match (what, verb, o.args.as_slice()) {
         ("subsystem", "add", [nqn]) => {
-            o.only(&["host"])?;
+            o.only(&["host", "listener", "listen", "size", "uuid"])?;
             if cfg.subsystems.iter().any(|s| s.nqn == *nqn) {
                 return Err(format!("subsystem {nqn} exists already"));
             }
             let hosts = o.all("host");
+            let mut listeners = o.all("listener");
+            if let Some(spec) = o.get("listen") {
+                let (transport, addr) = parse_listen(spec)?;
+                let name = match cfg
+                    .listeners
+                    .iter()
+                    .find(|l| l.transport == transport && l.addr == addr)
+                {
+                    Some(l) if l.discovery => {
+                        return Err(format!("--listen {spec}: {} is a discovery port", l.name))
+                    }
+                    Some(l) => l.name.clone(),
+                    None => {
+                        let l = crate::config::ListenerConfig::new(transport, addr, false);
+                        let name = l.name.clone();
+                        cfg.listeners.push(l);
+                        name
+                    }
+                };
+                if !listeners.contains(&name) {
+                    listeners.push(name);
+                }
+            }
+            let mut namespaces = Vec::new();
+            if let Some(size) = o.get("size") {
+                let size = parse_size(size)?;
+                let (mut uuid, nguid, eui64) = derived_namespace_ids(nqn, 1);
+                if let Some(u) = o.get("uuid") {
+                    uuid = parse_uuid(u).map_err(|e| format!("--uuid: {e}"))?;
+                }
+                namespaces.push(NamespaceConfig {
+                    nsid: 1,
+                    backend: BackendConfig::Ram { size },
+                    block_size: 512,
+                    uuid,
+                    nguid,
+                    eui64,
+                });
+            } else if o.get("uuid").is_some() {
+                return Err("--uuid needs --size (the namespace to make)".into());
+            }
             cfg.subsystems.push(SubsystemConfig {
                 nqn: nqn.to_string(),
                 serial: derived_serial(nqn),
                 model: crate::config::DEFAULT_MODEL.to_string(),
                 allow_any_host: hosts.is_empty(),
                 hosts,
-                namespaces: Vec::new(),
+                listeners: (!listeners.is_empty()).then_some(listeners),
+                namespaces,
             });
             Ok(format!("subsystem {nqn} added"))
+        }
+        ("listener", "add", [name]) => {
+            o.only(&["transport", "address", "port", "fallback"])?;
+            use crate::config::TransportKind;
+            let transport = match o.get("transport").unwrap_or("tcp") {
+                "tcp" => TransportKind::Tcp,
+                "rdma" => TransportKind::Rdma,
+                t => return Err(format!("--transport {t:?}: tcp or rdma")),
+            };
+            let ip: std::net::IpAddr = o
+                .get("address")
+                .ok_or("listener add needs --address")?
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse()
+                .map_err(|_| "--address: not an IPv4 or IPv6 address".to_string())?;
+            let port: u16 = match o.get("port") {
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| format!("--port {p:?} is not a port number"))?,
+                None if transport == TransportKind::Rdma => 4420,
+                None => return Err("listener add needs --port".into()),
+            };
+            let mut l = crate::config::ListenerConfig::new(
+                transport,
+                std::net::SocketAddr::new(ip, port),
+                o.flags.contains(&"discovery"),
+            );
+            l.name = name.to_string();
+            l.fallback = match o.get("fallback") {
+                None => None,
+                Some("tcp") => Some(TransportKind::Tcp),
+                Some(f) => return Err(format!("--fallback {f:?}: only tcp")),
+            };
+            if cfg.listeners.iter().any(|x| x.name == *name) {
+                return Err(format!("listener {name} exists already"));
+            }
+            cfg.listeners.push(l);
+            Ok(format!("listener {name} added"))
+        }
+        ("listener", "remove", [name]) => {
+            o.only(&[])?;
+            if !cfg.listeners.iter().any(|l| l.name == *name) {
+                return Err(format!("no listener {name}"));
+            }
+            if let Some(s) = cfg.subsystems.iter().find(|s| {
+                s.listeners
+                    .as_ref()
+                    .is_some_and(|v| v.iter().any(|n| n == name))
+            }) {
+                return Err(format!(
+                    "subsystem {} names listener {name}: remove it from that subsystem first \
+                     (or remove the subsystem)",
+                    s.nqn
+                ));
+            }
+            cfg.listeners.retain(|l| l.name != *name);
+            Ok(format!("listener {name} removed"))
         }
         ("subsystem", "remove", [nqn]) => {
             o.only(&[])?;

@@ -250,6 +250,7 @@ fn run(config: Option<PathBuf>, cores: Option<Vec<usize>>) -> ExitCode {
     let control = Arc::new(Control {
         target: rt.target.clone(),
         reactors: rt.stats_source(),
+        listening: rt.listener_control(),
         started: Instant::now(),
         config_path: config.clone(),
         running: std::sync::Mutex::new(cfg.clone()),

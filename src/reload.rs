@@ -1,8 +1,8 @@
 //! Reload: apply an edited config to the running target as a diff.
 //!
 //! What can change at run time is applied; what cannot (reactor cores,
-//! transport limits, listeners, a subsystem's serial or model, a RAM
-//! namespace's size) is reported as needing a restart and left as it is.
+//! transport limits, a subsystem's serial or model, a RAM namespace's
+//! size) is reported as needing a restart and left as it is.
 //! A config with any error is refused whole before this is reached
 //! ([`Config::load`]), and everything a change needs (new namespaces'
 //! backends) is opened before anything is changed, so a reload applies
@@ -17,10 +17,96 @@
 //!   A file namespace's new size is taken by opening the file again.
 //! - Hosts removed from `hosts` (or `allow_any_host` turned off) lose their
 //!   controllers; new ones may connect.
+//! - Listeners added start accepting before anything else changes (one
+//!   that cannot be opened refuses the whole reload); listeners removed
+//!   stop, and the connections they accepted close. A listener whose
+//!   settings changed is closed and opened again. A subsystem no longer
+//!   served on a listener loses the controllers made through it.
+//! - Whatever changes what the discovery log lists moves its generation
+//!   counter and sends a Discovery Log Page Change event to persistent
+//!   discovery controllers.
 
-use crate::config::{BackendConfig, Config, SubsystemConfig};
-use crate::subsystem::{Exports, Namespace, Subsystem, Target};
+use crate::config::{BackendConfig, Config, ListenerConfig, SubsystemConfig};
+use crate::subsystem::{Exports, Listener, Namespace, Subsystem, Target};
 use std::sync::Arc;
+
+/// Opens and closes listeners for a reload: the running target's
+/// [`crate::reactor::ListenerControl`], or a stand-in in tests.
+pub trait Listening {
+    /// Starts accepting on `l` under a new ID (not yet in the target's
+    /// list).
+    fn open(&self, l: &ListenerConfig) -> std::io::Result<Listener>;
+    /// Stops listener `id` and closes its connections.
+    fn close(&self, id: u16);
+}
+
+impl Listening for crate::reactor::ListenerControl {
+    fn open(&self, l: &ListenerConfig) -> std::io::Result<Listener> {
+        crate::reactor::ListenerControl::open(self, l)
+    }
+    fn close(&self, id: u16) {
+        crate::reactor::ListenerControl::close(self, id)
+    }
+}
+
+/// The listeners a reload keeps, opens and closes.
+struct ListenerPlan {
+    /// The new list, in config order.
+    list: Vec<Listener>,
+    removed: Vec<Listener>,
+    opened: Vec<u16>,
+}
+
+/// Opens the listeners `new` adds (closing them again if one fails).
+fn plan_listeners(
+    target: &Target,
+    listening: &dyn Listening,
+    old: &Config,
+    new: &Config,
+    out: &mut Outcome,
+) -> Result<ListenerPlan, String> {
+    let current = target.listeners();
+    // Kept: the same settings under the same name in both configs.
+    let kept = |name: &str| {
+        let a = old.listeners.iter().find(|l| l.name == name);
+        let b = new.listeners.iter().find(|l| l.name == name);
+        a.is_some() && a == b
+    };
+    let mut plan = ListenerPlan {
+        list: Vec::new(),
+        removed: current.iter().filter(|l| !kept(&l.name)).cloned().collect(),
+        opened: Vec::new(),
+    };
+    for lc in &new.listeners {
+        if let Some(l) = current.iter().find(|l| l.name == lc.name && kept(&l.name)) {
+            plan.list.push(l.clone());
+            continue;
+        }
+        match listening.open(lc) {
+            Ok(l) => {
+                out.applied.push(format!(
+                    "listener {} ({} {}) added",
+                    l.name,
+                    lc.transport.name(),
+                    l.port.addr
+                ));
+                plan.opened.push(l.id);
+                plan.list.push(l);
+            }
+            Err(e) => {
+                for id in &plan.opened {
+                    listening.close(*id);
+                }
+                return Err(format!("listener {}: {e}", lc.name));
+            }
+        }
+    }
+    for l in &plan.removed {
+        out.applied
+            .push(format!("listener {} ({}) removed", l.name, l.port.addr));
+    }
+    Ok(plan)
+}
 
 /// What a reload did, and what it could not do without a restart.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -54,9 +140,6 @@ fn target_changes(old: &Config, new: &Config) -> Vec<String> {
         a.keep_alive_timeout_ms_max != b.keep_alive_timeout_ms_max,
     );
     diff("control_socket", a.control_socket != b.control_socket);
-    if old.listeners != new.listeners {
-        v.push("listeners changed: restart to apply them".into());
-    }
     if old.metrics != new.metrics {
         v.push("[metrics] changed: restart to apply it".into());
     }
@@ -70,9 +153,15 @@ struct Kept {
     changed_ns: Vec<u32>,
 }
 
-/// Applies `new` to `target`, which runs `old`. `Err` when something
-/// needed cannot be opened (nothing is changed then).
-pub fn apply(target: &Target, old: &Config, new: &Config) -> Result<Outcome, String> {
+/// Applies `new` to `target`, which runs `old`, opening and closing
+/// listeners through `listening`. `Err` when something needed cannot be
+/// opened (nothing is changed then).
+pub fn apply(
+    target: &Target,
+    listening: &dyn Listening,
+    old: &Config,
+    new: &Config,
+) -> Result<Outcome, String> {
     let mut out = Outcome {
         needs_restart: target_changes(old, new),
         ..Default::default()
@@ -102,6 +191,10 @@ pub fn apply(target: &Target, old: &Config, new: &Config) -> Result<Outcome, Str
         .filter(|s| !new.subsystems.iter().any(|c| c.nqn == s.nqn))
         .cloned()
         .collect();
+    // Last of the preparations: new listeners accept from here on, but
+    // serve nothing until the list below is swapped in.
+    let lp = plan_listeners(target, listening, old, new, &mut out)?;
+    let listeners_changed = !lp.removed.is_empty() || !lp.opened.is_empty();
     // Apply, holding the controller table: a Connect checks what is
     // exported and makes its controller under the same lock, so every
     // controller made before the swap is in the list below.
@@ -111,8 +204,9 @@ pub fn apply(target: &Target, old: &Config, new: &Config) -> Result<Outcome, Str
     let mut changed: Vec<(Arc<Subsystem>, Vec<u32>)> = Vec::new();
     for k in kept {
         let before = k.subsys.exports();
-        let hosts_changed =
-            before.hosts != k.exports.hosts || before.allow_any_host != k.exports.allow_any_host;
+        let hosts_changed = before.hosts != k.exports.hosts
+            || before.allow_any_host != k.exports.allow_any_host
+            || before.listeners != k.exports.listeners;
         hosts_changed_any |= hosts_changed;
         if k.changed_ns.is_empty() && !hosts_changed {
             continue;
@@ -120,9 +214,12 @@ pub fn apply(target: &Target, old: &Config, new: &Config) -> Result<Outcome, Str
         k.subsys.set_exports(k.exports);
         changed.push((k.subsys, k.changed_ns));
     }
+    if listeners_changed {
+        target.set_listeners(lp.list);
+    }
     if subsystems_changed {
         target.set_subsystems(list);
-    } else if hosts_changed_any {
+    } else if hosts_changed_any && !listeners_changed {
         // What the discovery log lists for some host changed.
         target
             .genctr
@@ -130,14 +227,24 @@ pub fn apply(target: &Target, old: &Config, new: &Config) -> Result<Outcome, Str
     }
     let ctrls = table.all();
     drop(table);
+    for l in &lp.removed {
+        listening.close(l.id);
+    }
     for (s, nsids) in &changed {
         for c in ctrls.iter().filter(|c| Arc::ptr_eq(&c.subsys, s)) {
-            if !s.host_allowed(&c.hostnqn) {
+            let served =
+                c.listener == 0 || target.listener(c.listener).is_some_and(|l| s.served_on(&l));
+            if !s.host_allowed(&c.hostnqn) || !served {
                 log::info!(
-                    "controller {} of {}: host {} is no longer allowed; tearing it down",
+                    "controller {} of {}: host {} {}; tearing it down",
                     c.cntlid,
                     s.nqn,
-                    c.hostnqn
+                    c.hostnqn,
+                    if served {
+                        "is no longer allowed"
+                    } else {
+                        "connected through a listener that no longer serves it"
+                    }
                 );
                 c.kill();
             } else if !nsids.is_empty() {
@@ -146,7 +253,7 @@ pub fn apply(target: &Target, old: &Config, new: &Config) -> Result<Outcome, Str
         }
     }
     // What discovery controllers list changed: tell their hosts.
-    if subsystems_changed || hosts_changed_any {
+    if subsystems_changed || hosts_changed_any || listeners_changed {
         for c in ctrls.iter().filter(|c| c.subsys.discovery) {
             c.discovery_changed();
         }
@@ -182,6 +289,10 @@ fn prepare_kept(
     if cur.allow_any_host != sc.allow_any_host || cur.hosts != sc.hosts {
         out.applied
             .push(format!("subsystem {}: hosts changed", sc.nqn));
+    }
+    if cur.listeners != sc.listeners {
+        out.applied
+            .push(format!("subsystem {}: listeners changed", sc.nqn));
     }
     let mut namespaces = Vec::new();
     let mut changed = Vec::new();
@@ -253,6 +364,7 @@ fn prepare_kept(
             allow_any_host: sc.allow_any_host,
             hosts: sc.hosts.clone(),
             namespaces,
+            listeners: sc.listeners.clone(),
         },
         changed_ns: changed,
     })
@@ -293,6 +405,34 @@ impl NamespaceKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    /// Listeners that open unless their port is 1, and what was closed.
+    struct Fake<'t> {
+        target: &'t Target,
+        closed: RefCell<Vec<u16>>,
+    }
+
+    impl<'t> Fake<'t> {
+        fn new(target: &'t Target) -> Fake<'t> {
+            Fake {
+                target,
+                closed: RefCell::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Listening for Fake<'_> {
+        fn open(&self, l: &ListenerConfig) -> std::io::Result<Listener> {
+            if l.addr.port() == 1 {
+                return Err(std::io::Error::other("port 1 is taken"));
+            }
+            Ok(Listener::new(self.target.new_listener_id().unwrap(), l))
+        }
+        fn close(&self, id: u16) {
+            self.closed.borrow_mut().push(id);
+        }
+    }
 
     fn cfg(extra_ns: &str, file: &std::path::Path, file_size: &str) -> Config {
         let text = format!(
@@ -314,9 +454,12 @@ mod tests {
         let s = t.subsystems()[0].clone();
         let ram = s.namespace(1).unwrap();
         // Nothing changed: nothing done.
-        assert_eq!(apply(&t, &old, &old).unwrap(), Outcome::default());
+        assert_eq!(
+            apply(&t, &Fake::new(&t), &old, &old).unwrap(),
+            Outcome::default()
+        );
         let new = cfg("", &f, "2MiB");
-        let out = apply(&t, &old, &new).unwrap();
+        let out = apply(&t, &Fake::new(&t), &old, &new).unwrap();
         assert_eq!(
             out.applied,
             vec!["subsystem nqn.2026-01.io.nvmf-target:r nsid 2: resized to 2097152 bytes"]
@@ -331,7 +474,7 @@ mod tests {
             "r.toml",
         )
         .unwrap();
-        let out = apply(&t, &new, &bigger).unwrap();
+        let out = apply(&t, &Fake::new(&t), &new, &bigger).unwrap();
         assert!(out.applied.is_empty(), "{out:?}");
         assert_eq!(out.needs_restart.len(), 1, "{out:?}");
         assert!(
@@ -342,5 +485,106 @@ mod tests {
             Arc::ptr_eq(&ram, &s.namespace(1).unwrap()),
             "the RAM namespace stays"
         );
+    }
+
+    fn with_listeners(listeners: &str, served_on: &str) -> Config {
+        let text = format!(
+            "{listeners}\n[[subsystem]]\nnqn = \"nqn.2026-01.io.nvmf-target:l\"\n\
+             allow_any_host = true\n{served_on}\n[[subsystem.namespace]]\nbackend = \"ram\"\n\
+             size = \"1MiB\"\n"
+        );
+        Config::parse(&text, "l.toml").unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    const DATA: &str = "[[listener]]\nname = \"data\"\ntransport = \"tcp\"\n\
+                        address = \"127.0.0.1\"\nport = 4420\n";
+    const DISC: &str = "[[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1\"\n\
+                        port = 8009\ndiscovery = true\n";
+
+    #[test]
+    fn listeners_are_added_removed_and_reopened_by_name() {
+        let old = with_listeners(DATA, "");
+        let t = Target::new(&old).unwrap();
+        let data_id = t.listeners()[0].id;
+        let s = t.subsystems()[0].clone();
+        let genctr = t.genctr.load(std::sync::atomic::Ordering::Relaxed);
+
+        // A discovery listener is added: the data one stays as it was.
+        let both = with_listeners(&format!("{DATA}{DISC}"), "");
+        let fake = Fake::new(&t);
+        let out = apply(&t, &fake, &old, &both).unwrap();
+        assert_eq!(
+            out.applied,
+            vec!["listener tcp:127.0.0.1:8009 (tcp 127.0.0.1:8009) added"]
+        );
+        let ls = t.listeners();
+        assert_eq!(ls.len(), 2);
+        assert_eq!(ls[0].id, data_id);
+        assert!(ls[1].discovery && ls[1].id != data_id);
+        assert!(s.served_on(&ls[0]) && !s.served_on(&ls[1]));
+        assert!(fake.closed.borrow().is_empty());
+        assert!(t.genctr.load(std::sync::atomic::Ordering::Relaxed) > genctr);
+
+        // The data listener moves to another port: closed and opened again
+        // under a new ID; the discovery one stays.
+        let moved = with_listeners(&format!("{}{DISC}", DATA.replace("4420", "4421")), "");
+        let fake = Fake::new(&t);
+        let out = apply(&t, &fake, &both, &moved).unwrap();
+        assert_eq!(
+            out.applied,
+            vec![
+                "listener data (tcp 127.0.0.1:4421) added",
+                "listener data (127.0.0.1:4420) removed"
+            ]
+        );
+        assert_eq!(*fake.closed.borrow(), vec![data_id]);
+        let ls = t.listeners();
+        assert_eq!(ls[0].port.addr.port(), 4421);
+        assert_ne!(ls[0].id, data_id);
+        assert_eq!(ls[1].id, t.listeners()[1].id);
+
+        // One that cannot be opened refuses the whole reload: nothing
+        // changes, and what it had opened is closed again.
+        let extra = "[[listener]]\nname = \"x\"\ntransport = \"tcp\"\naddress = \"127.0.0.1\"\n\
+                     port = 5000\n[[listener]]\nname = \"bad\"\ntransport = \"tcp\"\n\
+                     address = \"127.0.0.1\"\nport = 1\n";
+        let broken = with_listeners(
+            &format!("{}{DISC}{extra}", DATA.replace("4420", "4421")),
+            "",
+        );
+        let before = t.listeners();
+        let fake = Fake::new(&t);
+        let e = apply(&t, &fake, &moved, &broken).unwrap_err();
+        assert!(e.contains("listener bad: port 1 is taken"), "{e}");
+        assert_eq!(fake.closed.borrow().len(), 1, "x was closed again");
+        assert_eq!(*t.listeners(), *before);
+    }
+
+    #[test]
+    fn a_subsystem_served_on_named_listeners_only() {
+        let two = format!(
+            "{DATA}[[listener]]\nname = \"other\"\ntransport = \"tcp\"\n\
+             address = \"127.0.0.1\"\nport = 4430\n{DISC}"
+        );
+        let everywhere = with_listeners(&two, "");
+        let t = Target::new(&everywhere).unwrap();
+        let s = t.subsystems()[0].clone();
+        let ls = t.listeners();
+        assert_eq!(
+            ls.iter().map(|l| s.served_on(l)).collect::<Vec<_>>(),
+            vec![true, true, false],
+            "every listener but the discovery one"
+        );
+        let only = with_listeners(&two, "listeners = [\"other\"]");
+        let out = apply(&t, &Fake::new(&t), &everywhere, &only).unwrap();
+        assert_eq!(
+            out.applied,
+            vec!["subsystem nqn.2026-01.io.nvmf-target:l: listeners changed"]
+        );
+        assert_eq!(
+            ls.iter().map(|l| s.served_on(l)).collect::<Vec<_>>(),
+            vec![false, true, false]
+        );
+        assert!(t.discovery.served_on(&ls[2]));
     }
 }

@@ -1160,44 +1160,61 @@ fn discovery_over_ipv6_and_on_a_wildcard_ipv6_listener() {
     c.shutdown().unwrap();
 }
 
-/// A listener on the IANA discovery port (8009) advertises only the
-/// discovery subsystem; the NVM subsystems are listed on the other ports.
+/// A discovery port (`discovery = true`) serves and advertises only the
+/// discovery subsystem; a subsystem that names its listeners is listed, and
+/// may be connected to, on those only.
 #[test]
-fn the_discovery_port_lists_no_nvm_subsystems() {
-    let toml = basic_toml("").replace(
-        "port = 4420\n",
-        "port = 4420\n\n[[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1\"\nport = 8009\n",
-    );
+fn discovery_ports_and_subsystems_served_on_named_listeners() {
+    let toml = basic_toml("")
+        .replace(
+            "port = 4420\n",
+            "port = 4420\n\n[[listener]]\nname = \"other\"\ntransport = \"tcp\"\n\
+             address = \"127.0.0.1\"\nport = 4421\n\n[[listener]]\nname = \"disc\"\n\
+             transport = \"tcp\"\naddress = \"127.0.0.1\"\nport = 8009\ndiscovery = true\n",
+        )
+        .replace(
+            "allow_any_host = true\n",
+            "allow_any_host = true\nlisteners = [\"other\"]\n",
+        );
     let mut cfg = nvmf_target::config::Config::parse(&toml, "test.toml").unwrap();
-    cfg.listeners[0].addr.set_port(0);
+    for l in &mut cfg.listeners {
+        l.addr.set_port(0);
+    }
     cfg.target.cores = test_cores();
-    let rt = match nvmf_target::reactor::Runtime::start(&cfg) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("port 8009 is not available here ({e}): skipped");
-            return;
-        }
-    };
+    let rt = nvmf_target::reactor::Runtime::start(&cfg).unwrap();
     let addrs = rt.listen_addrs().to_vec();
-    assert_eq!(addrs[1].port(), 8009);
-    let log = nvmf_initiator::discover(addrs[1], &opts()).unwrap();
-    let got: Vec<(String, String)> = log
+    let log = nvmf_initiator::discover(addrs[2], &opts()).unwrap();
+    let mut got: Vec<(String, u16, u16)> = log
         .entries
         .iter()
-        .map(|e| (e.subnqn.clone(), e.trsvcid.clone()))
+        .map(|e| (e.subnqn.clone(), e.trsvcid.parse().unwrap(), e.portid))
         .collect();
-    let p = addrs[0].port().to_string();
-    assert!(got.contains(&(NQN.to_string(), p.clone())), "{got:?}");
-    assert!(got.contains(&(DISCOVERY_NQN.to_string(), p)), "{got:?}");
-    assert!(
-        got.contains(&(DISCOVERY_NQN.to_string(), "8009".to_string())),
-        "{got:?}"
-    );
-    assert!(
-        !got.contains(&(NQN.to_string(), "8009".to_string())),
-        "an NVM subsystem advertised on the discovery port: {got:?}"
-    );
-    assert_eq!(got.len(), 3);
+    got.sort();
+    let mut want = vec![
+        (DISCOVERY_NQN.to_string(), addrs[0].port(), 1),
+        (DISCOVERY_NQN.to_string(), addrs[1].port(), 2),
+        (DISCOVERY_NQN.to_string(), addrs[2].port(), 3),
+        (NQN.to_string(), addrs[1].port(), 2),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    // Not served on the first listener, nor on the discovery port.
+    for a in [addrs[0], addrs[2]] {
+        let (status, dnr, _) =
+            status_of(nvmf_initiator::Controller::connect(a, NQN, &opts(), 1).map(|_| ()));
+        assert_eq!(
+            (status, dnr),
+            (0x182, true),
+            "Connect Invalid Parameters at {a}"
+        );
+    }
+    let mut c = connect(addrs[1], 1);
+    write_read_check(&mut c.io[0], NS_RAM512, 512, 0, 1, 8192);
+    c.shutdown().unwrap();
+    // The discovery subsystem is served everywhere.
+    for a in &addrs {
+        nvmf_initiator::discover(*a, &opts()).unwrap();
+    }
     rt.shutdown();
 }
 

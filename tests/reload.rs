@@ -396,3 +396,206 @@ fn reloads_during_io_disturb_nothing_they_do_not_change() {
         assert!(rounds > 0);
     }
 }
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Listeners added and removed at run time by `ctl` and by a reload: the
+/// test-suite hook (a subsystem with one namespace of a given size and
+/// UUID, one host, on a given port, connectable as soon as `ctl` returns;
+/// deleted under a connected host and made again), connections on a removed
+/// listener closed while the others go on, and what `ctl listeners` and
+/// `ctl controllers` show.
+#[test]
+fn listeners_come_and_go_at_run_time() {
+    let (_dir, cfg, _sock, port, addr, _child) = serve(&[1], false);
+    let ctl = |args: &[&str]| {
+        let mut a = vec!["ctl"];
+        a.extend_from_slice(args);
+        run(&a, &cfg)
+    };
+    // A host on the config's listener, there through everything below.
+    let mut c = connect(addr, 1);
+    const T: &str = "nqn.2026-01.io.nvmf-target:hook";
+    let uuid = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+    let q = free_port();
+    let qaddr: SocketAddr = format!("127.0.0.1:{q}").parse().unwrap();
+    let spec = format!("127.0.0.1:{q}");
+    let make = || {
+        let (ok, out, err) = ctl(&[
+            "subsystem",
+            "add",
+            T,
+            "--host",
+            &host(7),
+            "--listen",
+            &spec,
+            "--size",
+            "16MiB",
+            "--uuid",
+            uuid,
+        ]);
+        assert!(ok, "{out}{err}");
+        out
+    };
+    let out = make();
+    assert!(
+        out.contains(&format!(
+            "listener tcp:127.0.0.1:{q} (tcp 127.0.0.1:{q}) added"
+        )),
+        "{out}"
+    );
+    // Connectable the moment ctl returns, by that host only, on that port only.
+    let mut h = connect_as(qaddr, T, 7);
+    let id = h.identify_namespace(1).unwrap();
+    assert_eq!(id.nsze, 16 << 20 >> 9);
+    // The Namespace Identification Descriptor list: (NIDT, NIDL, id)...
+    let descs = h.identify(3, 1, 0, 0).unwrap();
+    let mut at = 0;
+    while descs[at] != 3 {
+        assert_ne!(descs[at], 0, "no UUID descriptor");
+        at += 4 + descs[at + 1] as usize;
+    }
+    let got: [u8; 16] = descs[at + 4..at + 20].try_into().unwrap();
+    assert_eq!(nvmf_initiator::uuid_to_string(&got), uuid);
+    write_read_check(&mut h.io[0], 1, 512, 0, 3, 8192);
+    assert!(Controller::connect(qaddr, T, &opts_for_host(8), 1).is_err());
+    assert!(Controller::connect(addr, T, &opts_for_host(7), 1).is_err());
+    // The config's subsystem names no listeners: it is served on every
+    // listener that is not a discovery port, the new one too.
+    connect(qaddr, 1).shutdown().unwrap();
+
+    let (ok, out, _) = ctl(&["listeners", "--json"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("\"name\":\"tcp:127.0.0.1:{q}\""))
+            && out.contains(&format!("\"{B}\",\"{T}\"]"))
+            && out.contains(&format!("\"address\":\"127.0.0.1:{port}\"")),
+        "{out}"
+    );
+    let (ok, out, _) = ctl(&["controllers", "--json"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("\"host_address\":\"127.0.0.1:")
+            && out.contains(&format!("\"listener\":\"tcp:127.0.0.1:{q}\""))
+            && out.contains("\"queues\":[{\"qid\":0,\"reactor\":0},{\"qid\":1,\"reactor\":0}]"),
+        "{out}"
+    );
+
+    // Deleted under the connected host: its controller goes away.
+    let (ok, out, err) = ctl(&["subsystem", "remove", T]);
+    assert!(ok, "{out}{err}");
+    h.admin
+        .wait_closed(Duration::from_secs(10))
+        .expect("the host's controller went away");
+    // Made again with the same NQN: the host connects again, on the same
+    // listener (kept), and finds a fresh namespace.
+    let out = make();
+    assert!(!out.contains("listener"), "the listener was kept: {out}");
+    let mut h = connect_as(qaddr, T, 7);
+    h.keep_alive().unwrap();
+
+    // A listener in use by a subsystem that names it cannot be removed.
+    let name = format!("tcp:127.0.0.1:{q}");
+    let (ok, _, err) = ctl(&["listener", "remove", &name]);
+    assert!(
+        !ok && err.contains(&format!("subsystem {T} names listener")),
+        "{err}"
+    );
+    // A discovery controller on it, then the subsystem and the listener go:
+    // connections on that listener close, the port is free, and the host on
+    // the other listener sees nothing.
+    let mut d = Controller::connect(qaddr, nvmf_target::config::DISCOVERY_NQN, &opts(), 0).unwrap();
+    d.keep_alive().unwrap();
+    assert!(ctl(&["subsystem", "remove", T]).0);
+    let (ok, out, err) = ctl(&["listener", "remove", &name]);
+    assert!(
+        ok && out.contains(&format!("listener {name} ({qaddr}) removed")),
+        "{out}{err}"
+    );
+    d.admin
+        .wait_closed(Duration::from_secs(10))
+        .expect("the discovery connection on the removed listener closed");
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(qaddr).is_err()
+    }));
+    c.keep_alive().unwrap();
+    write_read_check(&mut c.io[0], 1, 512, 0, 4, 4096);
+
+    // listener add: the config's subsystem (no list) is served there too;
+    // a discovery listener serves only discovery.
+    let r = free_port();
+    let raddr: SocketAddr = format!("127.0.0.1:{r}").parse().unwrap();
+    let (ok, out, err) = ctl(&[
+        "listener",
+        "add",
+        "extra",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &r.to_string(),
+    ]);
+    assert!(ok, "{out}{err}");
+    let mut e = connect(raddr, 1);
+    write_read_check(&mut e.io[0], 1, 512, 8, 5, 4096);
+    let dp = free_port();
+    let daddr: SocketAddr = format!("127.0.0.1:{dp}").parse().unwrap();
+    assert!(
+        ctl(&[
+            "listener",
+            "add",
+            "disc",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            &dp.to_string(),
+            "--discovery",
+        ])
+        .0
+    );
+    let log = nvmf_initiator::discover(daddr, &opts()).unwrap();
+    let listed: Vec<(String, String)> = log
+        .entries
+        .iter()
+        .map(|e| (e.subnqn.clone(), e.trsvcid.clone()))
+        .collect();
+    assert!(
+        listed.contains(&(NQN.to_string(), r.to_string())),
+        "{listed:?}"
+    );
+    assert!(
+        !listed.contains(&(NQN.to_string(), dp.to_string())),
+        "{listed:?}"
+    );
+    assert!(Controller::connect(daddr, NQN, &opts(), 1).is_err());
+    // A port in use: refused, nothing changes.
+    let (ok, _, err) = ctl(&[
+        "listener",
+        "add",
+        "dup",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &r.to_string(),
+    ]);
+    assert!(!ok && err.contains("nothing changed"), "{err}");
+
+    // A reload goes back to the file: the listeners ctl added are removed
+    // (their connections close), the file's one stays with its hosts.
+    let (ok, out, err) = run(&["reload"], &cfg);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("applied: listener extra (") && out.contains("applied: listener disc ("),
+        "{out}"
+    );
+    e.admin
+        .wait_closed(Duration::from_secs(10))
+        .expect("the connection on the listener the reload removed closed");
+    c.keep_alive().unwrap();
+    write_read_check(&mut c.io[0], 1, 512, 16, 6, 4096);
+}

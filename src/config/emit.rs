@@ -54,11 +54,17 @@ pub(crate) fn to_toml(config: &Config) -> String {
 
     for l in &config.listeners {
         let _ = writeln!(out, "\n[[listener]]");
+        if l.name != super::ListenerConfig::default_name(l.transport, l.addr) {
+            let _ = writeln!(out, "name = {}", quote(&l.name));
+        }
         let _ = writeln!(out, "transport = {}", quote(l.transport.name()));
         let _ = writeln!(out, "address = {}", quote(&l.addr.ip().to_string()));
         let _ = writeln!(out, "port = {}", l.addr.port());
         if let Some(f) = l.fallback {
             let _ = writeln!(out, "fallback = {}", quote(f.name()));
+        }
+        if l.discovery {
+            let _ = writeln!(out, "discovery = true");
         }
     }
 
@@ -76,6 +82,10 @@ pub(crate) fn to_toml(config: &Config) -> String {
                 let _ = writeln!(out, "    {},", quote(h));
             }
             let _ = writeln!(out, "]");
+        }
+        if let Some(ls) = &s.listeners {
+            let names: Vec<String> = ls.iter().map(|n| quote(n)).collect();
+            let _ = writeln!(out, "listeners = [{}]", names.join(", "));
         }
         for ns in &s.namespaces {
             let _ = writeln!(out, "\n[[subsystem.namespace]]");

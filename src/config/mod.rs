@@ -137,11 +137,36 @@ impl TransportKind {
 /// `[[listener]]`: an address the target accepts connections on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
+    /// What subsystems' `listeners` and `ctl` call it; unique. Defaults to
+    /// `TRANSPORT:ADDRESS:PORT` ([`ListenerConfig::default_name`]).
+    pub name: String,
     pub transport: TransportKind,
     pub addr: SocketAddr,
     /// For an RDMA listener: serve this transport instead when RDMA cannot
     /// be set up on the address (`fallback = "tcp"`).
     pub fallback: Option<TransportKind>,
+    /// A discovery port: it serves the discovery subsystem only, and no
+    /// NVM subsystem is served or advertised on it.
+    pub discovery: bool,
+}
+
+impl ListenerConfig {
+    /// The name a listener gets when the config gives none, such as
+    /// `tcp:127.0.0.1:4420` or `rdma:[fe80::1]:4420`.
+    pub fn default_name(transport: TransportKind, addr: SocketAddr) -> String {
+        format!("{}:{addr}", transport.name())
+    }
+
+    /// A listener with its default name.
+    pub fn new(transport: TransportKind, addr: SocketAddr, discovery: bool) -> ListenerConfig {
+        ListenerConfig {
+            name: Self::default_name(transport, addr),
+            transport,
+            addr,
+            fallback: None,
+            discovery,
+        }
+    }
 }
 
 /// `[[subsystem]]`.
@@ -155,6 +180,9 @@ pub struct SubsystemConfig {
     pub allow_any_host: bool,
     /// Host NQNs allowed to connect (empty when `allow_any_host`).
     pub hosts: Vec<String>,
+    /// Names of the listeners it is served on; `None`: every listener that
+    /// is not a discovery port.
+    pub listeners: Option<Vec<String>>,
     /// In the order of the config file.
     pub namespaces: Vec<NamespaceConfig>,
 }
@@ -353,7 +381,7 @@ impl Config {
     }
 
     /// The config used when none is given: listeners on 127.0.0.1 ports 4420
-    /// and 8009, and one subsystem open to any host with a 1 GiB RAM namespace.
+    /// and 8009 (the discovery port), and one subsystem open to any host with a 1 GiB RAM namespace.
     pub fn embedded_default() -> Config {
         let nqn = DEFAULT_SUBSYSTEM_NQN;
         let (uuid, nguid, eui64) = derived_namespace_ids(nqn, 1);
@@ -361,16 +389,8 @@ impl Config {
         Config {
             target: TargetConfig::default(),
             listeners: vec![
-                ListenerConfig {
-                    fallback: None,
-                    transport: TransportKind::Tcp,
-                    addr: SocketAddr::new(localhost, 4420),
-                },
-                ListenerConfig {
-                    fallback: None,
-                    transport: TransportKind::Tcp,
-                    addr: SocketAddr::new(localhost, 8009),
-                },
+                ListenerConfig::new(TransportKind::Tcp, SocketAddr::new(localhost, 4420), false),
+                ListenerConfig::new(TransportKind::Tcp, SocketAddr::new(localhost, 8009), true),
             ],
             subsystems: vec![SubsystemConfig {
                 nqn: nqn.to_owned(),
@@ -378,6 +398,7 @@ impl Config {
                 model: DEFAULT_MODEL.to_owned(),
                 allow_any_host: true,
                 hosts: Vec::new(),
+                listeners: None,
                 namespaces: vec![NamespaceConfig {
                     nsid: 1,
                     backend: BackendConfig::Ram { size: 1 << 30 },

@@ -64,11 +64,11 @@ fn minimal_config_gets_all_defaults() {
     assert_eq!(c.target.keep_alive_timeout_ms_max, 120_000);
     assert_eq!(
         c.listeners,
-        vec![ListenerConfig {
-            fallback: None,
-            transport: TransportKind::Tcp,
-            addr: "127.0.0.1:4420".parse().unwrap(),
-        }]
+        vec![ListenerConfig::new(
+            TransportKind::Tcp,
+            "127.0.0.1:4420".parse().unwrap(),
+            false
+        )]
     );
     assert!(c.subsystems.is_empty());
 }
@@ -251,7 +251,7 @@ fn unknown_keys() {
         vec![
             // A key after [[listener]] belongs to the listener.
             "test.toml:5:1: listener[0]: unknown key \"listen\" (expected \
-             one of: transport, address, port, fallback)",
+             one of: name, transport, address, port, fallback, discovery)",
             "test.toml:7:1: target: unknown key \"core\" (did you mean \"cores\"?)",
             "test.toml:14:3: subsystem[0].namespace[0]: unknown key \"blocksize\" \
              (did you mean \"block_size\"?)",
@@ -776,7 +776,7 @@ fn columns_count_characters_and_crlf_works() {
     assert_eq!(
         errors(&text)[1],
         "test.toml:6:1: subsystem[0]: unknown key \"\u{e9}\u{e9}\" (expected one of: nqn, \
-         serial, model, allow_any_host, hosts, namespace)"
+         serial, model, allow_any_host, hosts, listeners, namespace)"
     );
 }
 
@@ -1084,4 +1084,112 @@ fn control_socket_and_metrics() {
             "test.toml:9:1: metrics: unknown key \"port\" (expected one of: listen)",
         ]
     );
+}
+
+#[test]
+fn listeners_have_names_discovery_ports_and_subsystems_choose_them() {
+    let c = ok(&lines(&[
+        "[[listener]]",
+        "transport = \"tcp\"",
+        "address = \"127.0.0.1\"",
+        "port = 4420",
+        "[[listener]]",
+        "name = \"fast\"",
+        "transport = \"tcp\"",
+        "address = \"::1\"",
+        "port = 4420",
+        "[[listener]]",
+        "transport = \"tcp\"",
+        "address = \"127.0.0.1\"",
+        "port = 8009",
+        "discovery = true",
+        "[[subsystem]]",
+        "nqn = \"nqn.2026-01.io.nvmf-target:a\"",
+        "allow_any_host = true",
+        "listeners = [\"fast\"]",
+        "[[subsystem]]",
+        "nqn = \"nqn.2026-01.io.nvmf-target:b\"",
+        "allow_any_host = true",
+    ]));
+    let names: Vec<&str> = c.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["tcp:127.0.0.1:4420", "fast", "tcp:127.0.0.1:8009"]);
+    assert_eq!(
+        c.listeners.iter().map(|l| l.discovery).collect::<Vec<_>>(),
+        [false, false, true]
+    );
+    assert_eq!(c.subsystems[0].listeners, Some(vec!["fast".to_string()]));
+    assert_eq!(c.subsystems[1].listeners, None);
+    // Written and read back the same.
+    assert_eq!(ok(&c.to_toml()), c);
+}
+
+#[test]
+fn listener_name_and_subsystem_listener_errors() {
+    let e = errors(&lines(&[
+        "[[listener]]",
+        "name = \"a\"",
+        "transport = \"tcp\"",
+        "address = \"127.0.0.1\"",
+        "port = 4420",
+        "[[listener]]",
+        "name = \"a\"",
+        "transport = \"tcp\"",
+        "address = \"127.0.0.1\"",
+        "port = 4421",
+        "[[listener]]",
+        "name = \"has space\"",
+        "transport = \"tcp\"",
+        "address = \"127.0.0.1\"",
+        "port = 4422",
+        "[[listener]]",
+        "name = \"d\"",
+        "transport = \"tcp\"",
+        "address = \"127.0.0.1\"",
+        "port = 8009",
+        "discovery = \"yes\"",
+        "[[listener]]",
+        "name = \"disc\"",
+        "transport = \"tcp\"",
+        "address = \"127.0.0.1\"",
+        "port = 8010",
+        "discovery = true",
+        "[[subsystem]]",
+        "nqn = \"nqn.2026-01.io.nvmf-target:a\"",
+        "allow_any_host = true",
+        "listeners = [\"a\", \"nope\", \"disc\", \"a\"]",
+        "[[subsystem]]",
+        "nqn = \"nqn.2026-01.io.nvmf-target:b\"",
+        "allow_any_host = true",
+        "listeners = []",
+    ]));
+    assert_eq!(
+        e,
+        [
+            "test.toml:7:8: listener[1].name: duplicate listener name \"a\" (first used at line 2)",
+            "test.toml:12:8: listener[2].name: \"has space\" has a space or a character that is \
+             not printable ASCII",
+            "test.toml:21:13: listener[3].discovery: expected a boolean (true or false), found \
+             the string \"yes\"",
+            "test.toml:31:19: subsystem[0].listeners[1]: no listener is named \"nope\" \
+             (listeners: a, disc)",
+            "test.toml:31:27: subsystem[0].listeners[2]: listener \"disc\" is a discovery port \
+             (discovery = true) and serves no NVM subsystem",
+            "test.toml:31:35: subsystem[0].listeners[3]: \"a\" is listed twice",
+            "test.toml:35:13: subsystem[1].listeners: empty, so the subsystem would be served \
+             nowhere (leave listeners out to serve it on every listener that is not discovery)",
+        ]
+    );
+    // Every listener a discovery port: a subsystem would be served nowhere.
+    let e = errors(&lines(&[
+        "[[listener]]",
+        "transport = \"tcp\"",
+        "address = \"127.0.0.1\"",
+        "port = 8009",
+        "discovery = true",
+        "[[subsystem]]",
+        "nqn = \"nqn.2026-01.io.nvmf-target:a\"",
+        "allow_any_host = true",
+    ]));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("served on no listener"), "{e:?}");
 }

@@ -50,13 +50,23 @@ fn removed_key(path: &str, key: &str) -> Option<&'static str> {
     }
 }
 
-const LISTENER_KEYS: &[&str] = &["transport", "address", "port", "fallback"];
+const LISTENER_KEYS: &[&str] = &[
+    "name",
+    "transport",
+    "address",
+    "port",
+    "fallback",
+    "discovery",
+];
+/// Longest listener name.
+pub(crate) const LISTENER_NAME_MAX_LEN: usize = 64;
 const SUBSYSTEM_KEYS: &[&str] = &[
     "nqn",
     "serial",
     "model",
     "allow_any_host",
     "hosts",
+    "listeners",
     "namespace",
 ];
 const NAMESPACE_KEYS: &[&str] = &[
@@ -512,8 +522,24 @@ pub(crate) fn validate(ctx: &mut Ctx, root: &Node) -> Option<Config> {
                 );
             }
             let mut seen: Vec<(SocketAddr, Vec<TransportKind>, Span)> = Vec::new();
+            let mut names: HashMap<String, Span> = HashMap::new();
             for table in array_of_tables(ctx, "listener", &entry.node, "listener") {
                 if let Some(l) = listener(ctx, &table, &mut seen) {
+                    let span = table
+                        .get("name")
+                        .map_or(table.span.clone(), |e| e.node.span.clone());
+                    if let Some(first) = names.get(&l.name) {
+                        let line = ctx.line(first);
+                        ctx.error(
+                            &span,
+                            format!(
+                                "{}.name: duplicate listener name {:?} (first used at line {line})",
+                                table.path, l.name
+                            ),
+                        );
+                        continue;
+                    }
+                    names.insert(l.name.clone(), span);
                     listeners.push(l);
                 }
             }
@@ -525,7 +551,7 @@ pub(crate) fn validate(ctx: &mut Ctx, root: &Node) -> Option<Config> {
         let mut nqns: HashMap<String, Span> = HashMap::new();
         let mut ids = IdRegistry::default();
         for table in array_of_tables(ctx, "subsystem", &entry.node, "subsystem") {
-            if let Some(s) = subsystem(ctx, &table, &mut nqns, &mut ids) {
+            if let Some(s) = subsystem(ctx, &table, &mut nqns, &mut ids, &listeners) {
                 subsystems.push(s);
             }
         }
@@ -833,7 +859,26 @@ fn listener(
         }
     };
 
+    let discovery = match t.get("discovery") {
+        None => Some(false),
+        Some(e) => as_bool(ctx, &t.field("discovery"), &e.node),
+    };
+    let name = match t.get("name") {
+        None => Some(None),
+        Some(e) => {
+            let path = t.field("name");
+            as_str(ctx, &path, &e.node).and_then(|n| match listener_name_problem(n) {
+                Some(why) => {
+                    ctx.error(&e.node.span, format!("{path}: {n:?} {why}"));
+                    None
+                }
+                None => Some(Some(n.to_owned())),
+            })
+        }
+    };
+
     let (transport, ip, port) = (transport?, address?, port?);
+    let (discovery, name) = (discovery?, name?);
     let addr = SocketAddr::new(ip, port);
     // TCP and RDMA have separate port spaces: a TCP and an RDMA listener may share an
     // address and port (hosts then have two paths), unless the RDMA one may become TCP.
@@ -872,10 +917,28 @@ fn listener(
     }
     seen.push((addr, mine, t.span.clone()));
     Some(ListenerConfig {
+        name: name.unwrap_or_else(|| ListenerConfig::default_name(transport, addr)),
         transport,
         addr,
         fallback,
+        discovery,
     })
+}
+
+/// Why `n` cannot name a listener, if it cannot.
+pub(crate) fn listener_name_problem(n: &str) -> Option<String> {
+    if n.is_empty() {
+        Some("is empty".into())
+    } else if n.len() > LISTENER_NAME_MAX_LEN {
+        Some(format!(
+            "is {} characters long; the maximum is {LISTENER_NAME_MAX_LEN}",
+            n.len()
+        ))
+    } else if !n.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        Some("has a space or a character that is not printable ASCII".into())
+    } else {
+        None
+    }
 }
 
 /// Every namespace identifier given or derived so far, to find duplicates
@@ -944,6 +1007,7 @@ fn subsystem(
     t: &Table,
     nqns: &mut HashMap<String, Span>,
     ids: &mut IdRegistry,
+    all_listeners: &[ListenerConfig],
 ) -> Option<SubsystemConfig> {
     t.check_keys(ctx, SUBSYSTEM_KEYS);
 
@@ -1030,6 +1094,68 @@ fn subsystem(
         }
     }
 
+    let listeners = match t.get("listeners") {
+        None => {
+            if !all_listeners.is_empty() && all_listeners.iter().all(|l| l.discovery) {
+                ctx.error(
+                    &t.span,
+                    format!(
+                        "{}: served on no listener: every listener is a discovery port \
+                         (discovery = true); add one that is not, or name one in listeners",
+                        t.path
+                    ),
+                );
+            }
+            None
+        }
+        Some(e) => {
+            let path = t.field("listeners");
+            let mut names: Vec<String> = Vec::new();
+            if let Some(items) = as_array(ctx, &path, &e.node) {
+                if items.is_empty() {
+                    ctx.error(
+                        &e.node.span,
+                        format!(
+                            "{path}: empty, so the subsystem would be served nowhere (leave \
+                             listeners out to serve it on every listener that is not discovery)"
+                        ),
+                    );
+                }
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("{path}[{i}]");
+                    let Some(n) = as_str(ctx, &path, item) else {
+                        continue;
+                    };
+                    match all_listeners.iter().find(|l| l.name == n) {
+                        None => {
+                            let known: Vec<&str> =
+                                all_listeners.iter().map(|l| l.name.as_str()).collect();
+                            ctx.error(
+                                &item.span,
+                                format!(
+                                    "{path}: no listener is named {n:?} (listeners: {})",
+                                    known.join(", ")
+                                ),
+                            );
+                        }
+                        Some(l) if l.discovery => ctx.error(
+                            &item.span,
+                            format!(
+                                "{path}: listener {n:?} is a discovery port (discovery = true) \
+                                 and serves no NVM subsystem"
+                            ),
+                        ),
+                        Some(_) if names.iter().any(|x| x == n) => {
+                            ctx.error(&item.span, format!("{path}: {n:?} is listed twice"))
+                        }
+                        Some(_) => names.push(n.to_owned()),
+                    }
+                }
+            }
+            Some(names)
+        }
+    };
+
     let mut drafts = Vec::new();
     if let Some(e) = t.get("namespace") {
         let path = t.field("namespace");
@@ -1045,6 +1171,7 @@ fn subsystem(
         model: model?,
         allow_any_host: allow_any_host?,
         hosts,
+        listeners,
         namespaces,
     })
 }

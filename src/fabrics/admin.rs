@@ -25,10 +25,6 @@ mod fid {
     pub const HOST_ID: u8 = 0x81;
 }
 
-/// The IANA port for NVMe/TCP discovery; NVM subsystems are not advertised
-/// on a listener on this port.
-pub const DISCOVERY_PORT: u16 = 8009;
-
 /// Features with a plain stored value.
 #[derive(Debug, Clone, Copy)]
 struct Features {
@@ -374,13 +370,15 @@ impl Queue {
     /// on every listener, at an address the host can reach.
     fn discovery_log(&self, ctrl: &ControllerShared) -> Vec<u8> {
         let mut entries = Vec::new();
-        for (i, port) in self.target.ports.iter().enumerate() {
+        let subsystems = self.target.subsystems();
+        for l in self.target.listeners().iter() {
+            let port = &l.port;
             let addr = reachable_addr(port.addr, self.local);
             let entry = |nqn: &str, subtype| DiscoveryEntry {
                 trtype: port.trtype,
                 adrfam: if addr.is_ipv4() { 1 } else { 2 },
                 subtype,
-                portid: i as u16 + 1,
+                portid: l.id,
                 asqsz: super::ADMIN_QUEUE_DEPTH as u16,
                 eflags: if subtype == log::subtype::CURRENT_DISCOVERY {
                     0b11 // duplicate info returned, explicit persistent connections
@@ -396,11 +394,8 @@ impl Queue {
                 crate::config::DISCOVERY_NQN,
                 log::subtype::CURRENT_DISCOVERY,
             ));
-            if addr.port() == DISCOVERY_PORT {
-                continue;
-            }
-            for s in &self.target.subsystems() {
-                if s.host_allowed(&ctrl.hostnqn) {
+            for s in &subsystems {
+                if s.host_allowed(&ctrl.hostnqn) && s.served_on(l) {
                     entries.push(entry(&s.nqn, log::subtype::NVME));
                 }
             }

@@ -143,7 +143,7 @@ mod tests {
         };
         Queue::new(
             t,
-            "127.0.0.1:4420".parse().unwrap(),
+            crate::fabrics::Origin::local("127.0.0.1:4420".parse().unwrap()),
             caps,
             crate::buf::Buffers::new(),
         )

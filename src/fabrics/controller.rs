@@ -15,6 +15,11 @@ pub struct IoStats {
     pub bytes_written: AtomicU64,
     pub read_cmds: AtomicU64,
     pub write_cmds: AtomicU64,
+    /// The queue's ID and reactor, set when it connects.
+    pub qid: AtomicU16,
+    pub reactor: AtomicU16,
+    /// The queue is gone (its counts still add to the controller's).
+    pub closed: AtomicBool,
 }
 
 /// Adds to a counter that only this thread writes: a plain load and store,
@@ -60,6 +65,9 @@ pub struct ControllerShared {
     pub subsys: Arc<Subsystem>,
     pub hostnqn: String,
     pub hostid: [u8; 16],
+    /// The listener its admin queue came in on, and the host's address.
+    pub listener: u16,
+    pub host_addr: Option<std::net::SocketAddr>,
     pub cc: AtomicU32,
     pub csts: AtomicU32,
     /// Number of I/O queues granted by Set Features (Number of Queues).
@@ -101,9 +109,12 @@ impl ControllerShared {
         hostnqn: String,
         hostid: [u8; 16],
         io_queues: u16,
+        origin: &super::Origin,
     ) -> ControllerShared {
         ControllerShared {
             cntlid,
+            listener: origin.listener,
+            host_addr: origin.peer,
             subsys,
             hostnqn,
             hostid,
@@ -245,6 +256,20 @@ impl ControllerShared {
 
     pub fn register_stats(&self, s: Arc<IoStats>) {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    }
+
+    /// The queues still open: (qid, reactor), by qid.
+    pub fn queues(&self) -> Vec<(u16, u16)> {
+        let mut v: Vec<(u16, u16)> = self
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|s| !s.closed.load(Relaxed))
+            .map(|s| (s.qid.load(Relaxed), s.reactor.load(Relaxed)))
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     pub fn health(&self) -> Health {

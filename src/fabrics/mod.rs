@@ -12,7 +12,7 @@ pub mod queue;
 pub use admit::{DataMap, Request, TransportCaps};
 pub use gate::Placed;
 pub use io::{IoRequest, IoWork};
-pub use queue::{Queue, Response, Tick};
+pub use queue::{Origin, Queue, Response, Tick};
 
 /// NVMe version this controller reports (1.4.0).
 pub const NVME_VERSION: u32 = 0x0001_0400;

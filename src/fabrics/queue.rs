@@ -58,6 +58,13 @@ mod ipo {
 pub struct Queue {
     pub(super) target: Arc<Target>,
     pub(super) local: SocketAddr,
+    /// ID of the listener the connection came in on (0: none, an
+    /// in-process host in tests, served every subsystem).
+    pub(super) listener: u16,
+    /// The host's address, when the transport knows it.
+    pub(super) peer: Option<SocketAddr>,
+    /// The reactor that serves the connection.
+    pub(super) reactor: u16,
     pub(super) qid: u16,
     /// Submission queue entries (SQSIZE + 1), 0 before Connect.
     sq_entries: u32,
@@ -92,19 +99,43 @@ pub struct Queue {
     exports_gen: u64,
 }
 
+/// Where a connection comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    /// The address the host reached us at (the discovery log reports it
+    /// for a listener on a wildcard address).
+    pub local: SocketAddr,
+    /// The host's address, when the transport knows it.
+    pub peer: Option<SocketAddr>,
+    /// The ID of the listener that accepted it (0: none, an in-process
+    /// host in tests, which every subsystem is served to).
+    pub listener: u16,
+    /// The reactor that serves it.
+    pub reactor: u16,
+}
+
+impl Origin {
+    /// An in-process connection (tests, fuzzing) reaching `local`.
+    pub fn local(local: SocketAddr) -> Origin {
+        Origin {
+            local,
+            peer: None,
+            listener: 0,
+            reactor: 0,
+        }
+    }
+}
+
 impl Queue {
-    /// A queue on a new connection of a transport with `caps`; `local` is
-    /// the address the host reached us at (used in the discovery log when a
-    /// listener is on a wildcard); `bufs` is the reactor's buffer pool.
-    pub fn new(
-        target: Arc<Target>,
-        local: SocketAddr,
-        caps: TransportCaps,
-        bufs: Buffers,
-    ) -> Queue {
+    /// A queue on a new connection of a transport with `caps`, from
+    /// `origin`; `bufs` is the reactor's buffer pool.
+    pub fn new(target: Arc<Target>, origin: Origin, caps: TransportCaps, bufs: Buffers) -> Queue {
         Queue {
             target,
-            local,
+            local: origin.local,
+            listener: origin.listener,
+            peer: origin.peer,
+            reactor: origin.reactor,
             qid: 0,
             sq_entries: 0,
             sqhd: 0,
@@ -125,9 +156,41 @@ impl Queue {
                 allow_any_host: false,
                 hosts: Vec::new(),
                 namespaces: Vec::new(),
+                listeners: None,
             }),
             exports_gen: 0,
         }
+    }
+
+    /// Whether `subsys` is served on the listener this connection came in
+    /// on (a listener removed meanwhile serves nothing).
+    fn served(&self, subsys: &crate::subsystem::Subsystem) -> bool {
+        self.listener == 0
+            || self
+                .target
+                .listener(self.listener)
+                .is_some_and(|l| subsys.served_on(&l))
+    }
+
+    fn origin(&self) -> Origin {
+        Origin {
+            local: self.local,
+            peer: self.peer,
+            listener: self.listener,
+            reactor: self.reactor,
+        }
+    }
+
+    /// Registers this queue's counters with its controller.
+    fn register(&self, ctrl: &ControllerShared, qid: u16) {
+        self.stats.qid.store(qid, Relaxed);
+        self.stats.reactor.store(self.reactor, Relaxed);
+        ctrl.register_stats(self.stats.clone());
+    }
+
+    /// The ID of the listener the connection came in on (0: none).
+    pub fn listener(&self) -> u16 {
+        self.listener
     }
 
     pub fn is_connected(&self) -> bool {
@@ -415,6 +478,19 @@ impl Queue {
                 format!("no subsystem {subnqn:?}"),
             );
         };
+        if !self.served(&subsys) {
+            let on = target
+                .listener(self.listener)
+                .map_or("a removed listener".to_string(), |l| {
+                    format!("listener {:?}", l.name)
+                });
+            return invalid(
+                self,
+                out,
+                ipo::DATA_SUBNQN,
+                format!("subsystem {subnqn:?} is not served on {on}"),
+            );
+        }
         if !subsys.host_allowed(&hostnqn) {
             log::warn!("host {hostnqn} refused: not allowed to use {}", subsys.nqn);
             let cqe = self.cqe(
@@ -467,7 +543,8 @@ impl Queue {
             let still = target
                 .find_subsystem(&subnqn)
                 .is_some_and(|s| Arc::ptr_eq(&s, &subsys))
-                && subsys.host_allowed(&hostnqn);
+                && subsys.host_allowed(&hostnqn)
+                && self.served(&subsys);
             if !still {
                 drop(table);
                 log::warn!(
@@ -488,13 +565,20 @@ impl Queue {
                 return;
             }
             let made = table.create(|id| {
-                ControllerShared::new(id, subsys.clone(), hostnqn.clone(), hostid, io_queues)
+                ControllerShared::new(
+                    id,
+                    subsys.clone(),
+                    hostnqn.clone(),
+                    hostid,
+                    io_queues,
+                    &self.origin(),
+                )
             });
             drop(table);
             let Some(ctrl) = made else {
                 return self.complete(cmd, Status::CONNECT_CONTROLLER_BUSY, 0, out);
             };
-            ctrl.register_stats(self.stats.clone());
+            self.register(&ctrl, 0);
             let id = ctrl.cntlid;
             log::info!(
                 "controller {id} of {} created for host {hostnqn} (keep-alive {} ms)",
@@ -573,7 +657,7 @@ impl Queue {
                 );
             };
             self.epoch = epoch;
-            ctrl.register_stats(self.stats.clone());
+            self.register(&ctrl, c.qid);
             self.exports_gen = ctrl.subsys.generation.load(Acquire);
             self.exports = ctrl.subsys.exports();
             for ns in &self.exports.namespaces {
@@ -668,6 +752,7 @@ impl Drop for Queue {
         for f in self.inflight.iter_mut().flatten() {
             f.release_gate(&mut self.writes);
         }
+        self.stats.closed.store(true, Relaxed);
         match &self.role {
             Role::Unconnected => {}
             Role::Io(c) => c.release_qid(self.qid, self.epoch),

@@ -36,6 +36,21 @@ pub trait Driver {
     }
     /// A connection another reactor accepted for this one.
     fn adopt(&mut self, cx: &mut Cx, conn: Handoff);
+    /// Starts accepting on a listener added at run time (`what` is the
+    /// driver's own: a bound socket, an address), marking its connections
+    /// with listener `id`; returns the address it listens on. Only reactor
+    /// 0 listens.
+    fn listen(&mut self, _cx: &mut Cx, _id: u16, _what: Handoff) -> io::Result<SocketAddr> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this driver has no listeners",
+        ))
+    }
+    /// Stops accepting on listener `id`; false when it is not this
+    /// driver's. (Its connections are closed by the reactors.)
+    fn unlisten(&mut self, _cx: &mut Cx, _id: u16) -> bool {
+        false
+    }
     /// Responses of session `slot`'s queue (its backend I/O finished) for
     /// the connection to send. A driver whose connection is gone recycles
     /// their buffers.
@@ -257,8 +272,22 @@ pub struct Cx<'a> {
 impl Cx<'_> {
     /// A fabrics queue for a new connection of a transport with `caps`;
     /// `local` is the address the host reached.
-    pub fn new_queue(&self, local: SocketAddr, caps: TransportCaps) -> Queue {
-        Queue::new(self.target.clone(), local, caps, self.bufs.clone())
+    /// A queue for a connection that listener `listener` accepted, from
+    /// `peer` to `local`.
+    pub fn new_queue(
+        &self,
+        local: SocketAddr,
+        peer: Option<SocketAddr>,
+        listener: u16,
+        caps: TransportCaps,
+    ) -> Queue {
+        let origin = crate::fabrics::Origin {
+            local,
+            peer,
+            listener,
+            reactor: self.index as u16,
+        };
+        Queue::new(self.target.clone(), origin, caps, self.bufs.clone())
     }
 
     /// Chooses the reactor for a new connection (the least loaded) and

@@ -53,6 +53,21 @@ enum Msg {
         driver: u8,
         conn: Handoff,
     },
+    /// Reactor 0: start accepting on a listener added at run time.
+    Listen {
+        driver: u8,
+        id: u16,
+        what: Handoff,
+        reply: Sender<io::Result<SocketAddr>>,
+    },
+    /// Reactor 0: stop accepting on listener `id`.
+    Unlisten {
+        id: u16,
+    },
+    /// Every reactor: close the connections listener `id` accepted.
+    CloseListener {
+        id: u16,
+    },
     Stop,
 }
 
@@ -102,6 +117,74 @@ impl ReactorLink {
         if self.tx.send(m).is_ok() {
             self.wake.notify();
         }
+    }
+}
+
+/// Opens and closes listeners of a running target (reactor 0 accepts on
+/// them); cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct ListenerControl {
+    links: Arc<Vec<ReactorLink>>,
+    target: Arc<Target>,
+}
+
+/// How long opening a listener waits for reactor 0.
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+impl ListenerControl {
+    /// Opens listener `l` under a new ID and starts accepting on it; the
+    /// result (with the address it is bound to) is for
+    /// [`Target::set_listeners`], which makes Connect and the discovery log
+    /// see it. An RDMA listener that cannot be set up becomes a TCP one when
+    /// its `fallback` allows.
+    pub fn open(
+        &self,
+        l: &crate::config::ListenerConfig,
+    ) -> io::Result<crate::subsystem::Listener> {
+        use crate::config::TransportKind;
+        let id = self
+            .target
+            .new_listener_id()
+            .ok_or_else(|| io::Error::other("no listener IDs left: restart the target"))?;
+        let mut l = l.clone();
+        if l.transport == TransportKind::Rdma {
+            match self.ask(transport::DRIVER_RDMA, id, Box::new(l.addr)) {
+                Ok(a) => {
+                    l.addr = a;
+                    return Ok(crate::subsystem::Listener::new(id, &l));
+                }
+                Err(e) if l.fallback == Some(TransportKind::Tcp) => {
+                    log::error!(
+                        "{}; FALLING BACK to NVMe/TCP on {} as the config allows",
+                        transport::rdma_help(l.addr, &e),
+                        l.addr
+                    );
+                    l.transport = TransportKind::Tcp;
+                }
+                Err(e) => return Err(io::Error::new(e.kind(), transport::rdma_help(l.addr, &e))),
+            }
+        }
+        let sock = transport::tcp::driver::bind(l.addr)?;
+        l.addr = self.ask(transport::DRIVER_TCP, id, Box::new(sock))?;
+        Ok(crate::subsystem::Listener::new(id, &l))
+    }
+
+    fn ask(&self, driver: u8, id: u16, what: Handoff) -> io::Result<SocketAddr> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.links[0].send(Msg::Listen {
+            driver,
+            id,
+            what,
+            reply,
+        });
+        rx.recv_timeout(LISTEN_WAIT)
+            .map_err(|_| io::Error::other("reactor 0 did not answer"))?
+    }
+
+    /// Stops accepting on listener `id` and closes the connections it
+    /// accepted (call after [`Target::set_listeners`] dropped it).
+    pub fn close(&self, id: u16) {
+        self.links[0].send(Msg::Unlisten { id });
     }
 }
 
@@ -224,12 +307,20 @@ impl Runtime {
         Ok(rt)
     }
 
-    /// The addresses the listeners are bound to, in config order.
     /// Reads the reactors' statistics from any thread.
     pub fn stats_source(&self) -> StatsSource {
         StatsSource(self.links.clone())
     }
 
+    /// Adds and removes listeners while the target runs, from any thread.
+    pub fn listener_control(&self) -> ListenerControl {
+        ListenerControl {
+            links: self.links.clone(),
+            target: self.target.clone(),
+        }
+    }
+
+    /// The addresses the listeners are bound to, in config order.
     pub fn listen_addrs(&self) -> &[SocketAddr] {
         &self.listen_addrs
     }
@@ -373,6 +464,32 @@ impl Reactor {
                         Some(d) => d.adopt(&mut cx!(self), conn),
                         None => self.sessions.abandon(),
                     },
+                    Msg::Listen {
+                        driver,
+                        id,
+                        what,
+                        reply,
+                    } => {
+                        let r = match self.drivers.get_mut(driver as usize) {
+                            Some(d) => d.listen(&mut cx!(self), id, what),
+                            None => Err(io::Error::other("no such driver")),
+                        };
+                        let _ = reply.send(r);
+                    }
+                    Msg::Unlisten { id } => {
+                        for d in self.drivers.iter_mut() {
+                            d.unlisten(&mut cx!(self), id);
+                        }
+                        // After the connections this reactor handed to the
+                        // others, in the same channels: none is missed.
+                        for (i, l) in self.links.iter().enumerate() {
+                            if i != self.index {
+                                l.send(Msg::CloseListener { id });
+                            }
+                        }
+                        self.close_listener(id);
+                    }
+                    Msg::CloseListener { id } => self.close_listener(id),
                     Msg::Stop => self.stop = true,
                 }
             }
@@ -533,6 +650,22 @@ impl Reactor {
     }
 
     /// Timers: keep-alive expiry and controller teardown close sessions.
+    /// Closes every connection that listener `id` accepted (it was removed).
+    fn close_listener(&mut self, id: u16) {
+        for slot in 0..self.sessions.len() {
+            let Some(s) = self.sessions.get_mut(slot) else {
+                continue;
+            };
+            if s.released || s.queue.listener() != id {
+                continue;
+            }
+            let driver = s.driver as usize;
+            if let Some(d) = self.drivers.get_mut(driver) {
+                d.close(&mut cx!(self), slot, "its listener was removed");
+            }
+        }
+    }
+
     fn tick(&mut self, now: Instant) {
         // The watchdog's sign of life, every tick (100 ms).
         self.links[self.index]

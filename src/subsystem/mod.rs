@@ -2,7 +2,7 @@
 //! reactor consults.
 
 use crate::backend::{self, Backend};
-use crate::config::{Config, SubsystemConfig, TargetConfig, DISCOVERY_NQN};
+use crate::config::{Config, ListenerConfig, SubsystemConfig, TargetConfig, DISCOVERY_NQN};
 use crate::fabrics::controller::ControllerTable;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -76,6 +76,9 @@ pub struct Exports {
     pub hosts: Vec<String>,
     /// Sorted by nsid.
     pub namespaces: Vec<Arc<Namespace>>,
+    /// Names of the listeners it is served on; `None`: every listener that
+    /// is not a discovery port.
+    pub listeners: Option<Vec<String>>,
 }
 
 impl Exports {
@@ -88,6 +91,14 @@ impl Exports {
 
     pub fn host_allowed(&self, hostnqn: &str) -> bool {
         self.allow_any_host || self.hosts.iter().any(|h| h == hostnqn)
+    }
+
+    /// Whether an NVM subsystem with these exports is served on `l`.
+    pub fn served_on(&self, l: &Listener) -> bool {
+        match &self.listeners {
+            None => !l.discovery,
+            Some(names) => names.contains(&l.name),
+        }
     }
 }
 
@@ -108,6 +119,12 @@ impl Subsystem {
 
     pub fn host_allowed(&self, hostnqn: &str) -> bool {
         self.discovery || self.exports().host_allowed(hostnqn)
+    }
+
+    /// Whether it is served on listener `l` (the discovery subsystem is
+    /// served on every listener).
+    pub fn served_on(&self, l: &Listener) -> bool {
+        self.discovery || self.exports().served_on(l)
     }
 
     pub fn namespace(&self, nsid: u32) -> Option<Arc<Namespace>> {
@@ -133,6 +150,7 @@ impl Subsystem {
                 allow_any_host: c.allow_any_host,
                 hosts: c.hosts.clone(),
                 namespaces,
+                listeners: c.listeners.clone(),
             })),
             generation: AtomicU64::new(0),
         })
@@ -148,6 +166,7 @@ impl Subsystem {
                 allow_any_host: true,
                 hosts: Vec::new(),
                 namespaces: Vec::new(),
+                listeners: None,
             })),
             generation: AtomicU64::new(0),
         }
@@ -164,11 +183,38 @@ pub struct Port {
     pub tsas: [u8; 8],
 }
 
+/// A listener of the running target, as Connect and the discovery log see
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Its port ID in the discovery log (PORTID), and what a connection
+    /// accepted on it is marked with; never reused while the target runs.
+    pub id: u16,
+    pub name: String,
+    /// A discovery port: only the discovery subsystem is served on it.
+    pub discovery: bool,
+    pub port: Port,
+}
+
+impl Listener {
+    /// A listener as `l` describes it (with the address it is bound to).
+    pub fn new(id: u16, l: &ListenerConfig) -> Listener {
+        Listener {
+            id,
+            name: l.name.clone(),
+            discovery: l.discovery,
+            port: crate::transport::port(l),
+        }
+    }
+}
+
 /// Everything the queues of a running target share.
 pub struct Target {
     pub config: TargetConfig,
-    /// The listeners, in config order (the discovery log's ports).
-    pub ports: Vec<Port>,
+    /// The listeners (the discovery log's ports), replaced whole when one
+    /// is added or removed; read at Connect and for the discovery log.
+    listeners: Mutex<Arc<Vec<Listener>>>,
+    next_listener: std::sync::atomic::AtomicU16,
     /// The NVM subsystems; a reload adds and removes them (locked at
     /// Connect, for the discovery log and by the control plane only).
     subsystems: Mutex<Vec<Arc<Subsystem>>>,
@@ -187,9 +233,16 @@ impl Target {
             .iter()
             .map(|s| Subsystem::from_config(s, &cfg.target).map(Arc::new))
             .collect::<std::io::Result<Vec<_>>>()?;
+        let listeners: Vec<Listener> = cfg
+            .listeners
+            .iter()
+            .zip(1..)
+            .map(|(l, id)| Listener::new(id, l))
+            .collect();
         Ok(Target {
             config: cfg.target.clone(),
-            ports: cfg.listeners.iter().map(crate::transport::port).collect(),
+            next_listener: std::sync::atomic::AtomicU16::new(listeners.len() as u16 + 1),
+            listeners: Mutex::new(Arc::new(listeners)),
             subsystems: Mutex::new(subsystems),
             discovery: Arc::new(Subsystem::discovery_subsystem()),
             controllers: Mutex::new(ControllerTable::default()),
@@ -216,6 +269,36 @@ impl Target {
     /// generation counter moves.
     pub fn set_subsystems(&self, v: Vec<Arc<Subsystem>>) {
         *self.subsystems.lock().unwrap_or_else(|e| e.into_inner()) = v;
+        self.genctr
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The listeners, in the order they were added.
+    pub fn listeners(&self) -> Arc<Vec<Listener>> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Listener `id`, while it exists.
+    pub fn listener(&self, id: u16) -> Option<Listener> {
+        self.listeners().iter().find(|l| l.id == id).cloned()
+    }
+
+    /// An ID for a new listener (1 to 65535; IDs are not reused).
+    pub fn new_listener_id(&self) -> Option<u16> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.next_listener
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_add(1))
+            .ok()
+            .filter(|&id| id != 0)
+    }
+
+    /// Replaces the listeners (a reload); the discovery log's generation
+    /// counter moves.
+    pub fn set_listeners(&self, v: Vec<Listener>) {
+        *self.listeners.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(v);
         self.genctr
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }

@@ -11,7 +11,6 @@ use crate::subsystem::Port;
 use nvmf_sys::rdma::{CmId, EventChannel};
 use std::io;
 use std::net::TcpListener;
-use std::sync::Arc;
 
 /// A transport connection beside its queue: commands go to the queue with
 /// the connection's spare response vector, and what the queue answers goes
@@ -72,7 +71,7 @@ pub const DRIVER_RDMA: u8 = 1;
 pub const DRIVER_NVME: u8 = 2;
 
 /// Connect requests an RDMA listener queues.
-const RDMA_BACKLOG: i32 = 128;
+pub(crate) const RDMA_BACKLOG: i32 = 128;
 
 /// The discovery log's view of a listener.
 pub fn port(l: &ListenerConfig) -> Port {
@@ -85,12 +84,13 @@ pub fn port(l: &ListenerConfig) -> Port {
 /// Every listener of a config, opened before the reactors start (so that
 /// an address in use is an error at start-up, not in a reactor).
 pub struct Listeners {
-    tcp: Vec<TcpListener>,
-    rdma: Option<(Arc<EventChannel>, Vec<CmId>)>,
+    /// With the target's listener IDs (1, 2, ... in config order).
+    tcp: Vec<(u16, TcpListener)>,
+    rdma: Option<rdma::driver::Listening>,
 }
 
 /// Why an RDMA listener could not be opened, and what to do about it.
-fn rdma_help(addr: std::net::SocketAddr, e: &io::Error) -> String {
+pub(crate) fn rdma_help(addr: std::net::SocketAddr, e: &io::Error) -> String {
     format!(
         "cannot listen for NVMe/RDMA on {addr}: {e}. RDMA needs rdma-core's libraries \
          (libibverbs1, librdmacm1, ibverbs-providers) and an RDMA device that has this address; \
@@ -105,8 +105,8 @@ impl Listeners {
     /// TCP is written back as a TCP one (the discovery log tells the truth).
     pub fn open(cfg: &mut Config) -> io::Result<Listeners> {
         let mut tcp = Vec::new();
-        let mut rdma: Option<(Arc<EventChannel>, Vec<CmId>)> = None;
-        for l in &mut cfg.listeners {
+        let mut rdma: Option<rdma::driver::Listening> = None;
+        for (l, lid) in cfg.listeners.iter_mut().zip(1u16..) {
             if l.transport == TransportKind::Rdma {
                 let opened = (|| {
                     nvmf_sys::rdma::available().map_err(io::Error::other)?;
@@ -122,7 +122,9 @@ impl Listeners {
                         if let Some(a) = id.local_addr() {
                             l.addr = a;
                         }
-                        rdma.get_or_insert_with(|| (ch, Vec::new())).1.push(id);
+                        rdma.get_or_insert_with(|| (ch, Vec::new()))
+                            .1
+                            .push((lid, id));
                         continue;
                     }
                     Err(e) if l.fallback == Some(TransportKind::Tcp) => {
@@ -139,7 +141,7 @@ impl Listeners {
             }
             let sock = tcp::driver::bind(l.addr)?;
             l.addr = sock.local_addr()?;
-            tcp.push(sock);
+            tcp.push((lid, sock));
         }
         Ok(Listeners { tcp, rdma })
     }

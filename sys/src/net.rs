@@ -28,3 +28,15 @@ pub fn set_abortive_close(s: &TcpStream) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Stops a listening socket (`shutdown(SHUT_RDWR)`): it accepts no more connections, and
+/// whoever polls it (a ring's poll request) is woken with `POLLHUP`. The port stays taken until
+/// the socket is closed.
+pub fn shutdown_listener(l: &std::net::TcpListener) -> io::Result<()> {
+    // SAFETY: shutdown takes a descriptor borrowed from `l` for the call and no memory.
+    let rc = unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
+    if rc != 0 {
+        return Err(crate::last_error());
+    }
+    Ok(())
+}

@@ -471,6 +471,8 @@ pub struct CmEvent {
     pub status: i32,
     /// The id the event is for.
     pub id: IdKey,
+    /// For a connect request: the listening id it came to.
+    pub listen_id: IdKey,
     /// The id's context value (see [`CmId::set_context`]).
     pub context: usize,
     /// A connect request's private data.
@@ -571,6 +573,7 @@ impl EventChannel {
                 kind,
                 status: e.status,
                 id: IdKey(id as usize),
+                listen_id: IdKey(e.listen_id as usize),
                 context,
                 private_data,
                 responder_resources: e.conn.responder_resources,

@@ -175,6 +175,50 @@ reload_deny() {
   dmesg | tail -n 8
 }
 
+ctrl_at() { # NQN PORT -> the controller of NQN connected to PORT, or nothing
+  local c
+  for c in /sys/class/nvme/nvme*; do
+    [ "$(cat "$c/subsysnqn" 2>/dev/null)" = "$1" ] || continue
+    grep -q "trsvcid=$2\b" "$c/address" 2>/dev/null || continue
+    basename "$c"
+    return 0
+  done
+}
+
+ctrl_state() { cat "/sys/class/nvme/$1/state" 2>/dev/null; }
+
+reload_listener() {
+  local lp="$NVMF_GUEST_RELOAD_PORT" a b
+  nvme disconnect -n "$RELOADNQN" >/dev/null 2>&1 || true
+  host_request "reload listener-add"
+  # The discovery log lists the subsystem on the new listener.
+  wait_for 30 "the discovery log lists $RELOADNQN on port $lp" \
+    bash -c "nvme discover -t tcp -a $TARGET -s $DPORT | grep -A3 'trsvcid: *$lp\$' | grep -q '$RELOADNQN'" || \
+    wait_for 1 "(any form)" bash -c "nvme discover -t tcp -a $TARGET -s $DPORT | grep -q $lp"
+  run nvme connect -t tcp -a "$TARGET" -s "$lp" -n "$RELOADNQN" -k 5 -c 2 -l 30 >/dev/null
+  run nvme connect -t tcp -a "$TARGET" -s "$PORT" -n "$RELOADNQN" -k 5 >/dev/null
+  wait_for 20 "a controller on port $lp" bash -c "[ -n \"\$(ls /sys/class/nvme)\" ]"
+  a="$(ctrl_at "$RELOADNQN" "$lp")"
+  b="$(ctrl_at "$RELOADNQN" "$PORT")"
+  echo "controllers: $a on port $lp, $b on port $PORT"
+  [ -n "$a" ] && [ -n "$b" ]
+  wait_for 10 "both live" bash -c "[ \"\$(cat /sys/class/nvme/$a/state)\" = live ] && [ \"\$(cat /sys/class/nvme/$b/state)\" = live ]"
+  # The listener goes: its connection closes (the host starts reconnecting,
+  # and is refused); the other path stays live throughout.
+  host_request "reload listener-remove"
+  wait_for 30 "the controller on the removed listener leaves the live state" \
+    bash -c "[ \"\$(cat /sys/class/nvme/$a/state 2>/dev/null)\" != live ]"
+  echo "$a: $(ctrl_state "$a"); $b: $(ctrl_state "$b")"
+  sleep 2
+  [ "$(ctrl_state "$b")" = live ]
+  # Nothing listens there any more.
+  if nvme discover -t tcp -a "$TARGET" -s "$lp" >/dev/null 2>&1; then
+    echo "port $lp still answers"
+    return 1
+  fi
+  nvme disconnect -n "$RELOADNQN" >/dev/null 2>&1 || true
+}
+
 discovery_change_event() {
   # busybox's uevent runs a command per kernel uevent: the nvme core sends one with
   # NVME_AEN=0x70f002 when a discovery controller reports a Discovery Log Page Change.
@@ -540,6 +584,7 @@ if [ "$REFERENCE" != 1 ]; then
     check "reload: namespace 2 appears, grows, goes; same controller, no rescan" reload_live || true
     check "reload: the host is denied and loses its controller" reload_deny || true
     nvme disconnect -n "$RELOADNQN" >/dev/null 2>&1 || true
+    check "reload: a listener added serves the host; removed, only its connection closes" reload_listener || true
   fi
 fi
 

@@ -50,6 +50,8 @@ fi
 
 port="${NVMF_KTEST_PORT:-4420}"
 dport="${NVMF_KTEST_DISCOVERY_PORT:-8009}"
+# A listener the reload test adds and removes (guest-advanced.sh).
+lport="${NVMF_KTEST_RELOAD_PORT:-$((port + 3))}"
 # An IPv6 listener on ::1 when this machine has IPv6 loopback (the guest reaches it at fec0::2).
 v6port=""
 if grep -qE '^0{31}1 .* lo$' /proc/net/if_inet6 2>/dev/null; then
@@ -115,9 +117,11 @@ address = "127.0.0.1"
 port = $port
 
 [[listener]]
+name = "discovery"
 transport = "tcp"
 address = "127.0.0.1"
 port = $dport
+discovery = true
 $(if [ -n "$v6port" ]; then printf '\n[[listener]]\ntransport = "tcp"\naddress = "::1"\nport = %s\n' "$v6port"; fi)
 
 [[subsystem]]
@@ -231,9 +235,16 @@ reload_section() { # STAGE
   add-ns) ns2=32M ;;
   grow-ns) ns2=64M ;;
   deny-host) hosts='hosts = ["nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-00000000dead"]' ;;
+  listener-add)
+    # A listener of its own, and the subsystem served there and on the first one.
+    printf '\n# reload-section\n[[listener]]\nname = "reloaded"\ntransport = "tcp"\naddress = "127.0.0.1"\nport = %s\n' "$lport"
+    hosts="$hosts"$'\n'"listeners = [\"reloaded\", \"tcp:127.0.0.1:$port\"]"
+    ;;
+  listener-remove) hosts="$hosts"$'\n'"listeners = [\"tcp:127.0.0.1:$port\"]" ;;
   gone) return 0 ;;
   esac
-  printf '\n# reload-section\n[[subsystem]]\nnqn = "%s"\n%s\n\n[[subsystem.namespace]]\nnsid = 1\nbackend = "ram"\nsize = "16MiB"\n' \
+  [ "$1" = listener-add ] || printf '\n# reload-section\n'
+  printf '[[subsystem]]\nnqn = "%s"\n%s\n\n[[subsystem.namespace]]\nnsid = 1\nbackend = "ram"\nsize = "16MiB"\n' \
     "$nqn_reload" "$hosts"
   if [ -n "$ns2" ]; then
     printf '\n[[subsystem.namespace]]\nnsid = 2\nbackend = "file"\npath = "%s"\nsize = "%siB"\nblock_size = 512\n' \
@@ -354,6 +365,7 @@ if ! start_target; then
 fi
 
 export NVMF_GUEST_PORT="$port" NVMF_GUEST_DISCOVERY_PORT="$dport" NVMF_GUEST_V6_PORT="$v6port"
+export NVMF_GUEST_RELOAD_PORT="$lport"
 export NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096"
 export NVMF_GUEST_RESTRICTED_NQN="$nqn_restricted" NVMF_GUEST_ALLOWED_HOSTNQN="$allowed_host"
 export NVMF_GUEST_NULL_NQN="$nqn_null" NVMF_GUEST_FILE_NQN="$nqn_file" NVMF_GUEST_MULTI_NQN="$nqn_multi"

@@ -99,6 +99,8 @@ struct Plan {
 /// A connect request placed on a reactor, for its driver to accept.
 pub struct Pending {
     id: CmId,
+    /// The target's ID of the listener it came to.
+    listener: u16,
     req: ConnectRequest,
     /// The host's responder resources (RDMA READs it serves at once).
     host_rd: u8,
@@ -159,13 +161,18 @@ struct Qp {
     unsignaled: u32,
 }
 
+/// Reactor 0's CM event channel and RDMA listeners (with the target's
+/// listener IDs).
+pub type Listening = (Arc<EventChannel>, Vec<(u16, CmId)>);
+
 pub struct RdmaDriver {
     id: u8,
     params: Params,
     caps: TransportCaps,
     /// This reactor's CM event channel (made when first needed).
     channel: Option<Arc<EventChannel>>,
-    listeners: Vec<CmId>,
+    /// With the target's listener IDs.
+    listeners: Vec<(u16, CmId)>,
     /// By session slot. (Before `devices`: queue pairs go before the
     /// completion queues and protection domains they use.)
     qps: Vec<Option<Qp>>,
@@ -178,11 +185,7 @@ pub struct RdmaDriver {
 
 impl RdmaDriver {
     /// A driver; `listen` holds reactor 0's channel and listeners.
-    pub fn new(
-        id: u8,
-        params: Params,
-        listen: Option<(Arc<EventChannel>, Vec<CmId>)>,
-    ) -> RdmaDriver {
+    pub fn new(id: u8, params: Params, listen: Option<Listening>) -> RdmaDriver {
         let (channel, listeners) = match listen {
             Some((c, l)) => (Some(c), l),
             None => (None, Vec::new()),
@@ -274,8 +277,21 @@ impl RdmaDriver {
         // The event's initiator depth is the host's responder resources
         // (the CM swaps the two for the passive side): how many RDMA READs
         // the host serves at once.
+        let listener = self
+            .listeners
+            .iter()
+            .find(|(_, l)| l.key() == ev.listen_id)
+            .map_or(0, |(lid, _)| *lid);
+        if listener == 0 {
+            // Its listener was removed after the request was queued.
+            if let Err(e) = id.reject(&cm::reject(cm::sts::NO_RESOURCES)) {
+                log::warn!("RDMA connect from {peer:?}: {e}");
+            }
+            return;
+        }
         let p = Pending {
             id,
+            listener,
             req,
             host_rd: ev.initiator_depth,
         };
@@ -292,7 +308,7 @@ impl RdmaDriver {
         let peer = p.id.peer_addr();
         let (qid, depth) = (p.req.qid, p.req.depth());
         let mut id = Some(p.id);
-        match self.setup(cx, &mut id, p.req, p.host_rd) {
+        match self.setup(cx, &mut id, p.req, p.host_rd, p.listener) {
             Ok((slot, ord)) => {
                 let Some(q) = self.qps[slot].as_mut() else {
                     return;
@@ -331,6 +347,7 @@ impl RdmaDriver {
         idp: &mut Option<CmId>,
         req: ConnectRequest,
         host_rd: u8,
+        listener: u16,
     ) -> io::Result<(usize, u8)> {
         let Some(id) = idp.as_mut() else {
             return Err(io::Error::other("no id"));
@@ -385,7 +402,7 @@ impl RdmaDriver {
         let local = id
             .local_addr()
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let queue = cx.new_queue(local, self.caps);
+        let queue = cx.new_queue(local, id.peer_addr(), listener, self.caps);
         let slot = cx.sessions.open(self.id, queue);
         id.set_context(slot + 1);
         self.devices[di].cq_used += cq_share;
@@ -939,7 +956,7 @@ impl RdmaDriver {
         if ev.kind == CmEventKind::ConnectRequest {
             return self.connect_request(cx, ev);
         }
-        if self.listeners.iter().any(|l| l.key() == ev.id) {
+        if self.listeners.iter().any(|(_, l)| l.key() == ev.id) {
             // Events on a listener: the device went away, or its address.
             log::error!(
                 "RDMA listener: {} (status {}); it no longer accepts connections",
@@ -947,7 +964,7 @@ impl RdmaDriver {
                 ev.status
             );
             if ev.kind == CmEventKind::DeviceRemoval {
-                self.listeners.retain(|l| l.key() != ev.id);
+                self.listeners.retain(|(_, l)| l.key() != ev.id);
             }
             return;
         }
@@ -1043,6 +1060,25 @@ impl Driver for RdmaDriver {
             Ok(p) => self.accept(cx, *p),
             Err(_) => cx.sessions.abandon(),
         }
+    }
+
+    fn listen(&mut self, cx: &mut Cx, id: u16, what: Handoff) -> io::Result<SocketAddr> {
+        let addr = *what
+            .downcast::<SocketAddr>()
+            .map_err(|_| io::Error::other("not an address"))?;
+        nvmf_sys::rdma::available().map_err(io::Error::other)?;
+        let ch = self.channel(cx)?;
+        let l = CmId::listen(&ch, addr, crate::transport::RDMA_BACKLOG)?;
+        let bound = l.local_addr().unwrap_or(addr);
+        self.listeners.push((id, l));
+        Ok(bound)
+    }
+
+    fn unlisten(&mut self, _cx: &mut Cx, id: u16) -> bool {
+        let n = self.listeners.len();
+        // Dropping the id stops it listening.
+        self.listeners.retain(|(lid, _)| *lid != id);
+        self.listeners.len() != n
     }
 
     fn respond(&mut self, cx: &mut Cx, slot: usize, r: &mut Vec<Response>) {

@@ -74,7 +74,7 @@ impl Qp {
             conn: RdmaConn::new(bufs.clone(), ord),
             queue: Queue::new(
                 t.clone(),
-                "10.0.2.15:4420".parse().unwrap(),
+                crate::fabrics::Origin::local("10.0.2.15:4420".parse().unwrap()),
                 super::caps(4096),
                 bufs,
             ),

@@ -121,11 +121,21 @@ struct Sock {
     send_since: Instant,
 }
 
+/// A listening socket of reactor 0's.
+struct Listening {
+    /// The target's ID of the listener.
+    id: u16,
+    sock: TcpListener,
+    /// Removed: shut down, dropped when its poll in the ring ends.
+    closing: bool,
+}
+
 pub struct TcpDriver {
     id: u8,
     params: ConnParams,
     caps: TransportCaps,
-    listeners: Vec<TcpListener>,
+    /// By ring slot (a removed one's slot is reused).
+    listeners: Vec<Option<Listening>>,
     /// By session slot.
     socks: Vec<Option<Sock>>,
     /// Recycled iovec lists for gathered sends.
@@ -135,19 +145,29 @@ pub struct TcpDriver {
 }
 
 impl TcpDriver {
-    /// A driver with driver id `id`, accepting on `listeners` (reactor 0's;
-    /// the others get connections handed to them).
+    /// A driver with driver id `id`, accepting on `listeners` (reactor 0's,
+    /// with the target's listener IDs; the others get connections handed
+    /// to them).
     pub fn new(
         id: u8,
         params: ConnParams,
         caps: TransportCaps,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<(u16, TcpListener)>,
     ) -> TcpDriver {
         TcpDriver {
             id,
             params,
             caps,
-            listeners,
+            listeners: listeners
+                .into_iter()
+                .map(|(id, sock)| {
+                    Some(Listening {
+                        id,
+                        sock,
+                        closing: false,
+                    })
+                })
+                .collect(),
             socks: Vec::new(),
             iov_pool: Vec::new(),
             polling: 0,
@@ -158,14 +178,14 @@ impl TcpDriver {
         self.socks.get_mut(slot).and_then(|s| s.as_mut())
     }
 
-    fn add(&mut self, cx: &mut Cx, stream: TcpStream) {
+    fn add(&mut self, cx: &mut Cx, stream: TcpStream, listener: u16) {
         let _ = stream.set_nodelay(true);
         let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else {
             cx.sessions.abandon();
             return;
         };
         log::debug!("reactor {}: connection from {peer}", cx.index);
-        let queue = cx.new_queue(local, self.caps);
+        let queue = cx.new_queue(local, Some(peer), listener, self.caps);
         let slot = cx.sessions.open(self.id, queue);
         if self.socks.len() <= slot {
             self.socks.resize_with(slot + 1, || None);
@@ -410,15 +430,22 @@ impl TcpDriver {
         self.maybe_release(cx, slot);
     }
 
-    fn accept_all(&mut self, cx: &mut Cx, listener: usize) {
+    fn accept_all(&mut self, cx: &mut Cx, slot: usize) {
+        let Some(l) = self.listeners.get(slot).and_then(|l| l.as_ref()) else {
+            return;
+        };
+        let id = l.id;
         loop {
-            match self.listeners[listener].accept() {
+            let Some(l) = self.listeners.get(slot).and_then(|l| l.as_ref()) else {
+                return;
+            };
+            match l.sock.accept() {
                 Ok((s, _)) => {
                     let r = cx.place();
                     if r == cx.index {
-                        self.add(cx, s);
+                        self.add(cx, s, id);
                     } else {
-                        cx.hand_off(r, self.id, Box::new(s));
+                        cx.hand_off(r, self.id, Box::new((s, id)));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -458,19 +485,71 @@ impl TcpDriver {
 impl Driver for TcpDriver {
     fn start(&mut self, cx: &mut Cx) -> io::Result<()> {
         for (i, l) in self.listeners.iter().enumerate() {
-            cx.ring.push(
-                Op::PollIn { fd: l.as_raw_fd() },
-                token(self.id, K_LISTEN, i),
-            )?;
+            if let Some(l) = l {
+                cx.ring.push(
+                    Op::PollIn {
+                        fd: l.sock.as_raw_fd(),
+                    },
+                    token(self.id, K_LISTEN, i),
+                )?;
+            }
         }
         Ok(())
     }
 
+    fn listen(&mut self, cx: &mut Cx, id: u16, what: Handoff) -> io::Result<SocketAddr> {
+        let sock = what
+            .downcast::<TcpListener>()
+            .map_err(|_| io::Error::other("not a TCP listener"))?;
+        let addr = sock.local_addr()?;
+        let slot = match self.listeners.iter().position(|l| l.is_none()) {
+            Some(i) => i,
+            None => {
+                self.listeners.push(None);
+                self.listeners.len() - 1
+            }
+        };
+        cx.ring.push(
+            Op::PollIn {
+                fd: sock.as_raw_fd(),
+            },
+            token(self.id, K_LISTEN, slot),
+        )?;
+        self.listeners[slot] = Some(Listening {
+            id,
+            sock: *sock,
+            closing: false,
+        });
+        Ok(addr)
+    }
+
+    fn unlisten(&mut self, _cx: &mut Cx, id: u16) -> bool {
+        let Some(l) = self.listeners.iter_mut().flatten().find(|l| l.id == id) else {
+            return false;
+        };
+        // Shutting a listening socket down ends the ring's poll on it (with
+        // POLLHUP); it is dropped, and its port freed, when that completes.
+        l.closing = true;
+        let _ = nvmf_sys::net::shutdown_listener(&l.sock);
+        true
+    }
+
     fn completion(&mut self, cx: &mut Cx, kind: u8, slot: usize, c: Completion) -> bool {
         match kind {
-            K_LISTEN if slot < self.listeners.len() => {
+            K_LISTEN => {
+                let closing = match self.listeners.get(slot) {
+                    Some(Some(l)) => l.closing,
+                    _ => return true,
+                };
+                if closing {
+                    self.listeners[slot] = None;
+                    return true;
+                }
                 self.accept_all(cx, slot);
-                let fd = self.listeners[slot].as_raw_fd();
+                let Some(Some(l)) = self.listeners.get(slot) else {
+                    return true;
+                };
+                let fd = l.sock.as_raw_fd();
                 if let Err(e) = cx.ring.push(Op::PollIn { fd }, c.token) {
                     log::error!("reactor {}: cannot wait on a listener: {e}", cx.index);
                 }
@@ -484,8 +563,8 @@ impl Driver for TcpDriver {
     }
 
     fn adopt(&mut self, cx: &mut Cx, conn: Handoff) {
-        match conn.downcast::<TcpStream>() {
-            Ok(s) => self.add(cx, *s),
+        match conn.downcast::<(TcpStream, u16)>() {
+            Ok(s) => self.add(cx, s.0, s.1),
             Err(_) => cx.sessions.abandon(),
         }
     }

@@ -153,7 +153,12 @@ impl Loopback {
         let local = std::net::SocketAddr::from(([127, 0, 0, 1], 4420));
         Loopback {
             conn: super::conn::TcpConn::new(params, bufs.clone()),
-            queue: crate::fabrics::Queue::new(target, local, super::caps(in_capsule), bufs),
+            queue: crate::fabrics::Queue::new(
+                target,
+                crate::fabrics::Origin::local(local),
+                super::caps(in_capsule),
+                bufs,
+            ),
         }
     }
 
