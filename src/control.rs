@@ -9,6 +9,7 @@
 //! line starting with `error: `.
 
 use crate::config::{BackendConfig, Config, SubsystemConfig};
+use crate::fabrics::nsstats::{DirTotals, QueueTotals, Totals};
 use crate::reactor::StatsSource;
 use crate::subsystem::Target;
 use std::fmt::Write as _;
@@ -386,10 +387,64 @@ impl Control {
         }
     }
 
+    /// Every namespace's statistics: (subsystem, nsid, by reactor, live
+    /// queues).
+    #[allow(clippy::type_complexity)]
+    fn namespace_stats(&self) -> Vec<(String, u32, Vec<Totals>, Vec<QueueTotals>)> {
+        let mut v = Vec::new();
+        for s in self.target.subsystems() {
+            for ns in &s.namespaces() {
+                let (by_reactor, queues) = ns.stats.read();
+                v.push((s.nqn.clone(), ns.nsid, by_reactor, queues));
+            }
+        }
+        v
+    }
+
     fn stats(&self, json: bool) -> String {
         let ctrls = self.controllers_now();
         let mut out = String::new();
         let mut items = Vec::new();
+        let mut ns_items = Vec::new();
+        let mut q_items = Vec::new();
+        let mut ns_text = String::new();
+        let mut q_text = String::new();
+        for (nqn, nsid, by_reactor, queues) in self.namespace_stats() {
+            let mut t = Totals::default();
+            for r in &by_reactor {
+                t.add(r);
+            }
+            if json {
+                ns_items.push(format!(
+                    "{{\"subsystem\":{},\"nsid\":{nsid},{}}}",
+                    js(&nqn),
+                    totals_json(&t)
+                ));
+            } else {
+                let _ = writeln!(ns_text, "{nqn} nsid {nsid}: {}", totals_text(&t));
+            }
+            for q in queues {
+                if json {
+                    q_items.push(format!(
+                        "{{\"subsystem\":{},\"nsid\":{nsid},\"cntlid\":{},\"qid\":{},\"reactor\":{},{}}}",
+                        js(&nqn),
+                        q.cntlid,
+                        q.qid,
+                        q.reactor,
+                        totals_json(&q.totals)
+                    ));
+                } else {
+                    let _ = writeln!(
+                        q_text,
+                        "cntlid {} queue {} (reactor {}) on {nqn} nsid {nsid}: {}",
+                        q.cntlid,
+                        q.qid,
+                        q.reactor,
+                        totals_text(&q.totals)
+                    );
+                }
+            }
+        }
         for c in ctrls {
             let h = c.health();
             if json {
@@ -434,11 +489,15 @@ impl Control {
                 })
                 .collect();
             format!(
-                "{{\"controllers\":[{}],\"reactors\":[{}]}}\n",
+                "{{\"controllers\":[{}],\"namespaces\":[{}],\"queues\":[{}],\"reactors\":[{}]}}\n",
                 items.join(","),
+                ns_items.join(","),
+                q_items.join(","),
                 rs.join(",")
             )
         } else {
+            out.push_str(&ns_text);
+            out.push_str(&q_text);
             for (i, r) in reactors.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -696,8 +755,162 @@ impl Control {
                 );
             }
         }
+        self.namespace_metrics(&mut o);
         o
     }
+
+    /// Per-namespace and per-reactor counters and latency histograms.
+    fn namespace_metrics(&self, o: &mut String) {
+        let stats = self.namespace_stats();
+        let ops = |t: &Totals| [("read", t.read), ("write", t.write), ("other", t.other)];
+        type Get = fn(&DirTotals) -> u64;
+        let counters: [(&str, &str, Get); 3] = [
+            (
+                "nvmf_target_namespace_commands_total",
+                "Commands completed successfully, per namespace and operation.",
+                |d| d.commands,
+            ),
+            (
+                "nvmf_target_namespace_bytes_total",
+                "Bytes read or written, per namespace and operation.",
+                |d| d.bytes,
+            ),
+            (
+                "nvmf_target_namespace_errors_total",
+                "Commands completed with an error status, per namespace and operation.",
+                |d| d.errors,
+            ),
+        ];
+        let per_ns: Vec<(String, Totals)> = stats
+            .iter()
+            .map(|(nqn, nsid, by_r, _)| {
+                let mut t = Totals::default();
+                for r in by_r {
+                    t.add(r);
+                }
+                (format!("subsystem={},nsid=\"{nsid}\"", js(nqn)), t)
+            })
+            .collect();
+        for (name, help, get) in counters {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, t) in &per_ns {
+                for (op, d) in ops(t) {
+                    let _ = writeln!(o, "{name}{{{labels},op=\"{op}\"}} {}", get(&d));
+                }
+            }
+        }
+        let name = "nvmf_target_namespace_latency_seconds";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Command latency in the target (the command in, to its completion \
+             queued), per namespace and operation.\n# TYPE {name} histogram"
+        );
+        for (labels, t) in &per_ns {
+            for (op, d) in ops(t) {
+                histogram(o, name, &format!("{labels},op=\"{op}\""), &d);
+            }
+        }
+        // Per reactor: every namespace's queues on it.
+        let mut by_reactor: Vec<Totals> = Vec::new();
+        for (_, _, by_r, _) in &stats {
+            for (i, t) in by_r.iter().enumerate() {
+                if by_reactor.len() <= i {
+                    by_reactor.resize(i + 1, Totals::default());
+                }
+                by_reactor[i].add(t);
+            }
+        }
+        by_reactor.resize(
+            by_reactor.len().max(self.reactors.read().len()),
+            Totals::default(),
+        );
+        let name = "nvmf_target_reactor_commands_total";
+        let _ = writeln!(
+            o,
+            "# HELP {name} I/O commands completed (successfully or not) per reactor and operation.\n# TYPE {name} counter"
+        );
+        for (i, t) in by_reactor.iter().enumerate() {
+            for (op, d) in ops(t) {
+                let _ = writeln!(o, "{name}{{reactor=\"{i}\",op=\"{op}\"}} {}", d.observed());
+            }
+        }
+        let name = "nvmf_target_reactor_latency_seconds";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Command latency in the target per reactor, all namespaces.\n# TYPE {name} histogram"
+        );
+        for (i, t) in by_reactor.iter().enumerate() {
+            histogram(o, name, &format!("reactor=\"{i}\""), &t.all());
+        }
+    }
+}
+
+/// Percentiles `ctl stats` shows.
+const PERCENTILES: [(&str, f64); 3] = [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)];
+
+fn micros(s: Option<f64>) -> String {
+    s.map_or("-".into(), |s| format!("{:.1}", s * 1e6))
+}
+
+/// Commands, bytes, errors and latency percentiles, in words.
+fn totals_text(t: &Totals) -> String {
+    let all = t.all();
+    let pct: Vec<String> = PERCENTILES
+        .iter()
+        .map(|(n, q)| format!("{n} {}", micros(all.quantile(*q))))
+        .collect();
+    format!(
+        "{} reads ({} bytes), {} writes ({} bytes), {} other, {} errors; latency us {}",
+        t.read.commands,
+        t.read.bytes,
+        t.write.commands,
+        t.write.bytes,
+        t.other.commands,
+        t.read.errors + t.write.errors + t.other.errors,
+        pct.join(", ")
+    )
+}
+
+/// The same as JSON fields (latencies in microseconds; null with none).
+fn totals_json(t: &Totals) -> String {
+    let all = t.all();
+    let pct: Vec<String> = PERCENTILES
+        .iter()
+        .map(|(n, q)| {
+            let v = all
+                .quantile(*q)
+                .map_or("null".into(), |s| format!("{:.3}", s * 1e6));
+            format!("\"latency_{}_us\":{v}", n.replace('.', "_"))
+        })
+        .collect();
+    format!(
+        "\"reads\":{},\"writes\":{},\"other\":{},\"bytes_read\":{},\"bytes_written\":{},\"errors\":{},{}",
+        t.read.commands,
+        t.write.commands,
+        t.other.commands,
+        t.read.bytes,
+        t.write.bytes,
+        t.read.errors + t.write.errors + t.other.errors,
+        pct.join(",")
+    )
+}
+
+/// Writes one Prometheus histogram series (`name_bucket`, `_sum`,
+/// `_count`) with `labels`.
+fn histogram(o: &mut String, name: &str, labels: &str, t: &DirTotals) {
+    let mut cum = 0u64;
+    for (i, c) in t.hist.iter().enumerate() {
+        cum += c;
+        let le = crate::fabrics::nsstats::bucket_bound(i);
+        let le = if le.is_infinite() {
+            "+Inf".to_string()
+        } else {
+            format!("{le:e}")
+        };
+        let _ = writeln!(o, "{name}_bucket{{{labels},le=\"{le}\"}} {cum}");
+    }
+    let _ = writeln!(o, "{name}_sum{{{labels}}} {:.9}", t.latency_ns as f64 / 1e9);
+    let _ = writeln!(o, "{name}_count{{{labels}}} {cum}");
 }
 
 /// Whether the file says what runs: the same config once the command

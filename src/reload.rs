@@ -326,6 +326,7 @@ fn prepare_kept(
                     // The same storage: Compare and Write keeps one gate
                     // across the old and the new version.
                     n.gate = ns.gate.clone();
+                    n.stats = ns.stats.clone();
                 }
                 out.applied.push(format!(
                     "subsystem {} nsid {}: {}",

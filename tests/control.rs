@@ -129,12 +129,88 @@ fn ctl_metrics_and_systemd_notify_against_the_running_target() {
         let after = scrape(format!("127.0.0.1:{mport}").parse().unwrap());
         let w1 = sample(&after, "nvmf_target_written_bytes_total", "cntlid=").unwrap();
         assert_eq!(w1 - w0, 69632.0, "bytes written per the metrics");
+        // Per namespace: bytes by operation, and a latency histogram whose
+        // count is every command and whose +Inf bucket equals it.
+        let ns = format!("subsystem=\"{NQN}\",nsid=\"{NS_RAM512}\"");
+        let bytes = |t: &str, op: &str| {
+            sample(
+                t,
+                "nvmf_target_namespace_bytes_total",
+                &format!("{ns},op=\"{op}\""),
+            )
+            .unwrap_or(0.0)
+        };
+        assert_eq!(bytes(&after, "write") - bytes(&before, "write"), 69632.0);
+        assert_eq!(bytes(&after, "read") - bytes(&before, "read"), 69632.0);
+        let count = |t: &str, op: &str| {
+            sample(
+                t,
+                "nvmf_target_namespace_latency_seconds_count",
+                &format!("{ns},op=\"{op}\""),
+            )
+            .unwrap_or(0.0)
+        };
+        assert_eq!(count(&after, "write") - count(&before, "write"), 2.0);
+        let inf = sample(
+            &after,
+            "nvmf_target_namespace_latency_seconds_bucket",
+            &format!("{ns},op=\"write\",le=\"+Inf\""),
+        )
+        .unwrap();
+        assert_eq!(inf, count(&after, "write"));
+        assert!(after.contains("# TYPE nvmf_target_namespace_latency_seconds histogram"));
+        assert!(
+            sample(
+                &after,
+                "nvmf_target_reactor_latency_seconds_count",
+                "reactor=\"0\""
+            )
+            .unwrap()
+                >= 4.0
+        );
+        assert!(
+            sample(
+                &after,
+                "nvmf_target_reactor_commands_total",
+                "reactor=\"0\",op=\"read\""
+            )
+            .unwrap()
+                >= 2.0
+        );
         assert_eq!(sample(&after, "nvmf_target_controllers", "").unwrap(), 1.0);
         assert!(sample(&after, "nvmf_target_connections", "reactor=\"0\"").unwrap() >= 3.0);
         assert!(after.contains("# TYPE nvmf_target_reactor_busy_seconds_total counter"));
         let (ok, out, _) = ctl(&sock, &["stats"]);
         assert!(
             ok && out.contains("2 writes, ") && out.contains("69632 bytes written"),
+            "{out}"
+        );
+        // Per namespace and per queue, with latency percentiles.
+        assert!(
+            out.contains(&format!(
+                "{NQN} nsid {NS_RAM512}: 2 reads (69632 bytes), 2 writes (69632 bytes), 0 other, 0 errors; latency us p50 "
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "cntlid {} queue 1 (reactor 0) on {NQN} nsid {NS_RAM512}: 1 reads (65536 bytes)",
+                c.cntlid
+            )) && out.contains(&format!(
+                "cntlid {} queue 2 (reactor 0) on {NQN} nsid {NS_RAM512}: 1 reads (4096 bytes)",
+                c.cntlid
+            )),
+            "{out}"
+        );
+        let (ok, out, _) = ctl(&sock, &["stats", "--json"]);
+        assert!(
+            ok && out.contains(&format!(
+                "\"subsystem\":\"{NQN}\",\"nsid\":{NS_RAM512},\"reads\":2,\"writes\":2"
+            )) && out.contains("\"latency_p99_9_us\":")
+                && out.contains(&format!(
+                    "\"cntlid\":{},\"qid\":2,\"reactor\":0,\"reads\":1",
+                    c.cntlid
+                )),
             "{out}"
         );
 

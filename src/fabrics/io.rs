@@ -6,6 +6,7 @@
 //! backends hand it to the reactor as an [`IoRequest`] and the program
 //! continues in [`Queue::io_done`].
 
+use super::nsstats::{Dir, QueueNsStats};
 use super::queue::{Queue, Response, Role};
 use crate::backend::{BackendError, IoDone, IoOp, Submitted};
 use crate::nvme::{io_op, le16, le32, le64, Command, Fuse, Status};
@@ -123,6 +124,8 @@ pub(super) struct InFlight {
     exclusive: bool,
     /// Since when a Compare and Write waits for writes to drain.
     drain_since: Option<std::time::Instant>,
+    /// When the command came in (the reactor's clock).
+    start: std::time::Instant,
 }
 
 /// How long a Compare and Write waits for writes in flight to drain (a
@@ -265,7 +268,32 @@ impl Queue {
             return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR, 0, out);
         }
         self.stats.add_write(len as u64);
+        if let Some(ns) = self.exports.namespace(cmd.nsid).cloned() {
+            self.ns_stats(&ns).add(Dir::Write, true, len as u64, 0);
+        }
         self.complete(cmd, Status::SUCCESS, 0, out);
+    }
+
+    /// This queue's statistics for `ns` (registered at its first command
+    /// on the namespace; then a scan of a few entries).
+    fn ns_stats(&mut self, ns: &Namespace) -> &QueueNsStats {
+        let found = self
+            .ns_stats
+            .iter()
+            .position(|(nsid, reg, _)| *nsid == ns.nsid && Arc::ptr_eq(reg, &ns.stats));
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let cntlid = match &self.role {
+                    Role::Io(c) => c.cntlid,
+                    _ => 0,
+                };
+                let s = ns.stats.register(cntlid, self.qid, self.reactor);
+                self.ns_stats.push((ns.nsid, ns.stats.clone(), s));
+                self.ns_stats.len() - 1
+            }
+        };
+        &self.ns_stats[i].2
     }
 
     pub(super) fn io_command(&mut self, cmd: &Command, data: Vec<u8>, out: &mut Vec<Response>) {
@@ -582,6 +610,7 @@ impl Queue {
             counted: false,
             exclusive: false,
             drain_since: None,
+            start: self.now,
         };
         match self.free_tags.pop() {
             Some(t) => {
@@ -850,6 +879,13 @@ impl Queue {
                 Count::None => {}
             }
         }
+        let (dir, bytes) = match f.count {
+            Count::Read(n) => (Dir::Read, n),
+            Count::Write(n) => (Dir::Write, n),
+            Count::None => (Dir::Other, 0),
+        };
+        let latency = self.now.saturating_duration_since(f.start).as_nanos() as u64;
+        self.ns_stats(&f.ns).add(dir, ok, bytes, latency);
         if let Some(second) = f.fused_write {
             let (s1, s2) = if f.compare_failed {
                 (f.status, Status::ABORTED_FAILED_FUSED)

@@ -13,6 +13,7 @@ pub use admit::{DataMap, Request, TransportCaps};
 pub use gate::Placed;
 pub use io::{IoRequest, IoWork};
 pub use queue::{Origin, Queue, Response, Tick};
+pub mod nsstats;
 
 /// NVMe version this controller reports (1.4.0).
 pub const NVME_VERSION: u32 = 0x0001_0400;

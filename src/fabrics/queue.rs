@@ -65,6 +65,15 @@ pub struct Queue {
     pub(super) peer: Option<SocketAddr>,
     /// The reactor that serves the connection.
     pub(super) reactor: u16,
+    /// The reactor's clock at the last command or completion handed in.
+    pub(super) now: Instant,
+    /// Per-namespace statistics, by NSID and the namespace's registry.
+    #[allow(clippy::type_complexity)]
+    pub(super) ns_stats: Vec<(
+        u32,
+        Arc<super::nsstats::Registry>,
+        Arc<super::nsstats::QueueNsStats>,
+    )>,
     pub(super) qid: u16,
     /// Submission queue entries (SQSIZE + 1), 0 before Connect.
     sq_entries: u32,
@@ -136,6 +145,8 @@ impl Queue {
             listener: origin.listener,
             peer: origin.peer,
             reactor: origin.reactor,
+            now: Instant::now(),
+            ns_stats: Vec::new(),
             qid: 0,
             sq_entries: 0,
             sqhd: 0,
@@ -186,6 +197,12 @@ impl Queue {
         self.stats.qid.store(qid, Relaxed);
         self.stats.reactor.store(self.reactor, Relaxed);
         ctrl.register_stats(self.stats.clone());
+    }
+
+    /// Sets the clock for what is handed in next (backend completions):
+    /// command latencies are measured with the reactor's loop clock.
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
     }
 
     /// The ID of the listener the connection came in on (0: none).
@@ -239,6 +256,7 @@ impl Queue {
     /// and appends its response(s) to `out`. A held Asynchronous Event
     /// Request or the first half of a fused pair appends nothing yet.
     pub fn execute(&mut self, cmd: &Command, data: Vec<u8>, now: Instant, out: &mut Vec<Response>) {
+        self.now = now;
         self.refresh_exports();
         self.accept(cmd, out);
         if cmd.is_fabrics() {
@@ -753,6 +771,9 @@ impl Drop for Queue {
             f.release_gate(&mut self.writes);
         }
         self.stats.closed.store(true, Relaxed);
+        for (_, _, s) in &self.ns_stats {
+            s.close();
+        }
         match &self.role {
             Role::Unconnected => {}
             Role::Io(c) => c.release_qid(self.qid, self.epoch),

@@ -599,6 +599,7 @@ impl Reactor {
             return;
         };
         s.io_busy -= 1;
+        s.queue.set_now(self.now);
         match result {
             IoResult::Ring(res) => s.queue.io_done(tag, res, buf, &mut r),
             IoResult::Device(res) => s.queue.device_done(tag, res, buf, &mut r),

@@ -24,6 +24,8 @@ pub struct Namespace {
     /// (shared by the namespace's versions over the same storage: a
     /// resize keeps it).
     pub gate: Arc<crate::fabrics::gate::Gate>,
+    /// Per-queue I/O statistics (kept, like the gate, by a resize).
+    pub stats: Arc<crate::fabrics::nsstats::Registry>,
 }
 
 impl Namespace {
@@ -52,6 +54,7 @@ impl Namespace {
             eui64: n.eui64,
             backend,
             gate: Default::default(),
+            stats: Default::default(),
         })
     }
 }
