@@ -669,8 +669,9 @@ impl Queue {
                             return;
                         }
                         log::warn!(
-                            "nsid {}: a Compare and Write waited {DRAIN_LIMIT:?} for writes in \
-                             flight (a host not sending the data of a write?); interrupted",
+                            "{} nsid {}: a Compare and Write waited {DRAIN_LIMIT:?} for writes \
+                             in flight (a host not sending the data of a write?); interrupted",
+                            super::queue::who(&self.role, self.qid, self.peer),
                             f.ns.nsid
                         );
                         f.status = Status::COMMAND_INTERRUPTED;

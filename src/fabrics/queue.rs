@@ -135,6 +135,20 @@ impl Origin {
     }
 }
 
+/// [`Queue::who`] from its parts (for callers holding other fields).
+pub(super) fn who(role: &Role, qid: u16, peer: Option<SocketAddr>) -> String {
+    let from = peer.map_or(String::new(), |p| format!(" from {p}"));
+    let ctrl = match role {
+        Role::Unconnected => return format!("unconnected queue{from}"),
+        Role::Admin(a) => &a.ctrl,
+        Role::Io(c) => c,
+    };
+    format!(
+        "host {} cntlid {} qid {qid}{from}",
+        ctrl.hostnqn, ctrl.cntlid
+    )
+}
+
 impl Queue {
     /// A queue on a new connection of a transport with `caps`, from
     /// `origin`; `bufs` is the reactor's buffer pool.
@@ -197,6 +211,12 @@ impl Queue {
         self.stats.qid.store(qid, Relaxed);
         self.stats.reactor.store(self.reactor, Relaxed);
         ctrl.register_stats(self.stats.clone());
+    }
+
+    /// Who the queue serves, for log lines: the host NQN, cntlid and qid
+    /// once connected, and the host's address.
+    pub fn who(&self) -> String {
+        who(&self.role, self.qid, self.peer)
     }
 
     /// Sets the clock for what is handed in next (backend completions):
@@ -469,7 +489,7 @@ impl Queue {
         };
         // Every refusal is logged with its reason: the host only sees a status.
         let invalid = |q: &Queue, out: &mut Vec<Response>, ipo: u32, why: String| {
-            log::warn!("Connect (queue {}) refused: {why}", c.qid);
+            log::warn!("Connect (queue {}) {} refused: {why}", c.qid, q.who());
             out.push(Response {
                 cqe: q.cqe(cmd.cid, Status::CONNECT_INVALID_PARAMETERS.dnr(), ipo, 0),
                 data: Vec::new(),
@@ -510,7 +530,11 @@ impl Queue {
             );
         }
         if !subsys.host_allowed(&hostnqn) {
-            log::warn!("host {hostnqn} refused: not allowed to use {}", subsys.nqn);
+            log::warn!(
+                "host {hostnqn} ({}) refused: not allowed to use {}",
+                self.who(),
+                subsys.nqn
+            );
             let cqe = self.cqe(
                 cmd.cid,
                 Status::CONNECT_INVALID_HOST.dnr(),

@@ -458,10 +458,13 @@ impl RdmaDriver {
         if q.state != QpState::Open {
             return;
         }
+        let who = cx
+            .sessions
+            .get(slot)
+            .map_or_else(|| format!("{:?}", q.peer), |s| s.queue.who());
         log::info!(
-            "reactor {}: closing RDMA queue pair from {:?}: {why}",
-            cx.index,
-            q.peer
+            "reactor {}: closing RDMA queue pair of {who}: {why}",
+            cx.index
         );
         q.state = QpState::Draining(cx.now);
         let _ = q.id.disconnect();

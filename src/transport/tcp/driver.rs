@@ -89,6 +89,13 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(l)
 }
 
+/// Who session `slot` serves, for log lines.
+fn who(cx: &Cx, slot: usize) -> String {
+    cx.sessions
+        .get(slot)
+        .map_or_else(|| "a closed session".into(), |s| s.queue.who())
+}
+
 /// One socket and the ring operations on it.
 struct Sock {
     stream: TcpStream,
@@ -224,9 +231,10 @@ impl TcpDriver {
     /// host stopped reading, or never spoke): the send in flight then
     /// fails and the slot is released.
     fn abort(&mut self, cx: &mut Cx, slot: usize, why: &str) {
+        let who = who(cx, slot);
         if let Some(c) = self.sock(slot) {
             if !c.shut {
-                log::info!("reactor {}: closing connection: {why}", cx.index);
+                log::info!("reactor {}: closing connection of {who}: {why}", cx.index);
                 c.tcp.close(why);
                 // Reset, rather than wait for a host that may never read
                 // what is queued (the send in flight fails on the shutdown).
@@ -380,8 +388,9 @@ impl TcpDriver {
         let mut bufs = c.bufs;
         if c.result < 0 && !sock.shut {
             log::warn!(
-                "reactor {}: send failed: {}; closing the connection",
+                "reactor {}: send to {} failed: {}; closing the connection",
                 cx.index,
+                who(cx, slot),
                 io::Error::from_raw_os_error(-c.result)
             );
         }
@@ -610,7 +619,11 @@ impl Driver for TcpDriver {
             }
         } else if !c.send_busy && c.tcp.is_closing() {
             if let Some(r) = c.tcp.close_reason() {
-                log::info!("reactor {}: closing connection: {r}", cx.index);
+                let who = cx
+                    .sessions
+                    .get(slot)
+                    .map_or(String::new(), |s| s.queue.who());
+                log::info!("reactor {}: closing connection of {who}: {r}", cx.index);
             }
             self.shut(cx, slot);
         }
