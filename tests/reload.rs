@@ -524,6 +524,14 @@ fn listeners_come_and_go_at_run_time() {
     assert!(wait_until(Duration::from_secs(10), || {
         std::net::TcpStream::connect(qaddr).is_err()
     }));
+    // The removed listener's socket is closed, not just stopped: its port
+    // can be listened on again at once.
+    let (ok, out, err) = ctl(&[
+        "listener", "add", "again", "--address", "127.0.0.1", "--port", &q.to_string(),
+    ]);
+    assert!(ok, "{out}{err}");
+    connect(qaddr, 1).shutdown().unwrap();
+    assert!(ctl(&["listener", "remove", "again"]).0);
     c.keep_alive().unwrap();
     write_read_check(&mut c.io[0], 1, 512, 0, 4, 4096);
 

@@ -175,6 +175,28 @@ reload_deny() {
   dmesg | tail -n 8
 }
 
+# --- metrics ------------------------------------------------------------------------------------
+metric_sum() { # METRIC: the sum of METRIC's samples for $NQN, from the target's Prometheus endpoint
+  busybox wget -qO- "http://$TARGET:$NVMF_GUEST_METRICS_PORT/metrics" |
+    awk -v m="$1{" -v s="subsystem=\"$NQN\"" 'index($0, m) == 1 && index($0, s) { t += $NF } END { printf "%d\n", t }'
+}
+
+metrics_during_io() {
+  local b0 b1 c0 c1
+  fio --name=metrics --filename="/dev/$NS" --size=32M --ioengine=libaio --direct=1 --rw=randrw \
+    --bs=4k --iodepth=8 --time_based --runtime=6 >/dev/null 2>&1 &
+  local pid=$!
+  sleep 2
+  b0="$(metric_sum nvmf_target_namespace_bytes_total)"
+  c0="$(metric_sum nvmf_target_namespace_latency_seconds_count)"
+  sleep 2
+  b1="$(metric_sum nvmf_target_namespace_bytes_total)"
+  c1="$(metric_sum nvmf_target_namespace_latency_seconds_count)"
+  wait "$pid"
+  echo "bytes $b0 -> $b1, commands timed $c0 -> $c1"
+  [ "${b0:-0}" -gt 0 ] && [ "$b1" -gt "$b0" ] && [ "$c1" -gt "$c0" ]
+}
+
 ctrl_at() { # NQN PORT -> the controller of NQN connected to PORT, or nothing
   local c
   for c in /sys/class/nvme/nvme*; do
@@ -597,6 +619,9 @@ if check "connect -k 5 -Q 1024 (more than MQES)" connect "$RAM512" --keep-alive-
   set_dev
   check "queue size clamped: fio verify at iodepth 128" queue_depth_io 128 || true
   check "smart-log counts data units written" smart_counts_writes || true
+  if [ -n "${NVMF_GUEST_METRICS_PORT:-}" ] && [ "$REFERENCE" != 1 ]; then
+    check "metrics: the namespace's counters and latency histogram move during fio" metrics_during_io || true
+  fi
   check "write-zeroes of 65536 blocks" big_write_zeroes || true
   check "idle for 11 s with keep-alive 5 s: still live" idle_keep_alive || true
   check "nvme reset keeps the data" reset_keeps_data || true

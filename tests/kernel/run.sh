@@ -18,6 +18,8 @@
 #
 # Environment:
 #   NVMF_KTEST_PORT, NVMF_KTEST_DISCOVERY_PORT   target ports (default 4420, 8009)
+#   NVMF_KTEST_RELOAD_PORT, NVMF_KTEST_METRICS_PORT  the listener a reload adds and the
+#                                                metrics endpoint (default PORT+3, PORT+4)
 #   NVMF_KTEST_LOG_LEVEL                         target log level (default info)
 #   NVMF_KTEST_CORES                             the target's cores (default "0"; "0, 1"
 #                                                spreads queues over two reactors)
@@ -52,6 +54,8 @@ port="${NVMF_KTEST_PORT:-4420}"
 dport="${NVMF_KTEST_DISCOVERY_PORT:-8009}"
 # A listener the reload test adds and removes (guest-advanced.sh).
 lport="${NVMF_KTEST_RELOAD_PORT:-$((port + 3))}"
+# The Prometheus endpoint, scraped from the guest.
+mport="${NVMF_KTEST_METRICS_PORT:-$((port + 4))}"
 # An IPv6 listener on ::1 when this machine has IPv6 loopback (the guest reaches it at fec0::2).
 v6port=""
 if grep -qE '^0{31}1 .* lo$' /proc/net/if_inet6 2>/dev/null; then
@@ -110,6 +114,9 @@ cat >"$cfg" <<EOF
 cores = [${NVMF_KTEST_CORES:-0}]
 control_socket = "$logs/ctl.sock"
 ${NVMF_KTEST_TARGET_EXTRA:-}
+
+[metrics]
+listen = "127.0.0.1:$mport"
 
 [[listener]]
 transport = "tcp"
@@ -274,9 +281,9 @@ listening() { # PORT: is a socket listening on 127.0.0.1, 0.0.0.0, ::1 or :: at 
 listening_all() {
   listening "$port" && listening "$dport" && { [ -z "$v6port" ] || listening "$v6port"; }
 }
-for p in "$port" "$dport" $v6port; do
+for p in "$port" "$dport" $v6port "$lport" "$mport"; do
   if listening "$p"; then
-    say "FAIL: port $p is already in use on 127.0.0.1 (another target running?); set NVMF_KTEST_PORT/NVMF_KTEST_DISCOVERY_PORT"
+    say "FAIL: port $p is already in use on 127.0.0.1 (another target running?); set NVMF_KTEST_PORT/NVMF_KTEST_DISCOVERY_PORT (and _RELOAD_PORT, _METRICS_PORT)"
     exit 1
   fi
 done
@@ -365,7 +372,7 @@ if ! start_target; then
 fi
 
 export NVMF_GUEST_PORT="$port" NVMF_GUEST_DISCOVERY_PORT="$dport" NVMF_GUEST_V6_PORT="$v6port"
-export NVMF_GUEST_RELOAD_PORT="$lport"
+export NVMF_GUEST_RELOAD_PORT="$lport" NVMF_GUEST_METRICS_PORT="$mport"
 export NVMF_GUEST_SUBSYSTEMS="$nqn512=512 $nqn4k=4096"
 export NVMF_GUEST_RESTRICTED_NQN="$nqn_restricted" NVMF_GUEST_ALLOWED_HOSTNQN="$allowed_host"
 export NVMF_GUEST_NULL_NQN="$nqn_null" NVMF_GUEST_FILE_NQN="$nqn_file" NVMF_GUEST_MULTI_NQN="$nqn_multi"
