@@ -4,8 +4,10 @@
 # random reads on the default subsystem alone, then while another process changes the target
 # as fast as it answers: a reload of the file (which flips a namespace of the second subsystem
 # and a listener each time), `ctl ns add` / `ns remove` on the second subsystem, `ctl listener
-# add` / `remove` on another port. Several rounds; prints each run's IOPS, p50, p99, p99.9 and
-# max, the changes made, and the medians.
+# add` / `remove` on another port. The same with as many commands that change nothing (`ctl
+# status`) and that do not reach the target (`--version`) tells the cost of the changes from
+# that of starting processes on the host's core. Several rounds; prints each run's IOPS, p50,
+# p99, p99.9 and max, the commands run, and the medians.
 #
 #   scripts/reload-latency.sh [-r ROUNDS] [-t SECONDS]
 #
@@ -44,10 +46,22 @@ cp "$out/t.toml" "$out/t1.toml"
 taskset -c 0 "$bin" --config "$out/t.toml" --log-level warn 2>"$out/target.log" &
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 
-churn() { # SECONDS: change the target over and over; prints how many changes were made
-  local end=$((SECONDS + $1)) n=0 i=0
+churn() { # MODE SECONDS: change the target over and over (MODE change), or run as many
+  # commands that change nothing (status: `ctl status`), or that do not talk to the target at
+  # all (spawn: `nvmf-target --version`), to tell the cost of the changes from that of
+  # starting processes on the host's core; prints how many commands ran
+  local mode=$1 end=$((SECONDS + $2)) n=0 i=0
   while [ "$SECONDS" -lt "$end" ]; do
     i=$((i + 1))
+    if [ "$mode" != change ]; then
+      if [ "$mode" = status ]; then
+        "$bin" ctl --socket "$out/ctl.sock" status >/dev/null
+      else
+        "$bin" --version >/dev/null
+      fi
+      n=$((n + 1))
+      continue
+    fi
     case $((i % 3)) in
       0)
         cp "$out/t$((i % 2 + 1)).toml" "$out/t.toml"
@@ -66,7 +80,7 @@ churn() { # SECONDS: change the target over and over; prints how many changes we
     esac
     n=$((n + 1))
   done
-  echo "changes: $n"
+  echo "$mode: $n commands"
 }
 
 measure() { # LABEL
@@ -82,13 +96,15 @@ PY
 echo "label IOPS p50_us p99_us p99.9_us max_us errors"
 for r in $(seq "$rounds"); do
   measure alone
-  # On the host's core: the target's core sees only what the changes ask of it.
-  (taskset -pc 1 "$BASHPID" >/dev/null && churn $((secs + 2))) >"$out/churn.log" 2>&1 &
-  c=$!
-  sleep 1
-  measure changing
-  wait "$c"
-  cat "$out/churn.log"
+  for mode in spawn status change; do
+    # On the host's core: the target's core sees only what the commands ask of it.
+    (taskset -pc 1 "$BASHPID" >/dev/null && churn "$mode" $((secs + 2))) >"$out/churn.log" 2>&1 &
+    c=$!
+    sleep 1
+    measure "$mode"
+    wait "$c"
+    cat "$out/churn.log"
+  done
 done
 echo "== medians over $rounds rounds (IOPS, p50, p99, p99.9, max in us)"
 python3 - "$out/runs.txt" <<'PY'
