@@ -397,14 +397,6 @@ fn reloads_during_io_disturb_nothing_they_do_not_change() {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Listeners added and removed at run time by `ctl` and by a reload: the
 /// test-suite hook (a subsystem with one namespace of a given size and
 /// UUID, one host, on a given port, connectable as soon as `ctl` returns;
@@ -527,7 +519,13 @@ fn listeners_come_and_go_at_run_time() {
     // The removed listener's socket is closed, not just stopped: its port
     // can be listened on again at once.
     let (ok, out, err) = ctl(&[
-        "listener", "add", "again", "--address", "127.0.0.1", "--port", &q.to_string(),
+        "listener",
+        "add",
+        "again",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &q.to_string(),
     ]);
     assert!(ok, "{out}{err}");
     connect(qaddr, 1).shutdown().unwrap();

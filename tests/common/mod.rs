@@ -79,6 +79,15 @@ block_size = 512
 }
 
 /// The cores the tests run reactors on: two when the machine has them.
+/// A TCP port nothing listens on just now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn test_cores() -> Vec<usize> {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     if n >= 2 {
