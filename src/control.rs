@@ -697,6 +697,14 @@ impl Control {
                 r.busy_ns as f64 / 1e9
             );
         }
+        let _ = writeln!(o, "# HELP nvmf_target_reactor_idle_seconds_total Time reactors spent in loop iterations that found nothing to do (polling or asleep).\n# TYPE nvmf_target_reactor_idle_seconds_total counter");
+        for (i, r) in reactors.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "nvmf_target_reactor_idle_seconds_total{{reactor=\"{i}\"}} {:.6}",
+                r.total_ns.saturating_sub(r.busy_ns) as f64 / 1e9
+            );
+        }
         let _ = writeln!(o, "# HELP nvmf_target_reactor_seconds_total Time reactors have run, busy or idle.\n# TYPE nvmf_target_reactor_seconds_total counter");
         for (i, r) in reactors.iter().enumerate() {
             let _ = writeln!(

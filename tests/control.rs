@@ -172,6 +172,12 @@ fn ctl_metrics_and_systemd_notify_against_the_running_target() {
         assert_eq!(sample(&after, "nvmf_target_controllers", "").unwrap(), 1.0);
         assert!(sample(&after, "nvmf_target_connections", "reactor=\"0\"").unwrap() >= 3.0);
         assert!(after.contains("# TYPE nvmf_target_reactor_busy_seconds_total counter"));
+        assert!(sample(
+            &after,
+            "nvmf_target_reactor_idle_seconds_total",
+            "reactor=\"0\""
+        )
+        .is_some());
         let (ok, out, _) = ctl(&sock, &["stats"]);
         assert!(
             ok && out.contains("2 writes, ") && out.contains("69632 bytes written"),

@@ -129,17 +129,6 @@ ns2_dev() { # the block device of NSID 2 of $RELOADNQN, or nothing
   done
 }
 
-wait_for() { # SECONDS DESCRIPTION COMMAND...: until COMMAND succeeds
-  local s="$1" what="$2"
-  shift 2
-  for _ in $(seq $((s * 5))); do
-    "$@" && return 0
-    sleep 0.2
-  done
-  echo "waited ${s}s for: $what"
-  return 1
-}
-
 ns2_sectors() { local d; d="$(ns2_dev)" && [ -n "$d" ] && cat "/sys/block/$d/size"; }
 ns2_is() { [ "$(ns2_sectors)" = "$1" ]; }
 ns2_gone() { [ -z "$(ns2_dev)" ]; }
@@ -197,15 +186,6 @@ metrics_during_io() {
   [ "${b0:-0}" -gt 0 ] && [ "$b1" -gt "$b0" ] && [ "$c1" -gt "$c0" ]
 }
 
-ctrl_at() { # NQN PORT -> the controller of NQN connected to PORT, or nothing
-  local c
-  for c in /sys/class/nvme/nvme*; do
-    [ "$(cat "$c/subsysnqn" 2>/dev/null)" = "$1" ] || continue
-    grep -q "trsvcid=$2\b" "$c/address" 2>/dev/null || continue
-    basename "$c"
-    return 0
-  done
-}
 
 ctrl_state() { cat "/sys/class/nvme/$1/state" 2>/dev/null; }
 

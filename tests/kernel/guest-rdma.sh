@@ -48,6 +48,7 @@ write_config() {
 cores = [$(seq -s ", " 0 $(($(nproc) - 1)))]
 # The vCPUs are shared with the kernel's rxe work: never spin.
 idle = "sleep"
+control_socket = "/tmp/nvmf-target.sock"
 
 [[listener]]
 transport = "rdma"
@@ -128,6 +129,25 @@ multipath_tcp_rdma() { # NQN: a TCP and an RDMA path to one namespace
   run nvme disconnect -n "$nqn"
 }
 
+rdma_listener_at_run_time() { # an RDMA listener added by ctl serves nvme-rdma; removed, its connection closes
+  local p2=$((PORT + 10)) c
+  run "$BIN" --config "$CFG" ctl listener add rdma2 --transport rdma --address "$TARGET" --port "$p2"
+  run "$BIN" --config "$CFG" ctl listeners
+  run nvme connect -t rdma -a "$TARGET" -s "$p2" -n "$RAM512" --ctrl-loss-tmo=5 --keep-alive-tmo=5
+  c="$(ctrl_at "$RAM512" "$p2")"
+  [ -n "$c" ] && [ "$(cat "/sys/class/nvme/$c/transport")" = rdma ]
+  dd if="/dev/$(ns_for "$c")" of=/dev/null bs=64k count=16 iflag=direct status=none
+  echo "$c: RDMA on port $p2, $(cat "/sys/class/nvme/$c/state")"
+  run "$BIN" --config "$CFG" ctl listener remove rdma2
+  wait_for 30 "the controller on the removed listener leaves the live state" \
+    bash -c "[ \"\$(cat /sys/class/nvme/$c/state 2>/dev/null)\" != live ]"
+  echo "$c: $(cat "/sys/class/nvme/$c/state" 2>/dev/null || echo gone)"
+  nvme disconnect -d "$c" >/dev/null 2>&1 || true
+  # The first listener still serves.
+  connect "$RAM512" >/dev/null
+  disconnect "$RAM512" >/dev/null
+}
+
 churn_rdma() { # connect and disconnect 10 times, a little I/O each time
   local i
   for i in $(seq 10); do
@@ -173,6 +193,10 @@ if check "connect -k 5" connect "$RAM512" --keep-alive-tmo=5; then
   check "disconnect" disconnect "$RAM512" || true
 fi
 check "connect/disconnect 10 times" churn_rdma || true
+if [ "$REFERENCE" != 1 ]; then
+  check "ctl listener add/remove: an RDMA listener at run time serves nvme-rdma; removed, its connection closes" \
+    rdma_listener_at_run_time || true
+fi
 
 if [ "$REFERENCE" != 1 ]; then
   say "=== $RAM4K: an RDMA and a TCP path at once"

@@ -180,6 +180,27 @@ discover_json() { # PORT NQN: the JSON form parses and lists the subsystem
   expect "\"subnqn\" *: *\"$2\"" "$out"
 }
 
+wait_for() { # SECONDS DESCRIPTION COMMAND...: until COMMAND succeeds
+  local s="$1" what="$2"
+  shift 2
+  for _ in $(seq $((s * 5))); do
+    "$@" && return 0
+    sleep 0.2
+  done
+  echo "waited ${s}s for: $what"
+  return 1
+}
+
+ctrl_at() { # NQN PORT -> the controller of NQN connected to PORT, or nothing
+  local c
+  for c in /sys/class/nvme/nvme*; do
+    [ "$(cat "$c/subsysnqn" 2>/dev/null)" = "$1" ] || continue
+    grep -q "trsvcid=$2\b" "$c/address" 2>/dev/null || continue
+    basename "$c"
+    return 0
+  done
+}
+
 connect() { # NQN [OPTIONS...]: connects and checks a live controller and namespace appear
   local nqn="$1"
   shift
