@@ -39,7 +39,10 @@ impl FaultBackend {
             IoOp::Read { offset, len, .. } | IoOp::Compare { offset, len, .. } => {
                 (FaultOp::Read, Some((offset, len as u64)))
             }
-            IoOp::Write { offset, len, .. } => (FaultOp::Write, Some((offset, len as u64))),
+            IoOp::Write { offset, len, .. } | IoOp::WriteDma { offset, len, .. } => {
+                (FaultOp::Write, Some((offset, len as u64)))
+            }
+            IoOp::ReadDma { offset, len, .. } => (FaultOp::Read, Some((offset, len as u64))),
             IoOp::WriteZeroes { offset, len } | IoOp::Deallocate { offset, len } => {
                 (FaultOp::WriteZeroes, Some((offset, len)))
             }

@@ -231,6 +231,8 @@ impl Backend for FileBackend {
                 offset,
                 len,
             }),
+            // (Files have no staged DMA memory: `stage` is `None`.)
+            op @ (IoOp::ReadDma { .. } | IoOp::WriteDma { .. }) => refused(op),
             // (Files are compared by reading: `compares` is false.)
             op @ IoOp::Compare { .. } => Submitted::Done(IoDone {
                 result: Err(BackendError::Read("compare is not a file operation".into())),

@@ -79,19 +79,42 @@ pub enum IoOp {
         at: usize,
         len: usize,
     },
+    /// Read `len` bytes at `offset` straight into DMA memory the backend
+    /// staged ([`Backend::stage`]): `dst`, at device address `iova`.
+    ReadDma {
+        offset: u64,
+        len: usize,
+        iova: u64,
+        dst: nvmf_sys::RegionSlice,
+    },
+    /// Write `len` bytes at `offset` from staged DMA memory (`src`, at
+    /// device address `iova`) that the transport received the host's data
+    /// into.
+    WriteDma {
+        offset: u64,
+        len: usize,
+        iova: u64,
+        src: nvmf_sys::RegionSlice,
+    },
 }
 
 impl IoOp {
     /// Bytes a read or write must transfer to succeed (0 for the others).
     pub fn transfer_len(&self) -> usize {
         match self {
-            IoOp::Read { len, .. } | IoOp::Write { len, .. } => *len,
+            IoOp::Read { len, .. }
+            | IoOp::Write { len, .. }
+            | IoOp::ReadDma { len, .. }
+            | IoOp::WriteDma { len, .. } => *len,
             _ => 0,
         }
     }
 
     pub fn is_write(&self) -> bool {
-        !matches!(self, IoOp::Read { .. } | IoOp::Compare { .. })
+        !matches!(
+            self,
+            IoOp::Read { .. } | IoOp::Compare { .. } | IoOp::ReadDma { .. }
+        )
     }
 
     /// Gives the operation's buffer back (empty for bufferless ops).
@@ -193,6 +216,22 @@ pub trait Backend: Send + Sync {
     /// default) when the backend has no such memory or the range is out of
     /// bounds: then the write goes through [`submit`](Self::submit).
     fn write_in_place(&self, _offset: u64, _len: usize) -> Option<nvmf_sys::RegionSlice> {
+        None
+    }
+    /// A DMA buffer of `len` bytes for one transfer of a device this
+    /// process drives, from reactor `reactor`'s share, and its device
+    /// address: the transport receives a write's data into it, or the
+    /// device reads into it and the transport sends from it, with no copy
+    /// ([`IoOp::ReadDma`], [`IoOp::WriteDma`]). It goes back to its pool
+    /// when the slice and its clones are dropped. `None` (the default) when
+    /// the backend has no DMA memory or none is free just now.
+    fn stage(&self, _reactor: u16, _len: usize) -> Option<(nvmf_sys::RegionSlice, u64)> {
+        None
+    }
+    /// For a device this process drives: the bytes copied through bounce
+    /// buffers so far (transfers that could not be staged), and the staged
+    /// buffers free in each reactor's pool.
+    fn dma_use(&self) -> Option<(u64, Vec<usize>)> {
         None
     }
     /// Starts an operation: memory backends complete it here; ring backends
@@ -303,6 +342,12 @@ pub(crate) fn run_memory(
             };
             IoDone { result, buf }
         }
+        IoOp::ReadDma { .. } | IoOp::WriteDma { .. } => IoDone {
+            result: Err(BackendError::Write(
+                "a staged DMA transfer for a memory backend".into(),
+            )),
+            buf: Vec::new(),
+        },
         op => IoDone {
             result: other(&op),
             buf: Vec::new(),
@@ -328,6 +373,7 @@ pub fn open(
                 shift,
                 reactors.max(1) as u16,
             )?;
+            dev.enable_staging(max_io, reactors.max(1) as u16);
             Ok(Arc::new(nvme::device::NvmeBackend { dev }))
         }
         BackendConfig::NvmePassthru { path } => {
@@ -337,6 +383,7 @@ pub fn open(
         BackendConfig::Nvme { pci, nsid, .. } => {
             let dev =
                 nvme::device::NvmeDevice::open_vfio(pci, *nsid, reactors.max(1) as u16, max_io)?;
+            dev.enable_staging(max_io, reactors.max(1) as u16);
             Ok(Arc::new(nvme::device::NvmeBackend { dev }))
         }
         BackendConfig::Ram { size } => Ok(Arc::new(RamBackend::new(*size)?)),

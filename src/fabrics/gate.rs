@@ -143,6 +143,10 @@ impl Gate {
 /// the write is executed, or when the connection gives up on it).
 pub struct Placed {
     pub region: nvmf_sys::RegionSlice,
+    /// `Some`: the memory is a device's staged DMA buffer at this address,
+    /// and the write still goes to the device ([`Queue::execute_placed`](super::Queue::execute_placed));
+    /// `None`: it is the backend's own memory, and the data is written.
+    pub iova: Option<u64>,
     _guard: WriteGuard,
 }
 
@@ -163,9 +167,14 @@ impl std::ops::Deref for Placed {
 
 impl Placed {
     /// `count` must have been entered for this write.
-    pub(super) fn new(region: nvmf_sys::RegionSlice, count: Arc<WriterCount>) -> Placed {
+    pub(super) fn new(
+        region: nvmf_sys::RegionSlice,
+        iova: Option<u64>,
+        count: Arc<WriterCount>,
+    ) -> Placed {
         Placed {
             region,
+            iova,
             _guard: WriteGuard(count),
         }
     }

@@ -126,6 +126,9 @@ pub(super) struct InFlight {
     drain_since: Option<std::time::Instant>,
     /// When the command came in (the reactor's clock).
     start: std::time::Instant,
+    /// A staged write's buffer and its count at the gate, kept until the
+    /// device has written it.
+    placed: Option<super::Placed>,
 }
 
 /// How long a Compare and Write waits for writes in flight to drain (a
@@ -202,19 +205,26 @@ impl Queue {
     /// it goes through [`execute`](Self::execute) and gets its status).
     pub fn placed_write(&mut self, cmd: &Command, len: u32) -> Option<super::Placed> {
         self.refresh_exports();
-        let (region, i) = self.placed_region(cmd, len)?;
+        let (region, i, iova) = self.placed_region(cmd, len, true)?;
         let gate = &self.exports.namespaces[i].gate;
-        // Counted as a write in flight until the transport drops it.
+        // Counted as a write in flight until the transport drops it (or,
+        // staged, until the device has written it).
         let w = self.writes.of(gate);
         if !w.enter(gate) {
             return None;
         }
-        Some(super::Placed::new(region, w.clone()))
+        Some(super::Placed::new(region, iova, w.clone()))
     }
 
-    /// The backend memory of a plain Write, and its namespace's position
-    /// in `exports`.
-    fn placed_region(&self, cmd: &Command, len: u32) -> Option<(nvmf_sys::RegionSlice, usize)> {
+    /// The backend memory of a plain Write, or (`stage`) a staged DMA
+    /// buffer of its device and the buffer's IOVA; and its namespace's
+    /// position in `exports`.
+    fn placed_region(
+        &self,
+        cmd: &Command,
+        len: u32,
+        stage: bool,
+    ) -> Option<(nvmf_sys::RegionSlice, usize, Option<u64>)> {
         let Role::Io(c) = &self.role else {
             return None;
         };
@@ -236,7 +246,14 @@ impl Queue {
         if n != len as usize || ns.gate.is_exclusive() {
             return None;
         }
-        Some((ns.backend.write_in_place(off, n)?, i))
+        if let Some(s) = ns.backend.write_in_place(off, n) {
+            return Some((s, i, None));
+        }
+        if !stage {
+            return None;
+        }
+        let (s, iova) = ns.backend.stage(self.reactor, n)?;
+        Some((s, i, Some(iova)))
     }
 
     /// For a plain Write whose data is at hand (in the capsule): copies it
@@ -244,7 +261,7 @@ impl Queue {
     /// did, and the transport then calls [`execute_placed`](Self::execute_placed).
     pub fn place_write_now(&mut self, cmd: &Command, data: &[u8]) -> bool {
         self.refresh_exports();
-        let Some((region, i)) = self.placed_region(cmd, data.len() as u32) else {
+        let Some((region, i, _)) = self.placed_region(cmd, data.len() as u32, false) else {
             return false;
         };
         let gate = &self.exports.namespaces[i].gate;
@@ -258,8 +275,16 @@ impl Queue {
     }
 
     /// Completes a Write whose `len` bytes of data the transport has put in
-    /// the memory [`placed_write`](Self::placed_write) gave for it.
-    pub fn execute_placed(&mut self, cmd: &Command, len: usize, out: &mut Vec<Response>) {
+    /// the memory [`placed_write`](Self::placed_write) gave for it
+    /// (`placed`, `None` for [`place_write_now`](Self::place_write_now)):
+    /// a staged DMA buffer is written to the device from where it is.
+    pub fn execute_placed(
+        &mut self,
+        cmd: &Command,
+        len: usize,
+        placed: Option<super::Placed>,
+        out: &mut Vec<Response>,
+    ) {
         self.accept(cmd, out);
         let ready =
             matches!(&self.role, Role::Io(c) if c.is_ready() && c.io_queue_live(self.epoch));
@@ -267,11 +292,57 @@ impl Queue {
             // Disabled meanwhile (a reset): the data is in, the command fails.
             return self.complete(cmd, Status::COMMAND_SEQUENCE_ERROR, 0, out);
         }
+        if let Some(p) = placed.filter(|p| p.iova.is_some()) {
+            return self.write_staged(cmd, len, p, out);
+        }
         self.stats.add_write(len as u64);
         if let Some(ns) = self.exports.namespace(cmd.nsid).cloned() {
             self.ns_stats(&ns).add(Dir::Write, true, len as u64, 0);
         }
         self.complete(cmd, Status::SUCCESS, 0, out);
+    }
+
+    /// A Write whose data is in a staged DMA buffer: the device writes it
+    /// from there (no copy), and the write counts at its namespace's gate
+    /// until then.
+    fn write_staged(
+        &mut self,
+        cmd: &Command,
+        len: usize,
+        p: super::Placed,
+        out: &mut Vec<Response>,
+    ) {
+        let Some(ns) = self.namespace(cmd.nsid) else {
+            return self.complete(cmd, Status::INVALID_NAMESPACE.dnr(), 0, out);
+        };
+        let off = match self.rw_range(&ns, cmd) {
+            Ok((off, n)) if n == len => off,
+            Ok(_) => return self.complete(cmd, Status::DATA_SGL_LENGTH_INVALID.dnr(), 0, out),
+            Err(st) => return self.complete(cmd, st, 0, out),
+        };
+        let (Some(iova), src) = (p.iova, p.region.clone()) else {
+            return self.complete(cmd, Status::INTERNAL_ERROR, 0, out);
+        };
+        let op = IoOp::WriteDma {
+            offset: off,
+            len,
+            iova,
+            src,
+        };
+        let tag = self.start_inflight(
+            cmd,
+            ns.clone(),
+            VecDeque::new(),
+            Vec::new(),
+            false,
+            Count::Write(len as u64),
+        );
+        if let Some(f) = self.inflight.get_mut(tag as usize).and_then(|f| f.as_mut()) {
+            f.placed = Some(p);
+        }
+        if !self.submit_op(tag, ns, op) {
+            self.advance(tag, out);
+        }
     }
 
     /// This queue's statistics for `ns` (registered at its first command
@@ -611,6 +682,7 @@ impl Queue {
             exclusive: false,
             drain_since: None,
             start: self.now,
+            placed: None,
         };
         match self.free_tags.pop() {
             Some(t) => {
@@ -695,10 +767,27 @@ impl Queue {
                 }
                 Step::Read { off, len, append } => {
                     // A read whose data goes straight to the host: send the
-                    // backend's own memory if it has some, no copy.
+                    // backend's own memory if it has some, no copy; or have
+                    // the device put it in a staged DMA buffer and send
+                    // that, no copy either.
                     if f.reply && append && f.acc.is_empty() && f.steps.is_empty() {
                         if let Some(s) = f.ns.backend.read_shared(off, len) {
                             f.shared = Some(s);
+                            continue;
+                        }
+                        if let Some((s, iova)) = f.ns.backend.stage(self.reactor, len) {
+                            f.shared = Some(s.clone());
+                            f.holds = Holds::Nothing;
+                            let op = IoOp::ReadDma {
+                                offset: off,
+                                len,
+                                iova,
+                                dst: s,
+                            };
+                            let ns = f.ns.clone();
+                            if self.submit_op(tag, ns, op) {
+                                return;
+                            }
                             continue;
                         }
                     }
@@ -775,32 +864,33 @@ impl Queue {
                 ),
             };
             f.holds = holds;
-            let expected = op.transfer_len();
-            let write = op.is_write();
-            match ns.backend.submit(op) {
-                Submitted::Done(d) => self.apply(tag, d, write),
-                Submitted::Ring(op) => {
-                    f.ring_ns = Some(ns);
-                    f.ring_expected = expected;
-                    f.ring_write = write;
-                    self.io_out.push(IoRequest {
-                        tag,
-                        work: IoWork::Ring(op),
-                    });
-                    return;
-                }
-                Submitted::Device(d) => {
-                    f.ring_ns = Some(ns);
-                    f.ring_expected = expected;
-                    f.ring_write = write;
-                    self.io_out.push(IoRequest {
-                        tag,
-                        work: IoWork::Device(d),
-                    });
-                    return;
-                }
+            if self.submit_op(tag, ns, op) {
+                return;
             }
         }
+    }
+
+    /// Hands command `tag`'s backend operation to its backend: true when it
+    /// waits for the ring or a device, false when it completed at once (and
+    /// was applied).
+    fn submit_op(&mut self, tag: u32, ns: Arc<Namespace>, op: IoOp) -> bool {
+        let expected = op.transfer_len();
+        let write = op.is_write();
+        let work = match ns.backend.submit(op) {
+            Submitted::Done(d) => {
+                self.apply(tag, d, write);
+                return false;
+            }
+            Submitted::Ring(op) => IoWork::Ring(op),
+            Submitted::Device(d) => IoWork::Device(d),
+        };
+        if let Some(f) = self.inflight.get_mut(tag as usize).and_then(|f| f.as_mut()) {
+            f.ring_ns = Some(ns);
+            f.ring_expected = expected;
+            f.ring_write = write;
+        }
+        self.io_out.push(IoRequest { tag, work });
+        true
     }
 
     /// Takes a finished backend operation's buffer and result.

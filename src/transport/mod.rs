@@ -53,14 +53,16 @@ pub(crate) trait QueueConn {
         self.with_queue(q, |q, r| q.execute(&cmd, data, now, r));
     }
 
-    /// A write whose data is already in backend memory.
+    /// A write whose data is already in backend memory, or in a staged
+    /// DMA buffer (`placed`, as [`crate::fabrics::Queue::placed_write`] gave it).
     fn execute_placed(
         &mut self,
         cmd: &crate::nvme::Command,
         len: usize,
+        placed: Option<crate::fabrics::Placed>,
         q: &mut crate::fabrics::Queue,
     ) {
-        self.with_queue(q, |q, r| q.execute_placed(cmd, len, r));
+        self.with_queue(q, |q, r| q.execute_placed(cmd, len, placed, r));
     }
 }
 

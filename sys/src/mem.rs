@@ -353,18 +353,42 @@ impl Region {
 /// buffer (see [`crate::ring::SendBuf`] and [`crate::ring::Op::RecvRegion`]). Other
 /// threads may write those bytes at any time, so the bytes themselves are only reachable
 /// through copies ([`copy_to`](Self::copy_to)) or the kernel.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RegionSlice {
     region: Arc<Region>,
     off: usize,
     len: usize,
+    /// Held as long as the slice or a clone of it lives: a lease on the bytes (a buffer pool
+    /// takes them back when the last holder is gone).
+    keep: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for RegionSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionSlice")
+            .field("off", &self.off)
+            .field("len", &self.len)
+            .field("leased", &self.keep.is_some())
+            .finish()
+    }
 }
 
 impl RegionSlice {
     /// The range `offset..offset + len` of `region`, or `None` if it is out of bounds.
     pub fn new(region: Arc<Region>, offset: u64, len: usize) -> Option<RegionSlice> {
         let off = region.check(offset, len as u64)?;
-        Some(RegionSlice { region, off, len })
+        Some(RegionSlice {
+            region,
+            off,
+            len,
+            keep: None,
+        })
+    }
+
+    /// The same range, holding `lease` until the slice and all its clones are dropped.
+    pub fn with_lease(mut self, lease: Arc<dyn std::any::Any + Send + Sync>) -> RegionSlice {
+        self.keep = Some(lease);
+        self
     }
 
     /// The region the range is in.

@@ -41,6 +41,48 @@ impl DmaMem for RegionDma {
     fn load64(&self, iova: u64) -> Option<u64> {
         self.region.load_u64(iova.checked_sub(self.base)?)
     }
+    fn region(&self) -> Option<(Arc<nvmf_sys::Region>, u64)> {
+        Some((self.region.clone(), self.base))
+    }
+}
+
+/// A reactor's share of staged DMA buffers: chunks of `chunk` bytes from
+/// `iova`, each lent to one transfer at a time ([`NvmeDevice::stage`]).
+struct StagePool {
+    iova: u64,
+    chunk: u64,
+    /// Touched by its reactor only (and by drops of its leases, on the same
+    /// thread): never contended.
+    free: Mutex<Vec<u32>>,
+}
+
+/// A chunk lent out; back in its pool when dropped.
+struct Lease {
+    pool: Arc<StagePool>,
+    idx: u32,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.idx);
+    }
+}
+
+/// DMA memory for staged buffers, per reactor: chunks of the largest
+/// transfer, 16 MiB or 64 chunks, whichever is less (at least 4).
+fn staging_chunks(chunk: u64) -> u64 {
+    ((16 << 20) / chunk.max(1)).clamp(4, 64)
+}
+
+/// Bytes of DMA memory the staged buffers of `reactors` reactors take,
+/// for transfers of up to `max_io` bytes.
+pub fn staging_bytes(max_io: u32, reactors: u16) -> u64 {
+    let chunk = (max_io as u64).next_multiple_of(4096);
+    chunk * staging_chunks(chunk) * reactors as u64
 }
 
 /// A VFIO device's registers.
@@ -82,6 +124,11 @@ pub struct NvmeDevice {
     ready_timeout: Duration,
     /// Sleeps while waiting for the controller (nothing for the simulator).
     sleep: fn(Duration),
+    /// Staged DMA buffers, one pool per reactor (see [`Self::enable_staging`]).
+    staging: std::sync::OnceLock<Vec<Arc<StagePool>>>,
+    /// Bytes copied through the driver's bounce buffers (transfers that
+    /// could not be staged); only that path touches it.
+    copied: AtomicU64,
 }
 
 /// How long a reset waits after the failure is seen before it touches the
@@ -150,7 +197,7 @@ impl NvmeDevice {
         let dev = nvmf_sys::vfio::VfioDevice::open(pci)?;
         // Queues and identify data, and each reactor's bounce buffers.
         let chunk = (max_io as usize).next_multiple_of(4096) + 2 * 4096;
-        let len = (8 << 20) + queues as usize * 64 * chunk;
+        let len = (8 << 20) + queues as usize * 64 * chunk + staging_bytes(max_io, queues) as usize;
         let region = Arc::new(nvmf_sys::Region::new(len.next_multiple_of(2 << 20))?);
         dev.map_dma(region.clone(), IOVA_BASE)?;
         let arena = DmaArena::new(IOVA_BASE, region.len() as u64);
@@ -216,11 +263,78 @@ impl NvmeDevice {
             last_reset: Mutex::new(None),
             ready_timeout: up.ready_timeout,
             sleep,
+            staging: std::sync::OnceLock::new(),
+            copied: AtomicU64::new(0),
         }))
     }
 
     pub fn mem(&self) -> &dyn DmaMem {
         &*self.mem
+    }
+
+    /// Sets aside DMA memory for `reactors` reactors' staged buffers of up
+    /// to `max_io` bytes (once; false when its memory is not one region,
+    /// or too small: transfers then go through the driver's bounce
+    /// buffers, with a copy).
+    pub fn enable_staging(&self, max_io: u32, reactors: u16) -> bool {
+        if self.mem.region().is_none() || self.staging.get().is_some() {
+            return self.staging.get().is_some();
+        }
+        let chunk = (max_io as u64).next_multiple_of(4096);
+        let count = staging_chunks(chunk);
+        let mut pools = Vec::new();
+        for _ in 0..reactors.max(1) {
+            let Some(iova) = self.alloc(chunk * count) else {
+                log::warn!(
+                    "NVMe controller {}: no DMA memory for staged buffers; transfers are copied",
+                    self.name
+                );
+                return false;
+            };
+            pools.push(Arc::new(StagePool {
+                iova,
+                chunk,
+                free: Mutex::new((0..count as u32).rev().collect()),
+            }));
+        }
+        self.staging.set(pools).is_ok()
+    }
+
+    /// A staged DMA buffer of `len` bytes from reactor `reactor`'s pool,
+    /// and its IOVA (see [`Backend::stage`]).
+    pub fn stage(&self, reactor: u16, len: usize) -> Option<(nvmf_sys::RegionSlice, u64)> {
+        let pools = self.staging.get()?;
+        let pool = pools.get(reactor as usize % pools.len().max(1))?;
+        if len == 0 || len as u64 > pool.chunk {
+            return None;
+        }
+        let idx = pool.free.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        // Made first: whatever fails below gives the chunk back.
+        let lease = Arc::new(Lease {
+            pool: pool.clone(),
+            idx,
+        });
+        let iova = pool.iova + idx as u64 * pool.chunk;
+        let (region, base) = self.mem.region()?;
+        let slice = nvmf_sys::RegionSlice::new(region, iova.checked_sub(base)?, len)?;
+        Some((slice.with_lease(lease), iova))
+    }
+
+    /// Counts `len` bytes copied through a bounce buffer.
+    pub fn count_copy(&self, len: usize) {
+        self.copied.fetch_add(len as u64, Relaxed);
+    }
+
+    /// Bytes copied through bounce buffers so far, and the staged buffers
+    /// free in each reactor's pool.
+    pub fn dma_use(&self) -> (u64, Vec<usize>) {
+        let free = self.staging.get().map_or(Vec::new(), |pools| {
+            pools
+                .iter()
+                .map(|p| p.free.lock().unwrap_or_else(|e| e.into_inner()).len())
+                .collect()
+        });
+        (self.copied.load(Relaxed), free)
     }
 
     /// An I/O queue pair of its own for a reactor (`None` when the
@@ -413,5 +527,11 @@ impl Backend for NvmeBackend {
             dev: crate::backend::DeviceRef::Pci(self.dev.clone()),
             op,
         })
+    }
+    fn stage(&self, reactor: u16, len: usize) -> Option<(nvmf_sys::RegionSlice, u64)> {
+        self.dev.stage(reactor, len)
+    }
+    fn dma_use(&self) -> Option<(u64, Vec<usize>)> {
+        Some(self.dev.dma_use())
     }
 }

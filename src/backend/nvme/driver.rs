@@ -155,8 +155,8 @@ impl NvmeDriver {
 /// The NVM opcode an operation's (first) command has.
 fn opcode_of(op: &IoOp) -> u8 {
     match op {
-        IoOp::Read { .. } => op::READ,
-        IoOp::Write { .. } => op::WRITE,
+        IoOp::Read { .. } | IoOp::ReadDma { .. } => op::READ,
+        IoOp::Write { .. } | IoOp::WriteDma { .. } => op::WRITE,
         IoOp::Compare { .. } => op::COMPARE,
         IoOp::Flush => op::FLUSH,
         IoOp::WriteZeroes { .. } => op::WRITE_ZEROES,
@@ -215,7 +215,12 @@ impl DevQ {
         let mem: &dyn DmaMem = dev.mem();
         // Commands this operation needs, and whether it needs a chunk.
         let (needs_chunk, cmds) = match &op {
-            IoOp::Read { len, .. } | IoOp::Write { len, .. } | IoOp::Compare { len, .. } => {
+            // (A staged transfer takes a chunk only for its PRP list pages.)
+            IoOp::Read { len, .. }
+            | IoOp::Write { len, .. }
+            | IoOp::Compare { len, .. }
+            | IoOp::ReadDma { len, .. }
+            | IoOp::WriteDma { len, .. } => {
                 (true, (*len as u64).div_ceil(self.max_cmd as u64).max(1))
             }
             IoOp::Flush => (false, 1),
@@ -245,14 +250,19 @@ impl DevQ {
         let ok = match &op {
             IoOp::Read { offset, len, .. }
             | IoOp::Write { offset, len, .. }
-            | IoOp::Compare { offset, len, .. } => {
-                let opcode = match op {
-                    IoOp::Write { .. } => op::WRITE,
-                    IoOp::Compare { .. } => op::COMPARE,
-                    _ => op::READ,
+            | IoOp::Compare { offset, len, .. }
+            | IoOp::ReadDma { offset, len, .. }
+            | IoOp::WriteDma { offset, len, .. } => {
+                let opcode = opcode_of(&op);
+                // The data's device address: the staged buffer the host's
+                // data is in (or goes to), else the chunk it is copied
+                // through.
+                let c_iova = match &op {
+                    IoOp::ReadDma { iova, .. } | IoOp::WriteDma { iova, .. } => *iova,
+                    _ => c_iova.unwrap_or(0),
                 };
-                let c_iova = c_iova.unwrap_or(0);
                 if let IoOp::Write { buf, at, len, .. } | IoOp::Compare { buf, at, len, .. } = &op {
+                    dev.count_copy(*len);
                     if buf.len() < at + len || !mem.write(c_iova, &buf[*at..at + len]) {
                         self.faults
                             .add("the data could not be copied to the bounce buffer");
@@ -269,6 +279,7 @@ impl DevQ {
                     let list = self.lists
                         + (chunk.unwrap_or(0) as u64 * self.lists_per_chunk + part) * prp::PAGE;
                     match prp::build(c_iova + done, n as u32, list, &mut self.prps) {
+                        // (A staged buffer is page-aligned, as chunks are.)
                         Some((p1, p2)) => {
                             if !self.prps.is_empty() {
                                 self.prp_bytes.clear();
@@ -396,6 +407,7 @@ impl DevQ {
         if r.status.is_success() {
             if let (IoOp::Read { buf, at, len, .. }, Some(c)) = (&mut r.op, r.chunk) {
                 let from = self.bounce + c as u64 * self.chunk;
+                self.dev.count_copy(*len);
                 if buf.len() < *at + *len || !self.dev.mem().read(from, &mut buf[*at..*at + *len]) {
                     self.faults
                         .add("the data read could not be copied from the bounce buffer");

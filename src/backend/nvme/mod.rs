@@ -15,6 +15,7 @@ pub mod sim;
 pub use qpair::{Done, QueuePair, SubmitError};
 
 use crate::nvme::{get_str, le16, le32, le64, Command, Status};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Memory the controller reaches by DMA, addressed by I/O virtual address.
@@ -27,6 +28,11 @@ pub trait DmaMem {
     /// device's write whole, ordered before the reads after it (a
     /// completion's phase tag, command id and status are read together).
     fn load64(&self, iova: u64) -> Option<u64>;
+    /// The memory as one region and the IOVA of its first byte, when it is
+    /// one (for buffers the transports use directly, with no copy).
+    fn region(&self) -> Option<(Arc<nvmf_sys::Region>, u64)> {
+        None
+    }
 }
 
 /// The controller's registers (BAR0).

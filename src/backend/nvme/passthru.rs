@@ -217,6 +217,11 @@ impl PassQ {
             IoOp::Read { len, .. } | IoOp::Write { len, .. } | IoOp::Compare { len, .. } => {
                 len.div_ceil(step).max(1)
             }
+            // (The kernel keeps the device: nothing is staged for it.)
+            IoOp::ReadDma { .. } | IoOp::WriteDma { .. } => {
+                fail(cx, slot, tag, op, Status::INTERNAL_ERROR);
+                return None;
+            }
             IoOp::Flush | IoOp::Deallocate { .. } => 1,
             IoOp::WriteZeroes { len, .. } => {
                 (len >> shift).div_ceil(MAX_ZERO_BLOCKS).max(1) as usize
@@ -236,6 +241,7 @@ impl PassQ {
             IoOp::Flush => OP_FLUSH,
             IoOp::WriteZeroes { .. } => OP_WRITE_ZEROES,
             IoOp::Deallocate { .. } => OP_DSM,
+            IoOp::ReadDma { .. } | IoOp::WriteDma { .. } => return Some(op),
         };
         let mut cmds: Vec<NvmeIo> = Vec::with_capacity(count);
         let mut lent = false;
@@ -299,6 +305,8 @@ impl PassQ {
                 cdw: [0; 6],
                 data: Vec::new(),
             }),
+            // (Refused above.)
+            IoOp::ReadDma { .. } | IoOp::WriteDma { .. } => return Some(op),
             IoOp::WriteZeroes { offset, len } => {
                 let (mut slba, mut left) = (*offset >> shift, *len >> shift);
                 while left > 0 {

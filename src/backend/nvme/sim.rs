@@ -9,51 +9,41 @@ use crate::nvme::{le64, put16, put32, put64, Command, Completion, Status};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// DMA memory: one zeroed buffer at IOVA 0.
+/// DMA memory: one zeroed region at IOVA 0 (shared memory, as a device's
+/// is, so transports can use parts of it directly).
 pub struct SimMem {
-    bytes: Mutex<Vec<u8>>,
+    region: Arc<nvmf_sys::Region>,
 }
 
 impl SimMem {
+    /// `len` bytes (at least one).
     pub fn new(len: usize) -> Arc<SimMem> {
+        let region = nvmf_sys::Region::new(len.max(1))
+            .unwrap_or_else(|e| panic!("simulated DMA memory of {len} bytes: {e}"));
         Arc::new(SimMem {
-            bytes: Mutex::new(vec![0u8; len]),
+            region: Arc::new(region),
         })
     }
 }
 
 impl DmaMem for SimMem {
     fn read(&self, iova: u64, dst: &mut [u8]) -> bool {
-        let b = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(end) = (iova as usize).checked_add(dst.len()) else {
-            return false;
-        };
-        match b.get(iova as usize..end) {
-            Some(src) => {
-                dst.copy_from_slice(src);
-                true
-            }
-            None => false,
-        }
+        self.region.read(iova, dst)
     }
 
     fn write(&self, iova: u64, src: &[u8]) -> bool {
-        let mut b = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(end) = (iova as usize).checked_add(src.len()) else {
-            return false;
-        };
-        match b.get_mut(iova as usize..end) {
-            Some(dst) => {
-                dst.copy_from_slice(src);
-                true
-            }
-            None => false,
-        }
+        self.region.write(iova, src)
     }
 
     fn load64(&self, iova: u64) -> Option<u64> {
-        let mut w = [0u8; 8];
-        (iova.is_multiple_of(8) && self.read(iova, &mut w)).then(|| u64::from_le_bytes(w))
+        if !iova.is_multiple_of(8) {
+            return None;
+        }
+        self.region.load_u64(iova)
+    }
+
+    fn region(&self) -> Option<(Arc<nvmf_sys::Region>, u64)> {
+        Some((self.region.clone(), 0))
     }
 }
 

@@ -177,7 +177,7 @@ impl RdmaConn {
                 let (off, len) = (offset as usize, req.len as usize);
                 if q.place_write_now(&cmd, &data[off..off + len]) {
                     self.bufs.recycle(data);
-                    return self.execute_placed(&cmd, len, q);
+                    return self.execute_placed(&cmd, len, None, q);
                 }
                 let mut data = data;
                 if off > 0 {
@@ -273,7 +273,7 @@ impl RdmaConn {
                         if let Some(d) = d {
                             self.bufs.recycle(d);
                         }
-                        self.execute_placed(&w.cmd, w.len as usize, q);
+                        self.execute_placed(&w.cmd, w.len as usize, w.placed, q);
                     }
                     (false, Some(d)) if d.len() == w.len as usize => self.execute(w.cmd, d, q, now),
                     (false, d) => {
