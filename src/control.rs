@@ -245,9 +245,19 @@ impl Control {
                         |n| backend_name(&n.backend),
                     );
                 let bytes = ns.num_blocks << ns.lba_shift;
+                // A device this process drives: how much went through its
+                // bounce buffers, and its staged buffers free per reactor.
+                let dma = ns.backend.dma_use();
                 if json {
+                    let dma = dma.map_or(String::new(), |(copied, free)| {
+                        let f: Vec<String> = free.iter().map(|n| n.to_string()).collect();
+                        format!(
+                            ",\"dma_copied_bytes\":{copied},\"staged_buffers_free\":[{}]",
+                            f.join(",")
+                        )
+                    });
                     items.push(format!(
-                        "{{\"subsystem\":{},\"nsid\":{},\"backend\":{},\"bytes\":{bytes},\"block_size\":{},\"uuid\":{}}}",
+                        "{{\"subsystem\":{},\"nsid\":{},\"backend\":{},\"bytes\":{bytes},\"block_size\":{},\"uuid\":{}{dma}}}",
                         js(&s.nqn),
                         ns.nsid,
                         js(&kind),
@@ -255,9 +265,14 @@ impl Control {
                         js(&uuid(&ns.uuid))
                     ));
                 } else {
+                    let dma = dma.map_or(String::new(), |(copied, free)| {
+                        format!(
+                            "\n  {copied} bytes copied through bounce buffers; staged DMA buffers free per reactor: {free:?}"
+                        )
+                    });
                     let _ = writeln!(
                         out,
-                        "{} nsid {}: {kind}, {bytes} bytes in blocks of {}, uuid {}",
+                        "{} nsid {}: {kind}, {bytes} bytes in blocks of {}, uuid {}{dma}",
                         s.nqn,
                         ns.nsid,
                         ns.block_size,

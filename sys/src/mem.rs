@@ -73,14 +73,27 @@ impl Region {
     /// pool fails here rather than with SIGBUS later); otherwise, or if that fails, normal
     /// pages with `MAP_NORESERVE`. `len == 0` is an `InvalidInput` error.
     pub fn new(len: usize) -> io::Result<Region> {
+        Self::with_pages(
+            len,
+            std::env::var_os("NVMF_HUGEPAGES").is_some_and(|v| v == "1"),
+        )
+    }
+
+    /// Maps `len` bytes for DMA: 2 MiB huge pages first whenever `len` is a multiple of 2 MiB
+    /// and the pool has them (fewer IOMMU entries, pages that never move), else as
+    /// [`new`](Self::new) does.
+    pub fn new_dma(len: usize) -> io::Result<Region> {
+        Self::with_pages(len, true)
+    }
+
+    fn with_pages(len: usize, try_huge: bool) -> io::Result<Region> {
         if len == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "empty memory region",
             ));
         }
-        let want_huge = len.is_multiple_of(HUGE_PAGE)
-            && std::env::var_os("NVMF_HUGEPAGES").is_some_and(|v| v == "1");
+        let want_huge = len.is_multiple_of(HUGE_PAGE) && try_huge;
         if want_huge {
             if let Some(ptr) = map(len, libc::MAP_HUGETLB | libc::MAP_HUGE_2MB) {
                 return Ok(Region {

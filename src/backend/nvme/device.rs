@@ -198,7 +198,16 @@ impl NvmeDevice {
         // Queues and identify data, and each reactor's bounce buffers.
         let chunk = (max_io as usize).next_multiple_of(4096) + 2 * 4096;
         let len = (8 << 20) + queues as usize * 64 * chunk + staging_bytes(max_io, queues) as usize;
-        let region = Arc::new(nvmf_sys::Region::new(len.next_multiple_of(2 << 20))?);
+        let region = Arc::new(nvmf_sys::Region::new_dma(len.next_multiple_of(2 << 20))?);
+        log::info!(
+            "NVMe controller {pci}: {} MiB of DMA memory in {} pages, mapped once",
+            region.len() >> 20,
+            if region.is_hugepage() {
+                "2 MiB huge"
+            } else {
+                "4 KiB (no huge pages free: scripts/nvme-setup.sh hugepages N)"
+            }
+        );
         dev.map_dma(region.clone(), IOVA_BASE)?;
         let arena = DmaArena::new(IOVA_BASE, region.len() as u64);
         let mem = Arc::new(RegionDma {
