@@ -153,7 +153,7 @@ copied_bytes() { # NQN: bytes its device's driver copied through bounce buffers 
 }
 
 zero_copy() { # NQN TRANSPORT: 128 KiB writes and reads move no byte through bounce buffers
-  local c0 c1 ns
+  local c0 c1 ns TRANSPORT="$2"
   run nvme connect -t "$2" -a "$TARGET" -s "$([ "$2" = rdma ] && echo "$RDMA_PORT" || echo "$PORT")" -n "$1"
   ns="$(ns_for "$(ctrl_for "$1")")"
   c0="$(copied_bytes "$1")"
