@@ -124,6 +124,8 @@ write_config() {
 device_log() { # what the driver said about each controller and the passthrough namespace
   grep -E "NVMe controller|passthrough" "$TLOG"
   [ "$(grep -c "NVMe controller .* I/O queue pairs" "$TLOG")" -eq 2 ]
+  # QEMU's controller takes SGLs: the driver gives each command one data block descriptor.
+  [ "$(grep -c "data pointers SGL" "$TLOG")" -eq 2 ]
   # Both controllers' DMA memory (queues, bounce and staged buffers) in huge pages.
   [ "$(grep -c "MiB of DMA memory in 2 MiB huge pages, mapped once" "$TLOG")" -eq 2 ]
   grep -q "$PASS_NG: NVMe namespace 1 passthrough" "$TLOG"

@@ -173,6 +173,11 @@ impl NvmeDevice {
             1023,
         ));
         let arena = DmaArena::new(0, SIM_DMA as u64);
+        // 4 KiB blocks: a controller that takes SGLs; 512: PRPs only (the
+        // tests run both ways).
+        if lba_shift >= 12 {
+            sim.offer_sgls();
+        }
         let dev = Self::bring_up(
             "sim".into(),
             Box::new(SharedSim(sim.clone())),
@@ -242,7 +247,7 @@ impl NvmeDevice {
         .map_err(|e| io::Error::other(format!("NVMe controller {name}: {e}")))?;
         log::info!(
             "NVMe controller {name} ({} {}): namespace {} of {} blocks of {} bytes, {} I/O \
-             queue pairs of {} entries, largest transfer {}",
+             queue pairs of {} entries, data pointers {}, largest transfer {}",
             up.identity.model.trim(),
             up.identity.serial.trim(),
             nsid,
@@ -250,6 +255,11 @@ impl NvmeDevice {
             1u64 << up.ns.lba_shift,
             up.io.len(),
             up.io.first().map_or(0, |q| q.entries()),
+            if up.identity.takes_sgls() {
+                "SGL"
+            } else {
+                "PRP"
+            },
             match up.identity.max_transfer {
                 0 => "unlimited".to_string(),
                 n => format!("{} KiB", n >> 10),

@@ -274,6 +274,25 @@ impl DevQ {
                 let mut done = 0u64;
                 let mut ok = true;
                 let mut part = 0u64;
+                // The data of each command is contiguous in IOVA space: one
+                // SGL Data Block descriptor says it all, where the
+                // controller takes SGLs; else PRPs (and a list page).
+                let sgl = self.dev.identity.takes_sgls();
+                while sgl && done < *len as u64 {
+                    let n = (*len as u64 - done).min(self.max_cmd as u64);
+                    let slba = (offset + done) >> shift;
+                    commands.push(Command {
+                        opcode,
+                        flags: super::PSDT_SGL,
+                        nsid,
+                        cdw10: slba as u32,
+                        cdw11: (slba >> 32) as u32,
+                        cdw12: ((n >> shift) as u32).saturating_sub(1),
+                        dptr: super::sgl_dptr(c_iova + done, n as u32),
+                        ..Default::default()
+                    });
+                    done += n;
+                }
                 while done < *len as u64 {
                     let n = (*len as u64 - done).min(self.max_cmd as u64);
                     let list = self.lists

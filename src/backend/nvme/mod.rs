@@ -118,6 +118,15 @@ pub struct Identity {
     pub oncs: u16,
     /// A volatile write cache is present (VWC bit 0).
     pub vwc: bool,
+    /// SGL support (SGLS): bits 1:0 nonzero when NVM commands take SGLs.
+    pub sgls: u32,
+}
+
+impl Identity {
+    /// Whether I/O commands may describe their data with an SGL.
+    pub fn takes_sgls(&self) -> bool {
+        self.sgls & 3 != 0
+    }
 }
 
 /// What Identify Namespace says.
@@ -416,6 +425,7 @@ pub fn bring_up(
         namespaces: le32(&id, 516),
         oncs: le16(&id, 520),
         vwc: id[525] & 1 != 0,
+        sgls: le32(&id, 536),
     };
     if nsid == 0 || nsid > identity.namespaces {
         return Err(format!(
@@ -475,6 +485,21 @@ pub fn prp_dptr(prp1: u64, prp2: u64) -> [u8; 16] {
     d[8..].copy_from_slice(&prp2.to_le_bytes());
     d
 }
+
+/// A command's data pointer holding one SGL Data Block descriptor: `len`
+/// bytes at `iova` (the command's PSDT must say SGL, 01b).
+pub fn sgl_dptr(iova: u64, len: u32) -> [u8; 16] {
+    let mut d = [0u8; 16];
+    d[..8].copy_from_slice(&iova.to_le_bytes());
+    d[8..12].copy_from_slice(&len.to_le_bytes());
+    // Byte 15, SGL identifier: type 0h (Data Block), sub type 0h (Address).
+    d[15] = 0;
+    d
+}
+
+/// Command flags with PSDT 01b: the data pointer is an SGL, its
+/// descriptors contiguous in the command.
+pub const PSDT_SGL: u8 = 1 << 6;
 
 /// The NVMe status an I/O gets when the controller is not usable (failed,
 /// being reset): the host may retry elsewhere.

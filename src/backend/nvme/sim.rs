@@ -85,6 +85,10 @@ struct State {
     mode: Mode,
     held: Vec<(u16, Completion)>,
     commands: u64,
+    /// Whether it takes SGLs for NVM commands (Identify SGLS), and how many
+    /// commands came with one.
+    sgl: bool,
+    sgl_commands: u64,
 }
 
 /// The simulated controller's registers, backed by its state.
@@ -121,6 +125,8 @@ impl SimController {
                 mode: Mode::Immediate,
                 held: Vec::new(),
                 commands: 0,
+                sgl: false,
+                sgl_commands: 0,
             }),
         }
     }
@@ -157,6 +163,16 @@ impl SimController {
     }
 
     /// Commands processed.
+    /// Offers SGLs for NVM commands (before the driver identifies it).
+    pub fn offer_sgls(&self) {
+        self.state().sgl = true;
+    }
+
+    /// NVM commands that came with an SGL.
+    pub fn sgl_commands(&self) -> u64 {
+        self.state().sgl_commands
+    }
+
     pub fn commands(&self) -> u64 {
         self.state().commands
     }
@@ -180,6 +196,19 @@ fn post(mem: &SimMem, st: &mut State, cqid: u16, c: Completion) {
         q.cq_tail = 0;
         q.phase = !q.phase;
     }
+}
+
+/// The bytes a command's one SGL Data Block descriptor describes, which
+/// must be exactly the transfer's.
+fn sgl_run(cmd: &Command, len: usize) -> Result<Vec<(u64, usize)>, Status> {
+    let id = cmd.dptr[15];
+    if id >> 4 != 0 || id & 0xF != 0 {
+        return Err(Status::SGL_TYPE_INVALID.dnr());
+    }
+    if crate::nvme::le32(&cmd.dptr, 8) as usize != len {
+        return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
+    }
+    Ok(vec![(le64(&cmd.dptr, 0), len)])
 }
 
 /// The bytes a command's PRPs describe: (iova, len) runs.
@@ -232,7 +261,18 @@ fn execute(mem: &SimMem, st: &mut State, qid: u16, cmd: &Command) -> (Status, u3
             (Status::INVALID_FIELD.dnr(), 0)
         }
         0x01 | 0x02 | 0x05 => {
-            let Some(runs) = prp_runs(mem, cmd, len) else {
+            let runs = match cmd.psdt() {
+                0 => prp_runs(mem, cmd, len),
+                1 if st.sgl => {
+                    st.sgl_commands += 1;
+                    match sgl_run(cmd, len) {
+                        Ok(r) => Some(r),
+                        Err(st) => return (st, 0),
+                    }
+                }
+                _ => return (Status::INVALID_FIELD.dnr(), 0),
+            };
+            let Some(runs) = runs else {
                 return (Status::DATA_TRANSFER_ERROR, 0);
             };
             let mut at = off;
@@ -278,6 +318,9 @@ fn admin_command(mem: &SimMem, st: &mut State, cmd: &Command) -> (Status, u32) {
                     put32(&mut b, 516, 1);
                     put16(&mut b, 520, 0x000D); // Compare, DSM, Write Zeroes
                     b[525] = 1;
+                    if st.sgl {
+                        put32(&mut b, 536, 1); // SGLs, no alignment required
+                    }
                 }
                 0 if cmd.nsid == 1 => {
                     let n = st.blocks.len() as u64 >> st.lba_shift;
