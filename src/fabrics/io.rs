@@ -257,21 +257,27 @@ impl Queue {
     }
 
     /// For a plain Write whose data is at hand (in the capsule): copies it
-    /// straight into backend memory if the backend has some; true if it
-    /// did, and the transport then calls [`execute_placed`](Self::execute_placed).
-    pub fn place_write_now(&mut self, cmd: &Command, data: &[u8]) -> bool {
+    /// straight into backend memory if the backend has some, or into a
+    /// staged DMA buffer of its device (one copy, not two through a buffer
+    /// and a bounce buffer). `Some` if it did, with the staged buffer if
+    /// that is where it went; the transport then calls
+    /// [`execute_placed`](Self::execute_placed) with it.
+    pub fn place_write_now(&mut self, cmd: &Command, data: &[u8]) -> Option<Option<super::Placed>> {
         self.refresh_exports();
-        let Some((region, i, _)) = self.placed_region(cmd, data.len() as u32, false) else {
-            return false;
-        };
+        let (region, i, iova) = self.placed_region(cmd, data.len() as u32, true)?;
         let gate = &self.exports.namespaces[i].gate;
         let w = self.writes.of(gate);
         if !w.enter(gate) {
-            return false;
+            return None;
+        }
+        if iova.is_some() {
+            // Counted until the device has written it.
+            let p = super::Placed::new(region, iova, w.clone());
+            return p.region.copy_from(0, data).then_some(Some(p));
         }
         let ok = region.copy_from(0, data);
         w.leave();
-        ok
+        ok.then_some(None)
     }
 
     /// Completes a Write whose `len` bytes of data the transport has put in

@@ -175,9 +175,9 @@ impl RdmaConn {
                     return self.reject(&cmd, st, q);
                 }
                 let (off, len) = (offset as usize, req.len as usize);
-                if q.place_write_now(&cmd, &data[off..off + len]) {
+                if let Some(placed) = q.place_write_now(&cmd, &data[off..off + len]) {
                     self.bufs.recycle(data);
-                    return self.execute_placed(&cmd, len, None, q);
+                    return self.execute_placed(&cmd, len, placed, q);
                 }
                 let mut data = data;
                 if off > 0 {

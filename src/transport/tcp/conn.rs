@@ -604,8 +604,8 @@ impl TcpConn {
                         }
                         let data = &data[offset as usize..end as usize];
                         // (The digest, if any, was checked above.)
-                        if q.place_write_now(&cmd, data) {
-                            self.execute_placed(&cmd, data.len(), None, q);
+                        if let Some(placed) = q.place_write_now(&cmd, data) {
+                            self.execute_placed(&cmd, data.len(), placed, q);
                         } else {
                             let mut d = self.bufs.alloc();
                             d.extend_from_slice(data);
