@@ -20,7 +20,8 @@
 //! - Listeners added start accepting before anything else changes (one
 //!   that cannot be opened refuses the whole reload); listeners removed
 //!   stop, and the connections they accepted close. A listener whose
-//!   settings changed is closed and opened again. A subsystem no longer
+//!   address changed is closed and opened again; one only renamed, or
+//!   made a discovery port or not, keeps its socket. A subsystem no longer
 //!   served on a listener loses the controllers made through it.
 //! - Whatever changes what the discovery log lists moves its generation
 //!   counter and sends a Discovery Log Page Change event to persistent
@@ -55,6 +56,8 @@ struct ListenerPlan {
     list: Vec<Listener>,
     removed: Vec<Listener>,
     opened: Vec<u16>,
+    /// Listeners kept with another name or discovery setting.
+    renamed: bool,
 }
 
 /// Opens the listeners `new` adds (closing them again if one fails).
@@ -72,14 +75,45 @@ fn plan_listeners(
         let b = new.listeners.iter().find(|l| l.name == name);
         a.is_some() && a == b
     };
+    // The same socket: a listener renamed, or made a discovery port or
+    // not, on the same address keeps its socket and ID (opening a second
+    // one there first would fail: the address is taken).
+    let same_socket = |a: &ListenerConfig, b: &ListenerConfig| {
+        a.transport == b.transport && a.addr == b.addr && a.fallback == b.fallback
+    };
+    let mut reused: Vec<u16> = Vec::new();
     let mut plan = ListenerPlan {
         list: Vec::new(),
-        removed: current.iter().filter(|l| !kept(&l.name)).cloned().collect(),
+        removed: Vec::new(),
         opened: Vec::new(),
+        renamed: false,
     };
     for lc in &new.listeners {
         if let Some(l) = current.iter().find(|l| l.name == lc.name && kept(&l.name)) {
             plan.list.push(l.clone());
+            continue;
+        }
+        let same = old.listeners.iter().find_map(|o| {
+            let l = current.iter().find(|l| l.name == o.name)?;
+            (same_socket(o, lc) && !kept(&o.name) && !reused.contains(&l.id)).then_some(l)
+        });
+        if let Some(l) = same {
+            reused.push(l.id);
+            out.applied.push(format!(
+                "listener {} ({}) is now {}{}",
+                l.name,
+                l.port.addr,
+                lc.name,
+                if lc.discovery {
+                    ", a discovery port"
+                } else {
+                    ""
+                }
+            ));
+            let mut l = l.clone();
+            l.name = lc.name.clone();
+            l.discovery = lc.discovery;
+            plan.list.push(l);
             continue;
         }
         match listening.open(lc) {
@@ -101,6 +135,12 @@ fn plan_listeners(
             }
         }
     }
+    plan.renamed = !reused.is_empty();
+    plan.removed = current
+        .iter()
+        .filter(|l| !kept(&l.name) && !reused.contains(&l.id))
+        .cloned()
+        .collect();
     for l in &plan.removed {
         out.applied
             .push(format!("listener {} ({}) removed", l.name, l.port.addr));
@@ -194,7 +234,7 @@ pub fn apply(
     // Last of the preparations: new listeners accept from here on, but
     // serve nothing until the list below is swapped in.
     let lp = plan_listeners(target, listening, old, new, &mut out)?;
-    let listeners_changed = !lp.removed.is_empty() || !lp.opened.is_empty();
+    let listeners_changed = !lp.removed.is_empty() || !lp.opened.is_empty() || lp.renamed;
     // Apply, holding the controller table: a Connect checks what is
     // exported and makes its controller under the same lock, so every
     // controller made before the swap is in the list below.
@@ -249,6 +289,29 @@ pub fn apply(
                 c.kill();
             } else if !nsids.is_empty() {
                 c.namespaces_changed(nsids);
+            }
+        }
+    }
+    // A listener that no longer serves a subsystem (made a discovery port,
+    // renamed away from its list, removed): the controllers made through it
+    // go.
+    if listeners_changed {
+        for c in ctrls
+            .iter()
+            .filter(|c| !c.subsys.discovery && c.listener != 0)
+        {
+            if !target
+                .listener(c.listener)
+                .is_some_and(|l| c.subsys.served_on(&l))
+            {
+                log::info!(
+                    "controller {} of {}: host {} connected through a listener that no longer \
+                     serves it; tearing it down",
+                    c.cntlid,
+                    c.subsys.nqn,
+                    c.hostnqn
+                );
+                c.kill();
             }
         }
     }
@@ -587,5 +650,47 @@ mod tests {
             vec![false, true, false]
         );
         assert!(t.discovery.served_on(&ls[2]));
+    }
+
+    #[test]
+    fn a_listener_renamed_or_made_a_discovery_port_keeps_its_socket() {
+        let old = with_listeners(DATA, "");
+        let t = Target::new(&old).unwrap();
+        let id = t.listeners()[0].id;
+        let renamed = with_listeners(&DATA.replace("\"data\"", "\"fast\""), "");
+        let fake = Fake::new(&t);
+        let out = apply(&t, &fake, &old, &renamed).unwrap();
+        assert_eq!(
+            out.applied,
+            vec!["listener data (127.0.0.1:4420) is now fast"]
+        );
+        assert!(fake.closed.borrow().is_empty(), "nothing closed");
+        let ls = t.listeners();
+        assert_eq!((ls[0].id, ls[0].name.as_str()), (id, "fast"));
+        // Made a discovery port (the subsystem then names another one).
+        let other = "[[listener]]\nname = \"o\"\ntransport = \"tcp\"\naddress = \"127.0.0.1\"\n\
+                     port = 4431\n";
+        let with_o = with_listeners(
+            &format!("{}{other}", DATA.replace("\"data\"", "\"fast\"")),
+            "",
+        );
+        apply(&t, &Fake::new(&t), &renamed, &with_o).unwrap();
+        let disc = with_listeners(
+            &format!(
+                "{}discovery = true\n{other}",
+                DATA.replace("\"data\"", "\"fast\"")
+            ),
+            "",
+        );
+        let fake = Fake::new(&t);
+        let out = apply(&t, &fake, &with_o, &disc).unwrap();
+        assert_eq!(
+            out.applied,
+            vec!["listener fast (127.0.0.1:4420) is now fast, a discovery port"]
+        );
+        assert!(fake.closed.borrow().is_empty());
+        let l = t.listener(id).unwrap();
+        assert!(l.discovery);
+        assert!(!t.subsystems()[0].served_on(&l));
     }
 }

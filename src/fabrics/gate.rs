@@ -147,6 +147,8 @@ pub struct Placed {
     /// and the write still goes to the device ([`Queue::execute_placed`](super::Queue::execute_placed));
     /// `None`: it is the backend's own memory, and the data is written.
     pub iova: Option<u64>,
+    /// The namespace whose memory (or device's staged buffer) it is.
+    pub(super) ns: Option<std::sync::Arc<crate::subsystem::Namespace>>,
     _guard: WriteGuard,
 }
 
@@ -175,6 +177,7 @@ impl Placed {
         Placed {
             region,
             iova,
+            ns: None,
             _guard: WriteGuard(count),
         }
     }

@@ -213,7 +213,9 @@ impl Queue {
         if !w.enter(gate) {
             return None;
         }
-        Some(super::Placed::new(region, iova, w.clone()))
+        let mut p = super::Placed::new(region, iova, w.clone());
+        p.ns = Some(self.exports.namespaces[i].clone());
+        Some(p)
     }
 
     /// The backend memory of a plain Write, or (`stage`) a staged DMA
@@ -272,7 +274,8 @@ impl Queue {
         }
         if iova.is_some() {
             // Counted until the device has written it.
-            let p = super::Placed::new(region, iova, w.clone());
+            let mut p = super::Placed::new(region, iova, w.clone());
+            p.ns = Some(self.exports.namespaces[i].clone());
             return p.region.copy_from(0, data).then_some(Some(p));
         }
         let ok = region.copy_from(0, data);
@@ -318,8 +321,10 @@ impl Queue {
         p: super::Placed,
         out: &mut Vec<Response>,
     ) {
-        let Some(ns) = self.namespace(cmd.nsid) else {
-            return self.complete(cmd, Status::INVALID_NAMESPACE.dnr(), 0, out);
+        // The namespace the buffer was staged for (its device's memory),
+        // even if a reload has replaced the NSID's namespace since.
+        let Some(ns) = p.ns.clone() else {
+            return self.complete(cmd, Status::INTERNAL_ERROR, 0, out);
         };
         let off = match self.rw_range(&ns, cmd) {
             Ok((off, n)) if n == len => off,

@@ -108,8 +108,10 @@ impl QueueNsStats {
         d.add(ok, bytes, latency_ns);
     }
 
+    /// The queue is gone: its last counts are published with the flag.
     pub fn close(&self) {
-        self.closed.store(true, Relaxed);
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -241,7 +243,10 @@ impl RegistryInner {
     fn fold_closed(&mut self) {
         let mut i = 0;
         while i < self.live.len() {
-            if self.live[i].closed.load(Relaxed) {
+            if self.live[i]
+                .closed
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
                 let s = self.live.swap_remove(i);
                 let r = s.reactor as usize;
                 if self.retired.len() <= r {

@@ -177,8 +177,14 @@ impl ListenerControl {
             what,
             reply,
         });
-        rx.recv_timeout(LISTEN_WAIT)
-            .map_err(|_| io::Error::other("reactor 0 did not answer"))?
+        match rx.recv_timeout(LISTEN_WAIT) {
+            Ok(r) => r,
+            Err(_) => {
+                // It may still listen later: have it closed.
+                self.links[0].send(Msg::Unlisten { id });
+                Err(io::Error::other("reactor 0 did not answer"))
+            }
+        }
     }
 
     /// Stops accepting on listener `id` and closes the connections it

@@ -404,6 +404,11 @@ impl RegionSlice {
         self
     }
 
+    /// Whether the slice holds a lease (its bytes go back to a pool when it is dropped).
+    pub fn is_leased(&self) -> bool {
+        self.keep.is_some()
+    }
+
     /// The region the range is in.
     pub fn region(&self) -> &Arc<Region> {
         &self.region

@@ -15,9 +15,9 @@ use std::sync::atomic::{
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// DMA memory of a simulated controller: queues, and each reactor's
-/// bounce buffers.
-const SIM_DMA: usize = 96 << 20;
+/// DMA memory of a simulated controller (mapped, not touched, until used):
+/// queues, and each reactor's bounce and staged buffers.
+const SIM_DMA: usize = 512 << 20;
 /// Where a device's DMA memory starts in its IOVA space (chosen by us: an
 /// emulated IOMMU may have only 39 address bits, too few for our virtual
 /// addresses).

@@ -52,6 +52,8 @@ struct Req {
     /// Commands not completed yet.
     parts: u32,
     status: Status,
+    /// A command of it timed out: the device may still move its data.
+    timed_out: bool,
 }
 
 /// A reactor's hold on one controller.
@@ -80,6 +82,10 @@ struct DevQ {
     faults: Faults,
     /// The controller generation the queue pair's state belongs to.
     generation: u64,
+    /// Memory of commands that timed out (a bounce chunk, staged buffers
+    /// in the operation): the device may still read or write it, so it is
+    /// not reused until the controller is reset.
+    quarantine: Vec<(Option<u32>, Option<IoOp>)>,
 }
 
 pub struct NvmeDriver {
@@ -147,6 +153,7 @@ impl NvmeDriver {
             prp_bytes: Vec::new(),
             faults: Faults::default(),
             generation: dev.generation(),
+            quarantine: Vec::new(),
         });
         Ok(self.devs.len() - 1)
     }
@@ -199,6 +206,13 @@ impl DevQ {
             self.fail_all(cx, super::NOT_READY);
             self.qp.reset();
             self.generation = g;
+            // The reset stopped every transfer: what timed-out commands
+            // held is free again.
+            for (c, _) in self.quarantine.drain(..) {
+                if let Some(c) = c {
+                    self.free_chunks.push(c);
+                }
+            }
         }
         true
     }
@@ -383,6 +397,7 @@ impl DevQ {
             chunk,
             parts,
             status: Status::SUCCESS,
+            timed_out: false,
         });
         let deadline = cx.now + COMMAND_TIMEOUT;
         for c in commands.drain(..) {
@@ -434,17 +449,34 @@ impl DevQ {
                 }
             }
         }
-        self.free_chunk(r.chunk);
         let result = if r.status.is_success() {
             Ok(())
         } else {
             Err(r.status)
         };
+        let buf = if r.timed_out {
+            // Kept out of use until a reset: the device may still move
+            // this command's data (the host's buffer goes back: the device
+            // never touches it, only the bounce chunk or staged buffer).
+            match r.op {
+                op @ (IoOp::ReadDma { .. } | IoOp::WriteDma { .. }) => {
+                    self.quarantine.push((r.chunk, Some(op)));
+                    Vec::new()
+                }
+                op => {
+                    self.quarantine.push((r.chunk, None));
+                    op.into_buf()
+                }
+            }
+        } else {
+            self.free_chunk(r.chunk);
+            r.op.into_buf()
+        };
         cx.device_done.push(DeviceDone {
             slot: r.slot,
             tag: r.tag,
             result,
-            buf: r.op.into_buf(),
+            buf,
         });
     }
 
@@ -628,6 +660,9 @@ impl Driver for NvmeDriver {
                 );
                 d.dev.abort(d.qp.qid, cid);
                 d.qp.forget(cid);
+                if let Some(Some(r)) = d.reqs.get_mut(token as usize) {
+                    r.timed_out = true;
+                }
                 d.part_done(cx, token, Status::ABORT_REQUESTED);
             }
         }

@@ -270,8 +270,18 @@ impl RdmaConn {
                 self.free_tags.push(tag);
                 match (w.placed.is_some(), data) {
                     (true, d) => {
+                        // The data landed in a staging buffer (the placed
+                        // memory could not be registered): put it in place.
                         if let Some(d) = d {
+                            let ok = w.placed.as_ref().is_some_and(|p| {
+                                d.len() == w.len as usize && p.region.copy_from(0, &d)
+                            });
                             self.bufs.recycle(d);
+                            if !ok {
+                                return self.close(
+                                    "an RDMA READ's data could not be put where its write goes",
+                                );
+                            }
                         }
                         self.execute_placed(&w.cmd, w.len as usize, w.placed, q);
                     }

@@ -159,6 +159,15 @@ struct Qp {
     peer: Option<SocketAddr>,
     /// Responses posted since the last signalled one.
     unsignaled: u32,
+    /// Responses posted so far (a sequence number), the numbers of the
+    /// signalled ones not completed yet, and leased memory (staged DMA
+    /// buffers) that posted RDMA WRITEs read from, with the number of its
+    /// response: kept until a signalled response at or after it completes
+    /// (the send queue completes in order), so the buffer is not reused
+    /// while the NIC may still read it.
+    resp_seq: u64,
+    signaled_resps: std::collections::VecDeque<u64>,
+    held: std::collections::VecDeque<(u64, nvmf_sys::RegionSlice)>,
 }
 
 /// Reactor 0's CM event channel and RDMA listeners (with the target's
@@ -423,6 +432,9 @@ impl RdmaDriver {
             waiting: Vec::new(),
             peer,
             unsignaled: 0,
+            resp_seq: 0,
+            signaled_resps: Default::default(),
+            held: Default::default(),
         });
         for i in 0..depth {
             if let Err(e) = self.post_recv(slot, i) {
@@ -510,6 +522,20 @@ impl RdmaDriver {
         let c = self.devices[q.dev].staging.free.pop()?;
         q.chunks.push(c);
         Some(c)
+    }
+
+    /// A signalled response completed: it and every response posted before
+    /// it are done, and the leased memory they read from goes back.
+    fn response_sent(&mut self, slot: usize) {
+        let Some(q) = self.qps.get_mut(slot).and_then(|q| q.as_mut()) else {
+            return;
+        };
+        let Some(done) = q.signaled_resps.pop_front() else {
+            return;
+        };
+        while q.held.front().is_some_and(|(seq, _)| *seq <= done) {
+            q.held.pop_front();
+        }
     }
 
     fn put_chunk(&mut self, slot: usize, c: u32) {
@@ -715,12 +741,20 @@ impl RdmaDriver {
                 PlanKind::Read { .. } => true,
                 PlanKind::Respond { .. } => {
                     q.unsignaled += 1;
-                    if p.chunk != NO_CHUNK || q.unsignaled >= SIGNAL_EVERY {
-                        q.unsignaled = 0;
-                        true
-                    } else {
-                        false
+                    q.resp_seq += 1;
+                    let leased = match &p.local {
+                        Local::Region(s) if s.is_leased() => Some(s.clone()),
+                        _ => None,
+                    };
+                    let s = p.chunk != NO_CHUNK || leased.is_some() || q.unsignaled >= SIGNAL_EVERY;
+                    if let Some(slice) = leased {
+                        q.held.push_back((q.resp_seq, slice));
                     }
+                    if s {
+                        q.unsignaled = 0;
+                        q.signaled_resps.push_back(q.resp_seq);
+                    }
+                    s
                 }
             };
             signal.push(s);
@@ -836,7 +870,14 @@ impl RdmaDriver {
                 self.destroy(cx, slot);
                 return;
             }
-            W_RESP if value != NO_CHUNK => self.put_chunk(slot, value),
+            W_RESP => {
+                if ok {
+                    self.response_sent(slot);
+                }
+                if value != NO_CHUNK {
+                    self.put_chunk(slot, value);
+                }
+            }
             W_READ => {
                 let (tag, chunk) = ((value >> 12) as u16, value & 0xFFF);
                 if ok {
