@@ -270,49 +270,37 @@ pub fn apply(
     for l in &lp.removed {
         listening.close(l.id);
     }
-    for (s, nsids) in &changed {
-        for c in ctrls.iter().filter(|c| Arc::ptr_eq(&c.subsys, s)) {
-            let served =
-                c.listener == 0 || target.listener(c.listener).is_some_and(|l| s.served_on(&l));
-            if !s.host_allowed(&c.hostnqn) || !served {
-                log::info!(
-                    "controller {} of {}: host {} {}; tearing it down",
-                    c.cntlid,
-                    s.nqn,
-                    c.hostnqn,
-                    if served {
-                        "is no longer allowed"
-                    } else {
-                        "connected through a listener that no longer serves it"
-                    }
-                );
-                c.kill();
-            } else if !nsids.is_empty() {
-                c.namespaces_changed(nsids);
-            }
-        }
-    }
-    // A listener that no longer serves a subsystem (made a discovery port,
-    // renamed away from its list, removed): the controllers made through it
-    // go.
-    if listeners_changed {
-        for c in ctrls
+    // Controllers of a changed subsystem, and every controller when the
+    // listeners changed: a host no longer allowed, or connected through a
+    // listener that no longer serves its subsystem (made a discovery port,
+    // renamed away from its list, removed), loses its controller; the
+    // others hear of their changed namespaces.
+    for c in ctrls.iter().filter(|c| !c.subsys.discovery) {
+        let nsids = changed
             .iter()
-            .filter(|c| !c.subsys.discovery && c.listener != 0)
-        {
-            if !target
-                .listener(c.listener)
-                .is_some_and(|l| c.subsys.served_on(&l))
-            {
-                log::info!(
-                    "controller {} of {}: host {} connected through a listener that no longer \
-                     serves it; tearing it down",
-                    c.cntlid,
-                    c.subsys.nqn,
-                    c.hostnqn
-                );
-                c.kill();
-            }
+            .find(|(s, _)| Arc::ptr_eq(&c.subsys, s))
+            .map(|(_, n)| n);
+        if nsids.is_none() && !listeners_changed {
+            continue;
+        }
+        let s = &c.subsys;
+        let served =
+            c.listener == 0 || target.listener(c.listener).is_some_and(|l| s.served_on(&l));
+        if !s.host_allowed(&c.hostnqn) || !served {
+            log::info!(
+                "controller {} of {}: host {} {}; tearing it down",
+                c.cntlid,
+                s.nqn,
+                c.hostnqn,
+                if served {
+                    "is no longer allowed"
+                } else {
+                    "connected through a listener that no longer serves it"
+                }
+            );
+            c.kill();
+        } else if let Some(n) = nsids.filter(|n| !n.is_empty()) {
+            c.namespaces_changed(n);
         }
     }
     // What discovery controllers list changed: tell their hosts.

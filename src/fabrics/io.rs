@@ -214,7 +214,10 @@ impl Queue {
             return None;
         }
         let mut p = super::Placed::new(region, iova, w.clone());
-        p.ns = Some(self.exports.namespaces[i].clone());
+        if iova.is_some() {
+            // Staged: the device the buffer belongs to writes it.
+            p.ns = Some(self.exports.namespaces[i].clone());
+        }
         Some(p)
     }
 
@@ -305,8 +308,12 @@ impl Queue {
             return self.write_staged(cmd, len, p, out);
         }
         self.stats.add_write(len as u64);
-        if let Some(ns) = self.exports.namespace(cmd.nsid).cloned() {
-            self.ns_stats(&ns).add(Dir::Write, true, len as u64, 0);
+        // (Fields apart: no reference count taken on the namespace.)
+        let cntlid = self.cntlid();
+        if let Some(ns) = self.exports.namespace(cmd.nsid) {
+            self.ns_stats
+                .get(ns.nsid, &ns.stats, cntlid, self.qid, self.reactor)
+                .add(Dir::Write, true, len as u64, 0);
         }
         self.complete(cmd, Status::SUCCESS, 0, out);
     }
@@ -359,23 +366,18 @@ impl Queue {
     /// This queue's statistics for `ns` (registered at its first command
     /// on the namespace; then a scan of a few entries).
     fn ns_stats(&mut self, ns: &Namespace) -> &QueueNsStats {
-        let found = self
-            .ns_stats
-            .iter()
-            .position(|(nsid, reg, _)| *nsid == ns.nsid && Arc::ptr_eq(reg, &ns.stats));
-        let i = match found {
-            Some(i) => i,
-            None => {
-                let cntlid = match &self.role {
-                    Role::Io(c) => c.cntlid,
-                    _ => 0,
-                };
-                let s = ns.stats.register(cntlid, self.qid, self.reactor);
-                self.ns_stats.push((ns.nsid, ns.stats.clone(), s));
-                self.ns_stats.len() - 1
-            }
-        };
-        &self.ns_stats[i].2
+        let cntlid = self.cntlid();
+        self.ns_stats
+            .get(ns.nsid, &ns.stats, cntlid, self.qid, self.reactor)
+    }
+
+    /// The controller's ID (0 before Connect).
+    fn cntlid(&self) -> u16 {
+        match &self.role {
+            Role::Io(c) => c.cntlid,
+            Role::Admin(a) => a.ctrl.cntlid,
+            Role::Unconnected => 0,
+        }
     }
 
     pub(super) fn io_command(&mut self, cmd: &Command, data: Vec<u8>, out: &mut Vec<Response>) {

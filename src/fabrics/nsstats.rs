@@ -216,6 +216,45 @@ impl Totals {
     }
 }
 
+/// One queue's statistics, per namespace it has used (a few entries,
+/// scanned per command).
+#[derive(Default)]
+pub struct QueueStatsList(Vec<(u32, Arc<Registry>, Arc<QueueNsStats>)>);
+
+impl QueueStatsList {
+    /// The entry for namespace `nsid` with registry `reg`, registered there
+    /// at the queue's first command on it.
+    pub fn get(
+        &mut self,
+        nsid: u32,
+        reg: &Arc<Registry>,
+        cntlid: u16,
+        qid: u16,
+        reactor: u16,
+    ) -> &QueueNsStats {
+        let i = match self
+            .0
+            .iter()
+            .position(|(n, r, _)| *n == nsid && Arc::ptr_eq(r, reg))
+        {
+            Some(i) => i,
+            None => {
+                let s = reg.register(cntlid, qid, reactor);
+                self.0.push((nsid, reg.clone(), s));
+                self.0.len() - 1
+            }
+        };
+        &self.0[i].2
+    }
+
+    /// The queue is gone.
+    pub fn close_all(&self) {
+        for (_, _, s) in &self.0 {
+            s.close();
+        }
+    }
+}
+
 /// A live queue's totals for one namespace.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueTotals {

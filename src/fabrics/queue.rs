@@ -67,13 +67,8 @@ pub struct Queue {
     pub(super) reactor: u16,
     /// The reactor's clock at the last command or completion handed in.
     pub(super) now: Instant,
-    /// Per-namespace statistics, by NSID and the namespace's registry.
-    #[allow(clippy::type_complexity)]
-    pub(super) ns_stats: Vec<(
-        u32,
-        Arc<super::nsstats::Registry>,
-        Arc<super::nsstats::QueueNsStats>,
-    )>,
+    /// Per-namespace statistics.
+    pub(super) ns_stats: super::nsstats::QueueStatsList,
     pub(super) qid: u16,
     /// Submission queue entries (SQSIZE + 1), 0 before Connect.
     sq_entries: u32,
@@ -160,7 +155,7 @@ impl Queue {
             peer: origin.peer,
             reactor: origin.reactor,
             now: Instant::now(),
-            ns_stats: Vec::new(),
+            ns_stats: Default::default(),
             qid: 0,
             sq_entries: 0,
             sqhd: 0,
@@ -490,11 +485,7 @@ impl Queue {
         // Every refusal is logged with its reason: the host only sees a status.
         let invalid = |q: &Queue, out: &mut Vec<Response>, ipo: u32, why: String| {
             log::warn!("Connect (queue {}) {} refused: {why}", c.qid, q.who());
-            out.push(Response {
-                cqe: q.cqe(cmd.cid, Status::CONNECT_INVALID_PARAMETERS.dnr(), ipo, 0),
-                data: Vec::new(),
-                shared: None,
-            })
+            q.complete(cmd, Status::CONNECT_INVALID_PARAMETERS.dnr(), ipo, out)
         };
         if c.recfmt != 0 {
             return self.complete(cmd, Status::CONNECT_INCOMPATIBLE_FORMAT.dnr(), 0, out);
@@ -535,18 +526,9 @@ impl Queue {
                 self.who(),
                 subsys.nqn
             );
-            let cqe = self.cqe(
-                cmd.cid,
-                Status::CONNECT_INVALID_HOST.dnr(),
-                ipo::DATA_HOSTNQN,
-                0,
-            );
-            out.push(Response {
-                cqe,
-                data: Vec::new(),
-                shared: None,
-            });
-            return;
+            // (Unconnected: no controller's error log to record it in.)
+            let st = Status::CONNECT_INVALID_HOST.dnr();
+            return self.complete(cmd, st, ipo::DATA_HOSTNQN, out);
         }
         let entries = c.sqsize as u32 + 1;
         if c.sqsize == 0 {
@@ -593,18 +575,8 @@ impl Queue {
                     "host {hostnqn} refused: {} changed while it connected",
                     subsys.nqn
                 );
-                let cqe = self.cqe(
-                    cmd.cid,
-                    Status::CONNECT_INVALID_HOST.dnr(),
-                    ipo::DATA_HOSTNQN,
-                    0,
-                );
-                out.push(Response {
-                    cqe,
-                    data: Vec::new(),
-                    shared: None,
-                });
-                return;
+                let st = Status::CONNECT_INVALID_HOST.dnr();
+                return self.complete(cmd, st, ipo::DATA_HOSTNQN, out);
             }
             let made = table.create(|id| {
                 ControllerShared::new(
@@ -795,9 +767,7 @@ impl Drop for Queue {
             f.release_gate(&mut self.writes);
         }
         self.stats.closed.store(true, Relaxed);
-        for (_, _, s) in &self.ns_stats {
-            s.close();
-        }
+        self.ns_stats.close_all();
         match &self.role {
             Role::Unconnected => {}
             Role::Io(c) => c.release_qid(self.qid, self.epoch),
