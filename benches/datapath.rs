@@ -216,12 +216,24 @@ fn dispatch(c: &mut Criterion) {
 /// this is the driver plus a minimal device.
 fn nvme_driver(c: &mut Criterion) {
     use nvmf_target::backend::nvme::sim::{SimController, SimMem};
-    use nvmf_target::backend::nvme::{bring_up, doorbell, prp_dptr, DmaArena, Regs};
+    use nvmf_target::backend::nvme::{bring_up, doorbell, prp_dptr, DmaArena, Regs, Want};
     use nvmf_target::nvme::Command;
     let mem = SimMem::new(16 << 20);
     let sim = SimController::new(mem.clone(), 1 << 15, 9, 5, 127);
     let mut arena = DmaArena::new(0, 16 << 20);
-    let mut up = bring_up(&sim, &*mem, &mut arena, 1, 1, 128, &mut |_| {}).unwrap();
+    let mut up = bring_up(
+        &sim,
+        &*mem,
+        &mut arena,
+        Want {
+            nsid: 1,
+            queues: 1,
+            depth: 128,
+            vectors: 0,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
     let buf = arena.alloc(4096).unwrap();
     let q = &mut up.io[0];
     let far = Instant::now() + std::time::Duration::from_secs(3600);

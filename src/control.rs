@@ -249,10 +249,12 @@ impl Control {
                 // bounce buffers, and its staged buffers free per reactor.
                 let dma = ns.backend.dma_use();
                 if json {
-                    let dma = dma.map_or(String::new(), |(copied, free)| {
-                        let f: Vec<String> = free.iter().map(|n| n.to_string()).collect();
+                    let dma = dma.map_or(String::new(), |u| {
+                        let f: Vec<String> = u.staged_free.iter().map(|n| n.to_string()).collect();
+                        let (irq_queues, irq_wakes) = u.irq.unwrap_or_default();
                         format!(
-                            ",\"dma_copied_bytes\":{copied},\"staged_buffers_free\":[{}]",
+                            ",\"dma_copied_bytes\":{},\"staged_buffers_free\":[{}],\"interrupt_queues\":{irq_queues},\"interrupt_wakes\":{irq_wakes}",
+                            u.copied,
                             f.join(",")
                         )
                     });
@@ -265,9 +267,16 @@ impl Control {
                         js(&uuid(&ns.uuid))
                     ));
                 } else {
-                    let dma = dma.map_or(String::new(), |(copied, free)| {
+                    let dma = dma.map_or(String::new(), |u| {
+                        let irq = match u.irq {
+                            None => "completions polled, no interrupts".to_string(),
+                            Some((q, w)) => format!(
+                                "completion interrupts on {q} queue(s) woke a sleeping reactor {w} time(s)"
+                            ),
+                        };
                         format!(
-                            "\n  {copied} bytes copied through bounce buffers; staged DMA buffers free per reactor: {free:?}"
+                            "\n  {} bytes copied through bounce buffers; staged DMA buffers free per reactor: {:?}; {irq}",
+                            u.copied, u.staged_free
                         )
                     });
                     let _ = writeln!(

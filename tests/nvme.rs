@@ -5,6 +5,10 @@
 mod common;
 
 use common::*;
+use nvmf_target::backend::nvme::device::NvmeDevice;
+use nvmf_target::backend::nvme::sim::Mode;
+use std::sync::Arc;
+use std::time::Duration;
 
 const NQN_SIM: &str = "nqn.2026-01.io.nvmf-target:nvme-sim";
 
@@ -99,7 +103,8 @@ fn large_transfers_are_staged_in_dma_memory_not_copied() {
     let dma = || {
         let rt = t.rt.as_ref().unwrap();
         let s = rt.target.find_subsystem(NQN_SIM).unwrap();
-        s.namespace(1).unwrap().backend.dma_use().unwrap()
+        let u = s.namespace(1).unwrap().backend.dma_use().unwrap();
+        (u.copied, u.staged_free)
     };
     let (copied0, free0) = dma();
     assert!(free0.iter().all(|&n| n >= 4), "staged pools: {free0:?}");
@@ -128,5 +133,69 @@ fn large_transfers_are_staged_in_dma_memory_not_copied() {
         wait_until(std::time::Duration::from_secs(5), || dma().1 == free0),
         "every staged buffer is back: {free:?} then {:?}, at first {free0:?}",
         dma().1
+    );
+}
+
+/// The simulated controller's device, in a running target.
+fn device(t: &TestTarget) -> Arc<NvmeDevice> {
+    let rt = t.rt.as_ref().unwrap();
+    let s = rt.target.find_subsystem(NQN_SIM).unwrap();
+    let ns = s.namespace(1).unwrap();
+    ns.backend.nvme().expect("an NVMe device backend").clone()
+}
+
+/// A reactor that sleeps (idle = "sleep") while the device has a command in
+/// flight waits on the queue's completion interrupt, not on a timer: the
+/// completion, held back by the controller while the reactor sleeps, wakes
+/// it through the interrupt's eventfd, and the host gets its data. A target
+/// whose reactors never sleep (idle = "busy") asks for no interrupts.
+#[test]
+fn a_sleeping_reactor_wakes_on_the_completion_interrupt() {
+    let t = start(&toml(512).replace("cores = [0]", "cores = [0]\nidle = \"sleep\""));
+    let dev = device(&t);
+    let reactors = test_cores().len();
+    assert_eq!(
+        dev.dma_use().irq,
+        Some((reactors, 0)),
+        "one interrupting queue per reactor"
+    );
+    let mut c = connect_with(t.addr(), NQN_SIM, &opts(), 1);
+    write_read_check(&mut c.io[0], 1, 512, 40, 21, 8192);
+    let sim = dev.simulator().unwrap().clone();
+    sim.set_mode(Mode::Hold);
+    let q = &mut c.io[0];
+    let cid = q
+        .submit(
+            nvmf_initiator::command::Command::read(1, 40, 15),
+            None,
+            8192,
+        )
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || sim.held() == 1),
+        "the read reached the device"
+    );
+    // Long enough for the reactor to go to sleep on the interrupt.
+    std::thread::sleep(Duration::from_millis(50));
+    let wakes = dev.dma_use().irq.unwrap().1;
+    sim.set_mode(Mode::Immediate);
+    sim.release(false);
+    let r = q.wait_for(cid).unwrap();
+    assert_eq!(r.status, 0);
+    assert_same(&r.data, &pattern(21, 8192), "the held read");
+    assert!(
+        wait_until(Duration::from_secs(5), || dev.dma_use().irq.unwrap().1
+            > wakes),
+        "the completion interrupt woke the reactor: {:?}",
+        dev.dma_use().irq
+    );
+    c.shutdown().unwrap();
+    drop(t);
+
+    let busy = start(&toml(512).replace("cores = [0]", "cores = [0]\nidle = \"busy\""));
+    assert_eq!(
+        device(&busy).dma_use().irq,
+        None,
+        "no interrupts for busy reactors"
     );
 }

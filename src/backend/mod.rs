@@ -229,9 +229,13 @@ pub trait Backend: Send + Sync {
         None
     }
     /// For a device this process drives: the bytes copied through bounce
-    /// buffers so far (transfers that could not be staged), and the staged
-    /// buffers free in each reactor's pool.
-    fn dma_use(&self) -> Option<(u64, Vec<usize>)> {
+    /// buffers so far (transfers that could not be staged), the staged
+    /// buffers free in each reactor's pool, and its completion interrupts.
+    fn dma_use(&self) -> Option<nvme::device::DeviceUse> {
+        None
+    }
+    /// The NVMe controller this process drives for the backend, if any.
+    fn nvme(&self) -> Option<&Arc<nvme::device::NvmeDevice>> {
         None
     }
     /// Starts an operation: memory backends complete it here; ring backends
@@ -357,12 +361,15 @@ pub(crate) fn run_memory(
 }
 
 /// Opens the backend a namespace config names; `reactors` is how many
-/// reactors will use it (a device gets a queue pair for each).
+/// reactors will use it (a device gets a queue pair for each). A device
+/// this process drives gets completion interrupts (to wake a reactor that
+/// sleeps) when `interrupts`: reactors that never sleep do not need them.
 pub fn open(
     cfg: &crate::config::BackendConfig,
     block_size: u32,
     reactors: usize,
     max_io: u32,
+    interrupts: bool,
 ) -> std::io::Result<Arc<dyn Backend>> {
     use crate::config::BackendConfig;
     match cfg {
@@ -372,6 +379,7 @@ pub fn open(
                 size.unwrap_or(1 << 30),
                 shift,
                 reactors.max(1) as u16,
+                interrupts,
             )?;
             dev.enable_staging(max_io, reactors.max(1) as u16);
             Ok(Arc::new(nvme::device::NvmeBackend { dev }))
@@ -381,8 +389,13 @@ pub fn open(
             Ok(Arc::new(nvme::passthru::PassthruBackend { dev }))
         }
         BackendConfig::Nvme { pci, nsid, .. } => {
-            let dev =
-                nvme::device::NvmeDevice::open_vfio(pci, *nsid, reactors.max(1) as u16, max_io)?;
+            let dev = nvme::device::NvmeDevice::open_vfio(
+                pci,
+                *nsid,
+                reactors.max(1) as u16,
+                max_io,
+                interrupts,
+            )?;
             dev.enable_staging(max_io, reactors.max(1) as u16);
             Ok(Arc::new(nvme::device::NvmeBackend { dev }))
         }

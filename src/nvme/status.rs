@@ -42,6 +42,7 @@ impl Status {
     pub const RESERVATION_CONFLICT: Status = st(0, 0x83);
     // Command specific status (SCT 1).
     pub const ABORT_LIMIT_EXCEEDED: Status = st(1, 0x03);
+    pub const INVALID_INTERRUPT_VECTOR: Status = st(1, 0x08);
     pub const AER_LIMIT_EXCEEDED: Status = st(1, 0x05);
     pub const INVALID_LOG_PAGE: Status = st(1, 0x09);
     pub const FEATURE_NOT_SAVEABLE: Status = st(1, 0x0D);
@@ -128,6 +129,7 @@ impl Status {
             (Self::COMMAND_INTERRUPTED, "Command Interrupted"),
             (Self::RESERVATION_CONFLICT, "Reservation Conflict"),
             (Self::ABORT_LIMIT_EXCEEDED, "Abort Command Limit Exceeded"),
+            (Self::INVALID_INTERRUPT_VECTOR, "Invalid Interrupt Vector"),
             (
                 Self::AER_LIMIT_EXCEEDED,
                 "Asynchronous Event Request Limit Exceeded",

@@ -39,8 +39,15 @@ impl Namespace {
         let err = |e: std::io::Error| {
             std::io::Error::new(e.kind(), format!("{nqn} nsid {}: {e}", n.nsid))
         };
-        let backend =
-            backend::open(&n.backend, n.block_size, reactors, t.max_io_size).map_err(err)?;
+        let interrupts = t.idle != crate::config::IdlePolicy::Busy;
+        let backend = backend::open(
+            &n.backend,
+            n.block_size,
+            reactors,
+            t.max_io_size,
+            interrupts,
+        )
+        .map_err(err)?;
         // A device's own block size wins over the config's.
         let block_size = backend.block_size().unwrap_or(n.block_size);
         let num_blocks = backend.size() / block_size as u64;

@@ -36,11 +36,16 @@ impl EventFd {
         unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
     }
 
-    /// Resets the counter to 0 (reads and discards it); does nothing if it is already 0.
-    pub fn drain(&self) {
+    /// Resets the counter to 0 and returns what it was (0 if it already was).
+    pub fn drain(&self) -> u64 {
         let mut v: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live local `u64`; the fd is owned by `self`.
-        unsafe { libc::read(self.fd(), (&mut v as *mut u64).cast(), 8) };
+        let n = unsafe { libc::read(self.fd(), (&mut v as *mut u64).cast(), 8) };
+        if n == 8 {
+            v
+        } else {
+            0
+        }
     }
 }
 

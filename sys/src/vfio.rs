@@ -20,6 +20,8 @@ const VFIO_GROUP_GET_STATUS: libc::c_ulong = 0x3B67;
 const VFIO_GROUP_SET_CONTAINER: libc::c_ulong = 0x3B68;
 const VFIO_GROUP_GET_DEVICE_FD: libc::c_ulong = 0x3B6A;
 const VFIO_DEVICE_GET_REGION_INFO: libc::c_ulong = 0x3B6C;
+const VFIO_DEVICE_GET_IRQ_INFO: libc::c_ulong = 0x3B6D;
+const VFIO_DEVICE_SET_IRQS: libc::c_ulong = 0x3B6E;
 const VFIO_IOMMU_MAP_DMA: libc::c_ulong = 0x3B71;
 const VFIO_IOMMU_UNMAP_DMA: libc::c_ulong = 0x3B72;
 
@@ -32,6 +34,34 @@ const VFIO_DMA_MAP_FLAG_READ: u32 = 1;
 const VFIO_DMA_MAP_FLAG_WRITE: u32 = 2;
 /// Region index of the PCI configuration space.
 const CONFIG_REGION: u32 = 7;
+/// Interrupt index of MSI-X.
+const MSIX_IRQ_INDEX: u32 = 2;
+const VFIO_IRQ_INFO_EVENTFD: u32 = 1;
+const VFIO_IRQ_SET_DATA_NONE: u32 = 1;
+const VFIO_IRQ_SET_DATA_EVENTFD: u32 = 1 << 2;
+const VFIO_IRQ_SET_ACTION_TRIGGER: u32 = 1 << 5;
+/// The most MSI-X vectors a device has (the table's limit).
+const MSIX_MAX: usize = 2048;
+
+#[repr(C)]
+#[derive(Default)]
+struct IrqInfo {
+    argsz: u32,
+    flags: u32,
+    index: u32,
+    count: u32,
+}
+
+/// `vfio_irq_set` with room for every MSI-X vector's eventfd after it.
+#[repr(C)]
+struct IrqSet {
+    argsz: u32,
+    flags: u32,
+    index: u32,
+    start: u32,
+    count: u32,
+    fds: [i32; MSIX_MAX],
+}
 
 #[repr(C)]
 #[derive(Default)]
@@ -328,6 +358,64 @@ impl VfioDevice {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((iova, len, region));
+        Ok(())
+    }
+}
+
+impl VfioDevice {
+    /// How many MSI-X vectors the device has that can signal an eventfd (0: none).
+    pub fn msix_vectors(&self) -> io::Result<u32> {
+        let mut info = IrqInfo {
+            argsz: std::mem::size_of::<IrqInfo>() as u32,
+            index: MSIX_IRQ_INDEX,
+            ..Default::default()
+        };
+        ioctl_ptr(&self.device, VFIO_DEVICE_GET_IRQ_INFO, &mut info)?;
+        Ok(if info.flags & VFIO_IRQ_INFO_EVENTFD != 0 {
+            info.count
+        } else {
+            0
+        })
+    }
+
+    /// Enables MSI-X with `fds.len()` vectors, vector `i` signalling eventfd `fds[i]`
+    /// (`None`: the vector is enabled but signals nothing). An empty list disables MSI-X.
+    /// The kernel takes its own reference on each eventfd.
+    pub fn set_msix(&self, fds: &[Option<std::os::fd::RawFd>]) -> io::Result<()> {
+        if fds.len() > MSIX_MAX {
+            return Err(io::Error::other(format!(
+                "{}: {} MSI-X vectors asked for; a device has at most {MSIX_MAX}",
+                self.pci,
+                fds.len()
+            )));
+        }
+        let mut set = Box::new(IrqSet {
+            argsz: 0,
+            flags: if fds.is_empty() {
+                VFIO_IRQ_SET_DATA_NONE
+            } else {
+                VFIO_IRQ_SET_DATA_EVENTFD
+            } | VFIO_IRQ_SET_ACTION_TRIGGER,
+            index: MSIX_IRQ_INDEX,
+            start: 0,
+            count: fds.len() as u32,
+            fds: [-1; MSIX_MAX],
+        });
+        for (slot, fd) in set.fds.iter_mut().zip(fds) {
+            *slot = fd.unwrap_or(-1);
+        }
+        // The header and the eventfds given, as the kernel reads them.
+        set.argsz = (std::mem::size_of::<IrqSet>() - (MSIX_MAX - fds.len()) * 4) as u32;
+        ioctl_ptr(&self.device, VFIO_DEVICE_SET_IRQS, &mut *set).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{}: VFIO_DEVICE_SET_IRQS (MSI-X, {} vectors): {e}",
+                    self.pci,
+                    fds.len()
+                ),
+            )
+        })?;
         Ok(())
     }
 }

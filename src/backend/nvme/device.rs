@@ -4,9 +4,10 @@
 //! queue pair with no lock (see [`super::driver`]).
 
 use super::sim::{SimController, SimMem};
-use super::{bring_up, doorbell, DmaArena, DmaMem, Identity, Namespace, QueuePair, Regs};
+use super::{bring_up, doorbell, DmaArena, DmaMem, Identity, Namespace, QueuePair, Regs, Want};
 use crate::backend::{Backend, IoOp, Submitted};
 use crate::nvme::Command;
+use nvmf_sys::EventFd;
 use std::io;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
@@ -129,6 +130,39 @@ pub struct NvmeDevice {
     /// Bytes copied through the driver's bounce buffers (transfers that
     /// could not be staged); only that path touches it.
     copied: AtomicU64,
+    /// By queue ID: the eventfd the queue's completion interrupt signals
+    /// (none for the admin queue, or when interrupts are off).
+    irqs: Vec<Option<Arc<EventFd>>>,
+    /// Times a reactor asleep was woken by a completion interrupt.
+    irq_wakes: AtomicU64,
+    /// The simulated controller, when it is one (`pci = "sim"`).
+    sim: Option<Arc<SimController>>,
+}
+
+/// What a device this process drives shows of its memory and interrupts
+/// (`ctl namespaces`).
+#[derive(Debug, Clone, Default)]
+pub struct DeviceUse {
+    /// Bytes copied through bounce buffers (transfers that could not be
+    /// staged).
+    pub copied: u64,
+    /// Staged DMA buffers free, per reactor.
+    pub staged_free: Vec<usize>,
+    /// I/O queues whose completions interrupt (wake a sleeping reactor),
+    /// and how many times they did; `None` when completions are only polled.
+    pub irq: Option<(usize, u64)>,
+}
+
+/// Eventfds for the completion interrupts of I/O queues 1..=`queues`, one
+/// per MSI-X vector (vector 0, the admin queue's, signals nothing), as many
+/// as the device has vectors for.
+fn interrupt_routes(queues: u16, vectors: u32) -> io::Result<Vec<Option<Arc<EventFd>>>> {
+    let n = (queues as u32 + 1).min(vectors) as usize;
+    let mut fds = vec![None];
+    for _ in 1..n {
+        fds.push(Some(Arc::new(EventFd::new()?)));
+    }
+    Ok(if n < 2 { Vec::new() } else { fds })
 }
 
 /// How long a reset waits after the failure is seen before it touches the
@@ -153,9 +187,15 @@ impl Regs for SharedSim {
 
 impl NvmeDevice {
     /// A simulated controller with one namespace of `size` bytes of
-    /// `1 << lba_shift`-byte blocks, and `queues` I/O queue pairs.
-    pub fn open_sim(size: u64, lba_shift: u32, queues: u16) -> io::Result<Arc<NvmeDevice>> {
-        Self::open_sim_shared(size, lba_shift, queues).map(|(d, _)| d)
+    /// `1 << lba_shift`-byte blocks, and `queues` I/O queue pairs (whose
+    /// completions interrupt, when `interrupts`).
+    pub fn open_sim(
+        size: u64,
+        lba_shift: u32,
+        queues: u16,
+        interrupts: bool,
+    ) -> io::Result<Arc<NvmeDevice>> {
+        Self::open_sim_shared(size, lba_shift, queues, interrupts).map(|(d, _)| d)
     }
 
     /// [`open_sim`](Self::open_sim), and the simulated controller.
@@ -163,6 +203,7 @@ impl NvmeDevice {
         size: u64,
         lba_shift: u32,
         queues: u16,
+        interrupts: bool,
     ) -> io::Result<(Arc<NvmeDevice>, Arc<SimController>)> {
         let mem = SimMem::new(SIM_DMA);
         let sim = Arc::new(SimController::new(
@@ -178,28 +219,61 @@ impl NvmeDevice {
         if lba_shift >= 12 {
             sim.offer_sgls();
         }
+        let irqs = if interrupts {
+            interrupt_routes(queues, u32::MAX)?
+        } else {
+            Vec::new()
+        };
+        sim.route_interrupts(irqs.clone());
         let dev = Self::bring_up(
             "sim".into(),
             Box::new(SharedSim(sim.clone())),
             mem,
             arena,
-            1,
-            queues,
+            (1, queues),
+            irqs,
             |_| {},
         )?;
+        let mut dev = dev;
+        if let Some(d) = Arc::get_mut(&mut dev) {
+            d.sim = Some(sim.clone());
+        }
         Ok((dev, sim))
     }
 
     /// The controller at PCI address `pci` (bound to vfio-pci), its
     /// namespace `nsid`, with `queues` I/O queue pairs and DMA memory for
-    /// transfers of up to `max_io` bytes.
+    /// transfers of up to `max_io` bytes. With `interrupts`, each I/O
+    /// queue's completions signal an MSI-X vector routed to an eventfd (a
+    /// sleeping reactor wakes on it; a polling one ignores it).
     pub fn open_vfio(
         pci: &str,
         nsid: u32,
         queues: u16,
         max_io: u32,
+        interrupts: bool,
     ) -> io::Result<Arc<NvmeDevice>> {
         let dev = nvmf_sys::vfio::VfioDevice::open(pci)?;
+        let irqs = if interrupts {
+            let routed = dev.msix_vectors().and_then(|n| {
+                let fds = interrupt_routes(queues, n)?;
+                let raw: Vec<_> = fds.iter().map(|f| f.as_ref().map(|f| f.fd())).collect();
+                if !fds.is_empty() {
+                    dev.set_msix(&raw)?;
+                }
+                Ok(fds)
+            });
+            routed.unwrap_or_else(|e| {
+                log::warn!(
+                    "NVMe controller {pci}: no completion interrupts ({e}); a sleeping reactor \
+                     polls its queue every {:?} while commands are in flight",
+                    super::driver::POLL_SLEEP
+                );
+                Vec::new()
+            })
+        } else {
+            Vec::new()
+        };
         // Queues and identify data, and each reactor's bounce buffers.
         let chunk = (max_io as usize).next_multiple_of(4096) + 2 * 4096;
         let len = (8 << 20) + queues as usize * 64 * chunk + staging_bytes(max_io, queues) as usize;
@@ -224,30 +298,37 @@ impl NvmeDevice {
             Box::new(VfioRegs(dev)),
             mem,
             arena,
-            nsid,
-            queues,
+            (nsid, queues),
+            irqs,
             std::thread::sleep,
         )
     }
 
     /// Brings the controller up over `regs` and `mem` (DMA memory whose
-    /// IOVA space `arena` hands out).
+    /// IOVA space `arena` hands out), namespace `nsid` with `queues` I/O
+    /// queue pairs; `irqs` are the interrupt vectors routed, by vector
+    /// (empty: interrupts off).
     pub fn bring_up(
         name: String,
         regs: Box<dyn Regs + Send + Sync>,
         mem: Arc<dyn DmaMem + Send + Sync>,
         mut arena: DmaArena,
-        nsid: u32,
-        queues: u16,
+        (nsid, queues): (u32, u16),
+        irqs: Vec<Option<Arc<EventFd>>>,
         sleep: fn(Duration),
     ) -> io::Result<Arc<NvmeDevice>> {
-        let up = bring_up(&*regs, &*mem, &mut arena, nsid, queues, 128, &mut |d| {
-            sleep(d)
-        })
-        .map_err(|e| io::Error::other(format!("NVMe controller {name}: {e}")))?;
+        let want = Want {
+            nsid,
+            queues,
+            depth: 128,
+            vectors: irqs.len().min(u16::MAX as usize) as u16,
+        };
+        let up = bring_up(&*regs, &*mem, &mut arena, want, &mut |d| sleep(d))
+            .map_err(|e| io::Error::other(format!("NVMe controller {name}: {e}")))?;
+        let interrupting = up.io.iter().filter(|q| q.vector.is_some()).count();
         log::info!(
             "NVMe controller {name} ({} {}): namespace {} of {} blocks of {} bytes, {} I/O \
-             queue pairs of {} entries, data pointers {}, largest transfer {}",
+             queue pairs of {} entries, data pointers {}, largest transfer {}, {}",
             up.identity.model.trim(),
             up.identity.serial.trim(),
             nsid,
@@ -263,6 +344,12 @@ impl NvmeDevice {
             match up.identity.max_transfer {
                 0 => "unlimited".to_string(),
                 n => format!("{} KiB", n >> 10),
+            },
+            match interrupting {
+                0 => "completions polled (no interrupts)".to_string(),
+                n => format!(
+                    "completions polled; interrupts on {n} queue(s) wake a sleeping reactor"
+                ),
             }
         );
         Ok(Arc::new(NvmeDevice {
@@ -284,7 +371,27 @@ impl NvmeDevice {
             sleep,
             staging: std::sync::OnceLock::new(),
             copied: AtomicU64::new(0),
+            irqs,
+            irq_wakes: AtomicU64::new(0),
+            sim: None,
         }))
+    }
+
+    /// The simulated controller behind this device, when it is one (for
+    /// tests that make it hold completions or fail).
+    pub fn simulator(&self) -> Option<&Arc<SimController>> {
+        self.sim.as_ref()
+    }
+
+    /// The eventfd queue `qid`'s completion interrupt signals, if it has
+    /// one.
+    pub fn irq(&self, qid: u16) -> Option<&EventFd> {
+        self.irqs.get(qid as usize)?.as_deref()
+    }
+
+    /// A sleeping reactor was woken by a completion interrupt.
+    pub fn count_irq_wake(&self) {
+        self.irq_wakes.fetch_add(1, Relaxed);
     }
 
     pub fn mem(&self) -> &dyn DmaMem {
@@ -344,16 +451,21 @@ impl NvmeDevice {
         self.copied.fetch_add(len as u64, Relaxed);
     }
 
-    /// Bytes copied through bounce buffers so far, and the staged buffers
-    /// free in each reactor's pool.
-    pub fn dma_use(&self) -> (u64, Vec<usize>) {
-        let free = self.staging.get().map_or(Vec::new(), |pools| {
+    /// Bytes copied through bounce buffers so far, the staged buffers
+    /// free in each reactor's pool, and the completion interrupts' use.
+    pub fn dma_use(&self) -> DeviceUse {
+        let staged_free = self.staging.get().map_or(Vec::new(), |pools| {
             pools
                 .iter()
                 .map(|p| p.free.lock().unwrap_or_else(|e| e.into_inner()).len())
                 .collect()
         });
-        (self.copied.load(Relaxed), free)
+        let queues = self.layout.iter().filter(|q| q.vector.is_some()).count();
+        DeviceUse {
+            copied: self.copied.load(Relaxed),
+            staged_free,
+            irq: (queues > 0).then(|| (queues, self.irq_wakes.load(Relaxed))),
+        }
     }
 
     /// An I/O queue pair of its own for a reactor (`None` when the
@@ -550,7 +662,10 @@ impl Backend for NvmeBackend {
     fn stage(&self, reactor: u16, len: usize) -> Option<(nvmf_sys::RegionSlice, u64)> {
         self.dev.stage(reactor, len)
     }
-    fn dma_use(&self) -> Option<(u64, Vec<usize>)> {
+    fn dma_use(&self) -> Option<DeviceUse> {
         Some(self.dev.dma_use())
+    }
+    fn nvme(&self) -> Option<&Arc<NvmeDevice>> {
+        Some(&self.dev)
     }
 }

@@ -1,9 +1,12 @@
 //! The reactor's NVMe driver: each reactor takes one I/O queue pair of each
 //! controller it uses, builds the commands of its sessions' backend
 //! operations, writes the doorbells once per pass and polls completions in
-//! its loop (interrupts stay off). Data goes through DMA bounce buffers of
-//! the reactor's own (one copy each way; see the notes on registered
-//! buffers).
+//! its loop. Completions are never taken from interrupts: a reactor that
+//! polls ignores them (and with idle = "busy" they are off). A reactor that
+//! goes to sleep with commands in flight waits on its queue's MSI-X vector,
+//! routed to an eventfd the ring polls, instead of waking on a timer. Data
+//! moves through staged DMA buffers (no copy), or the reactor's bounce
+//! buffers where a transfer cannot be staged.
 
 use super::device::NvmeDevice;
 use super::passthru::PassQ;
@@ -25,7 +28,7 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a sleeping reactor waits between looks at a controller's
 /// completion queue while commands are in flight (a busy reactor never
 /// sleeps; see the idle policy).
-const POLL_SLEEP: Duration = Duration::from_micros(20);
+pub const POLL_SLEEP: Duration = Duration::from_micros(20);
 /// Bounce buffers per queue pair: up to this many transfers in flight.
 const BOUNCE: usize = 64;
 /// Largest transfer one command carries (one PRP list page).
@@ -86,6 +89,8 @@ struct DevQ {
     /// in the operation): the device may still read or write it, so it is
     /// not reused until the controller is reset.
     quarantine: Vec<(Option<u32>, Option<IoOp>)>,
+    /// A ring poll is armed on the queue's interrupt eventfd.
+    irq_armed: bool,
 }
 
 pub struct NvmeDriver {
@@ -99,6 +104,9 @@ pub struct NvmeDriver {
 
 /// Ring token kind: the passthrough ring has completions.
 const K_CMD: u8 = 1;
+/// Ring token kind: a controller's completion interrupt (the token's slot
+/// is the controller's index in the driver).
+const K_IRQ: u8 = 2;
 
 impl NvmeDriver {
     /// A driver whose operations are at most `max_io` bytes (the target's
@@ -154,6 +162,7 @@ impl NvmeDriver {
             faults: Faults::default(),
             generation: dev.generation(),
             quarantine: Vec::new(),
+            irq_armed: false,
         });
         Ok(self.devs.len() - 1)
     }
@@ -510,11 +519,19 @@ impl Driver for NvmeDriver {
         Ok(())
     }
 
-    fn completion(&mut self, cx: &mut Cx, kind: u8, _slot: usize, _c: Completion) -> bool {
+    fn completion(&mut self, cx: &mut Cx, kind: u8, slot: usize, _c: Completion) -> bool {
         match (kind, self.pass.as_mut()) {
             (K_CMD, Some(p)) => {
                 p.armed = false;
                 p.poll(cx)
+            }
+            (K_IRQ, _) => {
+                if let Some(d) = self.devs.get_mut(slot) {
+                    d.irq_armed = false;
+                    d.dev.count_irq_wake();
+                }
+                // The loop polls every queue next.
+                true
             }
             _ => false,
         }
@@ -603,17 +620,40 @@ impl Driver for NvmeDriver {
         }
     }
 
-    /// A controller of ours interrupts nobody: while it has commands, a
-    /// reactor that sleeps (idle policy "sleep", or "adaptive" once idle)
-    /// wakes every [`POLL_SLEEP`] to poll.
+    /// While a controller has commands, a reactor that sleeps (idle policy
+    /// "sleep", or "adaptive" once idle) wakes on the queue's completion
+    /// interrupt when it has one (see `before_sleep`), and otherwise every
+    /// [`POLL_SLEEP`] to poll.
     fn sleep_limit(&self) -> Option<Duration> {
         self.devs
             .iter()
-            .any(|d| d.qp.in_flight() > 0 || !d.waiting.is_empty())
+            .any(|d| {
+                !d.waiting.is_empty() || (d.qp.in_flight() > 0 && d.dev.irq(d.qp.qid).is_none())
+            })
             .then_some(POLL_SLEEP)
     }
 
     fn before_sleep(&mut self, cx: &mut Cx) -> io::Result<bool> {
+        // Queues whose completions interrupt: wake on the interrupt's
+        // eventfd. Cleared before the poll is armed, so that only an
+        // interrupt from now on wakes the reactor; completions posted
+        // before are found by the poll below.
+        let mut armed = false;
+        for (i, d) in self.devs.iter_mut().enumerate() {
+            if d.irq_armed || d.qp.in_flight() == 0 {
+                continue;
+            }
+            if let Some(fd) = d.dev.irq(d.qp.qid) {
+                fd.drain();
+                cx.ring
+                    .push(Op::PollIn { fd: fd.fd() }, token(DRIVER_NVME, K_IRQ, i))?;
+                d.irq_armed = true;
+                armed = true;
+            }
+        }
+        if armed && self.poll(cx) {
+            return Ok(false);
+        }
         let Some(p) = self.pass.as_mut() else {
             return Ok(true);
         };

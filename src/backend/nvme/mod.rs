@@ -281,7 +281,7 @@ fn set_queue_count(
 }
 
 /// Creates I/O queue pair `q` on the controller (its completion queue
-/// memory zeroed first, interrupts off).
+/// memory zeroed first; interrupts on its vector if it has one, else off).
 fn create_io_queue(
     regs: &dyn Regs,
     mem: &dyn DmaMem,
@@ -307,8 +307,9 @@ fn create_io_queue(
             opcode: admin::CREATE_CQ,
             dptr: prp_dptr(q.cq_iova(), 0),
             cdw10: size,
-            // Physically contiguous; interrupts off.
-            cdw11: 1,
+            // Physically contiguous (bit 0); interrupts enabled (bit 1) on
+            // vector IV (bits 31:16), or off.
+            cdw11: q.vector.map_or(1, |v| (v as u32) << 16 | 2 | 1),
             ..Default::default()
         },
         wait,
@@ -368,19 +369,35 @@ pub fn reenable(
 /// Admin queue entries the driver uses.
 pub const ADMIN_DEPTH: u32 = 32;
 
+/// What a bring-up asks of the controller: namespace `nsid`, `queues` I/O
+/// queue pairs of `depth` entries, and with `vectors` interrupt vectors
+/// routed (0: none), I/O queue `qid` signals vector `qid` when there is one
+/// (vector 0 is the admin queue's).
+#[derive(Debug, Clone, Copy)]
+pub struct Want {
+    pub nsid: u32,
+    pub queues: u16,
+    pub depth: u32,
+    pub vectors: u16,
+}
+
 /// Resets and enables the controller, sets up its admin queue, identifies it
-/// and namespace `nsid`, asks for `io_queues` I/O queue pairs of `depth`
-/// entries and creates them. Queue memory comes from `arena`; `wait`
-/// sleeps (a real clock for a device, nothing for the simulator).
+/// and the namespace, asks for the I/O queue pairs and creates them (see
+/// [`Want`]). Queue memory comes from `arena`; `wait` sleeps (a real clock
+/// for a device, nothing for the simulator).
 pub fn bring_up(
     regs: &dyn Regs,
     mem: &dyn DmaMem,
     arena: &mut DmaArena,
-    nsid: u32,
-    io_queues: u16,
-    depth: u32,
+    want: Want,
     wait: &mut dyn FnMut(Duration),
 ) -> Result<Up, String> {
+    let Want {
+        nsid,
+        queues: io_queues,
+        depth,
+        vectors,
+    } = want;
     let cap = regs.read64(reg::CAP);
     let mqes = (cap & 0xFFFF) as u32 + 1;
     let ready_timeout = Duration::from_millis(500 * ((cap >> 24) & 0xFF).max(1));
@@ -464,7 +481,8 @@ pub fn bring_up(
         let (Some(sq), Some(cq)) = (sq, cq) else {
             return Err("no DMA memory for the I/O queues".into());
         };
-        let q = QueuePair::new(qid, depth, sq, cq);
+        let mut q = QueuePair::new(qid, depth, sq, cq);
+        q.vector = (qid < vectors).then_some(qid);
         create_io_queue(regs, mem, &mut admin, dstrd, &q, wait)?;
         io.push(q);
     }

@@ -62,6 +62,9 @@ pub struct QueuePair {
     tail_moved: bool,
     /// Completions that named no command in flight.
     pub stray: u64,
+    /// The interrupt vector its completion queue signals (`None`:
+    /// interrupts off, the queue is only polled).
+    pub vector: Option<u16>,
 }
 
 impl QueuePair {
@@ -85,6 +88,7 @@ impl QueuePair {
             free: (0..entries - 1).rev().collect(),
             tail_moved: false,
             stray: 0,
+            vector: None,
         }
     }
 
@@ -244,6 +248,8 @@ impl QueuePair {
     /// The queue as new (the controller was reset and the queue created
     /// again over the same memory, zeroed by the caller).
     pub fn reset(&mut self) {
+        let vector = self.vector;
         *self = QueuePair::new(self.qid, self.entries as u32, self.sq_iova, self.cq_iova);
+        self.vector = vector;
     }
 }

@@ -68,6 +68,8 @@ struct SimQueue {
     phase: bool,
     /// Completion queue of a submission queue.
     cqid: u16,
+    /// A completion queue's interrupt vector, when its interrupts are on.
+    vector: Option<u16>,
 }
 
 struct State {
@@ -89,6 +91,10 @@ struct State {
     /// commands came with one.
     sgl: bool,
     sgl_commands: u64,
+    /// MSI-X vectors and the eventfd each signals (as VFIO routes them).
+    vectors: Vec<Option<Arc<nvmf_sys::EventFd>>>,
+    /// Interrupts raised.
+    interrupts: u64,
 }
 
 /// The simulated controller's registers, backed by its state.
@@ -127,6 +133,8 @@ impl SimController {
                 commands: 0,
                 sgl: false,
                 sgl_commands: 0,
+                vectors: Vec::new(),
+                interrupts: 0,
             }),
         }
     }
@@ -162,7 +170,17 @@ impl SimController {
         self.state().csts |= reg::CSTS_CFS;
     }
 
-    /// Commands processed.
+    /// Gives the controller MSI-X vectors, vector `i` signalling `fds[i]`
+    /// (before its queues are created).
+    pub fn route_interrupts(&self, fds: Vec<Option<Arc<nvmf_sys::EventFd>>>) {
+        self.state().vectors = fds;
+    }
+
+    /// Interrupts raised so far.
+    pub fn interrupts(&self) -> u64 {
+        self.state().interrupts
+    }
+
     /// Offers SGLs for NVM commands (before the driver identifies it).
     pub fn offer_sgls(&self) {
         self.state().sgl = true;
@@ -173,6 +191,7 @@ impl SimController {
         self.state().sgl_commands
     }
 
+    /// Commands processed.
     pub fn commands(&self) -> u64 {
         self.state().commands
     }
@@ -195,6 +214,15 @@ fn post(mem: &SimMem, st: &mut State, cqid: u16, c: Completion) {
     if q.cq_tail == q.entries {
         q.cq_tail = 0;
         q.phase = !q.phase;
+    }
+    // An interrupt per completion posted (no coalescing).
+    if let Some(fd) = q
+        .vector
+        .and_then(|v| st.vectors.get(v as usize))
+        .and_then(|f| f.as_ref())
+    {
+        fd.notify();
+        st.interrupts += 1;
     }
 }
 
@@ -350,7 +378,7 @@ fn admin_command(mem: &SimMem, st: &mut State, cmd: &Command) -> (Status, u32) {
             if qid == 0 || entries as u32 > st.mqes as u32 + 1 {
                 return (Status::INVALID_FIELD, 0);
             }
-            let q = SimQueue {
+            let mut q = SimQueue {
                 sq: prp1,
                 cq: prp1,
                 entries,
@@ -358,8 +386,17 @@ fn admin_command(mem: &SimMem, st: &mut State, cmd: &Command) -> (Status, u32) {
                 cq_tail: 0,
                 phase: true,
                 cqid: (cmd.cdw11 >> 16) as u16,
+                vector: None,
             };
             if cmd.opcode == admin::CREATE_CQ {
+                // Interrupts enabled (IEN): on vector IV, which must exist.
+                if cmd.cdw11 & 2 != 0 {
+                    let iv = (cmd.cdw11 >> 16) as u16;
+                    if iv as usize >= st.vectors.len() {
+                        return (Status::INVALID_INTERRUPT_VECTOR, 0);
+                    }
+                    q.vector = Some(iv);
+                }
                 st.cqs.insert(qid, q);
             } else {
                 if !st.cqs.contains_key(&q.cqid) {
@@ -424,6 +461,8 @@ impl Regs for SimController {
                         cq_tail: 0,
                         phase: true,
                         cqid: 0,
+                        // The admin queue's interrupts are always on, on vector 0.
+                        vector: Some(0),
                     };
                     st.sqs.insert(0, admin_q(asq, (aqa & 0xFFF) as u16 + 1));
                     st.cqs

@@ -9,12 +9,21 @@ use std::time::{Duration, Instant};
 
 const MEM: usize = 8 << 20;
 
+fn want(nsid: u32, queues: u16, depth: u32, vectors: u16) -> Want {
+    Want {
+        nsid,
+        queues,
+        depth,
+        vectors,
+    }
+}
+
 fn up(depth: u32) -> (Arc<SimMem>, SimController, Up, DmaArena) {
     let mem = SimMem::new(MEM);
     // 16 MiB of 512-byte blocks, MDTS 5 (128 KiB), up to 64 entries.
     let sim = SimController::new(mem.clone(), 32768, 9, 5, 63);
     let mut arena = DmaArena::new(0, MEM as u64);
-    let up = bring_up(&sim, &*mem, &mut arena, 1, 2, depth, &mut |_| {})
+    let up = bring_up(&sim, &*mem, &mut arena, want(1, 2, depth, 0), &mut |_| {})
         .expect("the simulated controller comes up");
     (mem, sim, up, arena)
 }
@@ -75,17 +84,17 @@ fn bring_up_refuses_what_it_cannot_drive() {
     let mem = SimMem::new(MEM);
     let sim = SimController::new(mem.clone(), 1024, 9, 5, 63);
     let mut arena = DmaArena::new(0, MEM as u64);
-    let e = bring_up(&sim, &*mem, &mut arena, 2, 1, 32, &mut |_| {})
+    let e = bring_up(&sim, &*mem, &mut arena, want(2, 1, 32, 0), &mut |_| {})
         .err()
         .unwrap();
     assert!(e.contains("namespace 2 does not exist"), "{e}");
     // Queue depth is clamped to what CAP.MQES allows.
     let mut arena = DmaArena::new(0, MEM as u64);
-    let up = bring_up(&sim, &*mem, &mut arena, 1, 1, 1000, &mut |_| {}).unwrap();
+    let up = bring_up(&sim, &*mem, &mut arena, want(1, 1, 1000, 0), &mut |_| {}).unwrap();
     assert_eq!(up.io[0].entries(), 64);
     // No DMA memory left for queues.
     let mut tiny = DmaArena::new(0, 8192);
-    assert!(bring_up(&sim, &*mem, &mut tiny, 1, 1, 32, &mut |_| {}).is_err());
+    assert!(bring_up(&sim, &*mem, &mut tiny, want(1, 1, 32, 0), &mut |_| {}).is_err());
 }
 
 #[test]
@@ -376,7 +385,7 @@ fn a_failed_controller_completes_nothing_and_its_commands_are_given_back() {
     assert_eq!(lost, vec![5, 6]);
     // Bring-up again resets and re-enables it (CC.EN 1 -> 0 -> 1).
     let mut arena = DmaArena::new(0, MEM as u64);
-    let again = bring_up(&sim, &*mem, &mut arena, 1, 1, 8, &mut |_| {}).unwrap();
+    let again = bring_up(&sim, &*mem, &mut arena, want(1, 1, 8, 0), &mut |_| {}).unwrap();
     assert_eq!(sim.read32(reg::CSTS) & reg::CSTS_CFS, 0);
     let mut q = again.io.into_iter().next().unwrap();
     let d = run(
@@ -406,7 +415,7 @@ fn read_one(dev: &device::NvmeDevice, q: &mut QueuePair, buf: u64, token: u64) -
 
 #[test]
 fn a_failed_controller_is_reset_and_its_queues_work_again() {
-    let (dev, sim) = device::NvmeDevice::open_sim_shared(1 << 20, 9, 1).unwrap();
+    let (dev, sim) = device::NvmeDevice::open_sim_shared(1 << 20, 9, 1, false).unwrap();
     let mut q = dev.take_queue().unwrap();
     let buf = dev.alloc(4096).unwrap();
     // Some commands, so that the queue's head, tail and phase are not where
@@ -457,7 +466,7 @@ fn a_controller_that_takes_sgls_is_identified_and_given_data_blocks() {
     let sim = SimController::new(mem.clone(), 32768, 9, 5, 63);
     // Without SGL support, PSDT 01b is refused.
     let mut arena = DmaArena::new(0, MEM as u64);
-    let plain = bring_up(&sim, &*mem, &mut arena, 1, 1, 16, &mut |_| {}).unwrap();
+    let plain = bring_up(&sim, &*mem, &mut arena, want(1, 1, 16, 0), &mut |_| {}).unwrap();
     assert!(!plain.identity.takes_sgls());
     let buf = arena.alloc(3 * 4096).unwrap();
     let mut q = plain.io.into_iter().next().unwrap();
@@ -481,7 +490,7 @@ fn a_controller_that_takes_sgls_is_identified_and_given_data_blocks() {
     // multi-page transfer (what PRPs need a list for).
     sim.offer_sgls();
     let mut arena = DmaArena::new(0, MEM as u64);
-    let up = bring_up(&sim, &*mem, &mut arena, 1, 1, 16, &mut |_| {}).unwrap();
+    let up = bring_up(&sim, &*mem, &mut arena, want(1, 1, 16, 0), &mut |_| {}).unwrap();
     assert!(up.identity.takes_sgls());
     let buf = arena.alloc(4 * 4096).unwrap();
     let data: Vec<u8> = (0..10_240u32).map(|i| (i * 7 + 3) as u8).collect();
@@ -523,4 +532,88 @@ fn a_controller_that_takes_sgls_is_identified_and_given_data_blocks() {
         vec![(sgl_read(0, 8, buf, 2048, 0), 5)],
     );
     assert_eq!(d[0].status, Status::DATA_SGL_LENGTH_INVALID.dnr());
+}
+
+#[test]
+fn completion_interrupts_signal_each_queue_vector_and_come_back_after_a_reset() {
+    let (dev, sim) = device::NvmeDevice::open_sim_shared(1 << 20, 9, 2, true).unwrap();
+    let mut a = dev.take_queue().unwrap();
+    let mut b = dev.take_queue().unwrap();
+    // I/O queue N on vector N; vector 0 (the admin queue's) signals nothing.
+    for q in [&a, &b] {
+        assert_eq!(q.vector, Some(q.qid));
+        assert!(dev.irq(q.qid).is_some());
+    }
+    assert!(dev.irq(0).is_none());
+    let (fa, fb) = (dev.irq(a.qid).unwrap(), dev.irq(b.qid).unwrap());
+    fa.drain();
+    fb.drain();
+    let buf = dev.alloc(4096).unwrap();
+    assert_eq!(read_one(&dev, &mut a, buf, 1), Some(Status::SUCCESS));
+    assert_eq!(fa.drain(), 1, "one interrupt for one completion on queue a");
+    assert_eq!(fb.drain(), 0, "nothing on the other queue's vector");
+    // Held back: no interrupt until the completion is posted.
+    sim.set_mode(Mode::Hold);
+    assert_eq!(read_one(&dev, &mut b, buf, 2), None);
+    assert_eq!(fb.drain(), 0);
+    sim.release(false);
+    assert_eq!(fb.drain(), 1, "the interrupt comes with the completion");
+    let mut done = Vec::new();
+    if let Some(head) = b.poll(dev.mem(), &mut done) {
+        dev.ring_cq(b.qid, head);
+    }
+    assert_eq!(done.len(), 1);
+    sim.set_mode(Mode::Immediate);
+    // A reset creates the queues again on the same vectors.
+    sim.fail();
+    assert!(dev.check_failed());
+    dev.reset().unwrap();
+    a.reset();
+    assert_eq!(a.vector, Some(a.qid));
+    assert_eq!(read_one(&dev, &mut a, buf, 3), Some(Status::SUCCESS));
+    assert_eq!(fa.drain(), 1);
+    let u = dev.dma_use();
+    assert_eq!(
+        u.irq,
+        Some((2, 0)),
+        "two queues interrupt; no reactor slept yet"
+    );
+    // Without interrupts, queues are created with them off.
+    let (plain, psim) = device::NvmeDevice::open_sim_shared(1 << 20, 9, 1, false).unwrap();
+    let mut q = plain.take_queue().unwrap();
+    assert_eq!(q.vector, None);
+    assert_eq!(read_one(&plain, &mut q, buf, 4), Some(Status::SUCCESS));
+    assert_eq!(psim.interrupts(), 0);
+    assert_eq!(plain.dma_use().irq, None);
+}
+
+#[test]
+fn a_queue_on_a_vector_the_controller_lacks_is_refused() {
+    let mem = SimMem::new(MEM);
+    let sim = SimController::new(mem.clone(), 32768, 9, 5, 63);
+    // Two vectors: the admin queue's and one more.
+    let fd = Arc::new(nvmf_sys::EventFd::new().unwrap());
+    sim.route_interrupts(vec![None, Some(fd.clone())]);
+    let mut arena = DmaArena::new(0, MEM as u64);
+    let e = bring_up(&sim, &*mem, &mut arena, want(1, 2, 16, 3), &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(e.contains("Invalid Interrupt Vector"), "{e}");
+    // Within the vectors it has, queue 1 interrupts on vector 1.
+    let mut arena = DmaArena::new(0, MEM as u64);
+    let mut up = bring_up(&sim, &*mem, &mut arena, want(1, 1, 16, 2), &mut |_| {}).unwrap();
+    let dstrd = up.dstrd;
+    let q = &mut up.io[0];
+    assert_eq!(q.vector, Some(1));
+    let buf = arena.alloc(4096).unwrap();
+    fd.drain();
+    let done = run(
+        &sim,
+        &mem,
+        q,
+        dstrd,
+        vec![(rw(io_op::READ, 0, 8, buf, 0), 1)],
+    );
+    assert_eq!(done.len(), 1);
+    assert_eq!(fd.drain(), 1);
 }
