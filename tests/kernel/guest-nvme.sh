@@ -128,6 +128,9 @@ device_log() { # what the driver said about each controller and the passthrough 
   [ "$(grep -c "data pointers SGL" "$TLOG")" -eq 2 ]
   # Both controllers' DMA memory (queues, bounce and staged buffers) in huge pages.
   [ "$(grep -c "MiB of DMA memory in 2 MiB huge pages, mapped once" "$TLOG")" -eq 2 ]
+  # The reactor sleeps (idle = "sleep"): each controller's I/O queue interrupts through
+  # VFIO's MSI-X eventfd to wake it.
+  [ "$(grep -c "interrupts on 1 queue(s) wake a sleeping reactor" "$TLOG")" -eq 2 ]
   grep -q "$PASS_NG: NVMe namespace 1 passthrough" "$TLOG"
 }
 
@@ -168,6 +171,15 @@ zero_copy() { # NQN TRANSPORT: 128 KiB writes and reads move no byte through bou
   "$BIN" --config "$CFG" ctl namespaces | grep -A1 "$1"
   disconnect "$1"
   [ -n "$c0" ] && [ "$c0" = "$c1" ]
+}
+
+irq_woken() { # NQN: the sleeping reactor was woken by its queue's completion interrupt
+  local n
+  n="$("$BIN" --config "$CFG" ctl namespaces --json |
+    tr '{' '\n' | grep "\"subsystem\":\"$1\"" |
+    sed -n 's/.*"interrupt_queues":1,"interrupt_wakes":\([0-9]*\).*/\1/p')"
+  echo "$1: completion interrupts woke the reactor ${n:-?} times"
+  [ -n "$n" ] && [ "$n" -gt 0 ]
 }
 
 write_marker() { # NQN: a marker at LBA 1000 through the target
@@ -231,6 +243,11 @@ for t in tcp rdma; do
     check "${entry%=*} over $t: 128 KiB writes and reads staged in DMA memory, no bounce copy" \
       zero_copy "${entry%=*}" "$t" || true
   done
+done
+for p in 0 1; do
+  entry="${SUBSYSTEMS[$p]}"
+  check "${entry%=*}: completion interrupts (MSI-X through VFIO) woke the sleeping reactor" \
+    irq_woken "${entry%=*}" || true
 done
 for entry in "${SUBSYSTEMS[@]}"; do
   check "marker written to ${entry%=*}" write_marker "${entry%=*}" || true
