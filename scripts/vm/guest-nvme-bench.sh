@@ -58,7 +58,7 @@ ours_up() { # vfio|pass
   fi
   cat >"$CFG" <<CFG
 [target]
-cores = [0]
+cores = [${NVMF_GUEST_BENCH_CORE:-0}]
 idle = "${NVMF_GUEST_BENCH_IDLE:-sleep}"
 [[listener]]
 transport = "$TR"
