@@ -13,6 +13,7 @@ use crate::nvme::{io_op, le16, le32, le64, Command, Fuse, Status};
 use crate::subsystem::Namespace;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Bytes read per step when verifying.
 const VERIFY_CHUNK: usize = 128 * 1024;
@@ -295,8 +296,11 @@ impl Queue {
         cmd: &Command,
         len: usize,
         placed: Option<super::Placed>,
+        now: Instant,
         out: &mut Vec<Response>,
     ) {
+        // A staged write's latency starts here, when its data is in.
+        self.now = now;
         self.accept(cmd, out);
         let ready =
             matches!(&self.role, Role::Io(c) if c.is_ready() && c.io_queue_live(self.epoch));

@@ -61,8 +61,9 @@ pub(crate) trait QueueConn {
         len: usize,
         placed: Option<crate::fabrics::Placed>,
         q: &mut crate::fabrics::Queue,
+        now: std::time::Instant,
     ) {
-        self.with_queue(q, |q, r| q.execute_placed(cmd, len, placed, r));
+        self.with_queue(q, |q, r| q.execute_placed(cmd, len, placed, now, r));
     }
 }
 

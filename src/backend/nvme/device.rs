@@ -263,6 +263,10 @@ impl NvmeDevice {
                 }
                 Ok(fds)
             });
+            let routed = routed.and_then(|fds| match fds.is_empty() {
+                true => Err(io::Error::other("the device has no MSI-X vectors for them")),
+                false => Ok(fds),
+            });
             routed.unwrap_or_else(|e| {
                 log::warn!(
                     "NVMe controller {pci}: no completion interrupts ({e}); a sleeping reactor \

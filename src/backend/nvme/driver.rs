@@ -519,7 +519,7 @@ impl Driver for NvmeDriver {
         Ok(())
     }
 
-    fn completion(&mut self, cx: &mut Cx, kind: u8, slot: usize, _c: Completion) -> bool {
+    fn completion(&mut self, cx: &mut Cx, kind: u8, slot: usize, c: Completion) -> bool {
         match (kind, self.pass.as_mut()) {
             (K_CMD, Some(p)) => {
                 p.armed = false;
@@ -528,7 +528,10 @@ impl Driver for NvmeDriver {
             (K_IRQ, _) => {
                 if let Some(d) = self.devs.get_mut(slot) {
                     d.irq_armed = false;
-                    d.dev.count_irq_wake();
+                    // (Not for a poll cancelled or failed.)
+                    if c.result > 0 {
+                        d.dev.count_irq_wake();
+                    }
                 }
                 // The loop polls every queue next.
                 true

@@ -177,7 +177,7 @@ impl RdmaConn {
                 let (off, len) = (offset as usize, req.len as usize);
                 if let Some(placed) = q.place_write_now(&cmd, &data[off..off + len]) {
                     self.bufs.recycle(data);
-                    return self.execute_placed(&cmd, len, placed, q);
+                    return self.execute_placed(&cmd, len, placed, q, now);
                 }
                 let mut data = data;
                 if off > 0 {
@@ -283,7 +283,7 @@ impl RdmaConn {
                                 );
                             }
                         }
-                        self.execute_placed(&w.cmd, w.len as usize, w.placed, q);
+                        self.execute_placed(&w.cmd, w.len as usize, w.placed, q, now);
                     }
                     (false, Some(d)) if d.len() == w.len as usize => self.execute(w.cmd, d, q, now),
                     (false, d) => {

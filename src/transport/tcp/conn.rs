@@ -605,7 +605,7 @@ impl TcpConn {
                         let data = &data[offset as usize..end as usize];
                         // (The digest, if any, was checked above.)
                         if let Some(placed) = q.place_write_now(&cmd, data) {
-                            self.execute_placed(&cmd, data.len(), placed, q);
+                            self.execute_placed(&cmd, data.len(), placed, q, now);
                         } else {
                             let mut d = self.bufs.alloc();
                             d.extend_from_slice(data);
@@ -796,7 +796,7 @@ impl TcpConn {
             self.reject(&w.cmd, TRANSIENT_TRANSPORT_ERROR, q);
             self.bufs.recycle(w.buf);
         } else if w.placed.is_some() {
-            self.execute_placed(&w.cmd, w.len, w.placed, q);
+            self.execute_placed(&w.cmd, w.len, w.placed, q, now);
         } else {
             self.execute(w.cmd, w.buf, q, now);
         }
