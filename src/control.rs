@@ -251,11 +251,14 @@ impl Control {
                 if json {
                     let dma = dma.map_or(String::new(), |u| {
                         let f: Vec<String> = u.staged_free.iter().map(|n| n.to_string()).collect();
-                        let (irq_queues, irq_wakes) = u.irq.unwrap_or_default();
+                        let i = u.irq.unwrap_or_default();
                         format!(
-                            ",\"dma_copied_bytes\":{},\"staged_buffers_free\":[{}],\"interrupt_queues\":{irq_queues},\"interrupt_wakes\":{irq_wakes}",
+                            ",\"dma_copied_bytes\":{},\"staged_buffers_free\":[{}],\"interrupt_queues\":{},\"interrupt_waits\":{},\"interrupt_wakes\":{}",
                             u.copied,
-                            f.join(",")
+                            f.join(","),
+                            i.queues,
+                            i.waits,
+                            i.wakes
                         )
                     });
                     items.push(format!(
@@ -270,8 +273,9 @@ impl Control {
                     let dma = dma.map_or(String::new(), |u| {
                         let irq = match u.irq {
                             None => "completions polled, no interrupts".to_string(),
-                            Some((q, w)) => format!(
-                                "completion interrupts on {q} queue(s) woke a sleeping reactor {w} time(s)"
+                            Some(i) => format!(
+                                "completion interrupts on {} queue(s): a reactor slept waiting on them {} time(s), woken by one {} time(s)",
+                                i.queues, i.waits, i.wakes
                             ),
                         };
                         format!(

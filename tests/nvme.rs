@@ -154,11 +154,12 @@ fn a_sleeping_reactor_wakes_on_the_completion_interrupt() {
     let t = start(&toml(512).replace("cores = [0]", "cores = [0]\nidle = \"sleep\""));
     let dev = device(&t);
     let reactors = test_cores().len();
-    assert_eq!(
-        dev.dma_use().irq,
-        Some((reactors, 0)),
-        "one interrupting queue per reactor"
-    );
+    let irq = || {
+        dev.dma_use()
+            .irq
+            .expect("interrupts for a sleeping reactor")
+    };
+    assert_eq!(irq().queues, reactors, "one interrupting queue per reactor");
     let mut c = connect_with(t.addr(), NQN_SIM, &opts(), 1);
     write_read_check(&mut c.io[0], 1, 512, 40, 21, 8192);
     let sim = dev.simulator().unwrap().clone();
@@ -175,19 +176,31 @@ fn a_sleeping_reactor_wakes_on_the_completion_interrupt() {
         wait_until(Duration::from_secs(10), || sim.held() == 1),
         "the read reached the device"
     );
-    // Long enough for the reactor to go to sleep on the interrupt.
-    std::thread::sleep(Duration::from_millis(50));
-    let wakes = dev.dma_use().irq.unwrap().1;
+    // The reactor goes to sleep waiting on the queue's interrupt (not on a
+    // timer: it would not count a wait).
+    let waits = irq().waits;
+    assert!(
+        wait_until(Duration::from_secs(10), || irq().waits > waits),
+        "the reactor sleeps on the interrupt: {:?}",
+        irq()
+    );
+    // And it stays asleep: a reactor polling on a timer would go back to
+    // sleep thousands of times while the read is held (its tick wakes it
+    // every 100 ms).
+    let w1 = irq().waits;
+    std::thread::sleep(Duration::from_millis(300));
+    let slept = irq().waits - w1;
+    assert!(slept <= 10, "{slept} sleeps in 300 ms: woken by a timer");
+    let wakes = irq().wakes;
     sim.set_mode(Mode::Immediate);
     sim.release(false);
     let r = q.wait_for(cid).unwrap();
     assert_eq!(r.status, 0);
     assert_same(&r.data, &pattern(21, 8192), "the held read");
     assert!(
-        wait_until(Duration::from_secs(5), || dev.dma_use().irq.unwrap().1
-            > wakes),
+        wait_until(Duration::from_secs(5), || irq().wakes > wakes),
         "the completion interrupt woke the reactor: {:?}",
-        dev.dma_use().irq
+        irq()
     );
     c.shutdown().unwrap();
     drop(t);

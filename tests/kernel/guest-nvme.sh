@@ -177,7 +177,7 @@ irq_woken() { # NQN: the sleeping reactor was woken by its queue's completion in
   local n
   n="$("$BIN" --config "$CFG" ctl namespaces --json |
     tr '{' '\n' | grep "\"subsystem\":\"$1\"" |
-    sed -n 's/.*"interrupt_queues":1,"interrupt_wakes":\([0-9]*\).*/\1/p')"
+    sed -n 's/.*"interrupt_queues":1,"interrupt_waits":[0-9]*,"interrupt_wakes":\([0-9]*\).*/\1/p')"
   echo "$1: completion interrupts woke the reactor ${n:-?} times"
   [ -n "$n" ] && [ "$n" -gt 0 ]
 }

@@ -133,7 +133,9 @@ pub struct NvmeDevice {
     /// By queue ID: the eventfd the queue's completion interrupt signals
     /// (none for the admin queue, or when interrupts are off).
     irqs: Vec<Option<Arc<EventFd>>>,
-    /// Times a reactor asleep was woken by a completion interrupt.
+    /// Times a reactor went to sleep waiting on a completion interrupt,
+    /// and times one woke it.
+    irq_waits: AtomicU64,
     irq_wakes: AtomicU64,
     /// The simulated controller, when it is one (`pci = "sim"`).
     sim: Option<Arc<SimController>>,
@@ -148,9 +150,19 @@ pub struct DeviceUse {
     pub copied: u64,
     /// Staged DMA buffers free, per reactor.
     pub staged_free: Vec<usize>,
-    /// I/O queues whose completions interrupt (wake a sleeping reactor),
-    /// and how many times they did; `None` when completions are only polled.
-    pub irq: Option<(usize, u64)>,
+    /// Completion interrupts; `None` when completions are only polled.
+    pub irq: Option<IrqUse>,
+}
+
+/// A device's completion interrupts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IrqUse {
+    /// I/O queues whose completions interrupt.
+    pub queues: usize,
+    /// Times a reactor went to sleep waiting on one.
+    pub waits: u64,
+    /// Times one woke a sleeping reactor.
+    pub wakes: u64,
 }
 
 /// Eventfds for the completion interrupts of I/O queues 1..=`queues`, one
@@ -318,7 +330,7 @@ impl NvmeDevice {
         mem: Arc<dyn DmaMem + Send + Sync>,
         mut arena: DmaArena,
         (nsid, queues): (u32, u16),
-        irqs: Vec<Option<Arc<EventFd>>>,
+        mut irqs: Vec<Option<Arc<EventFd>>>,
         sleep: fn(Duration),
     ) -> io::Result<Arc<NvmeDevice>> {
         let want = Want {
@@ -327,8 +339,21 @@ impl NvmeDevice {
             depth: 128,
             vectors: irqs.len().min(u16::MAX as usize) as u16,
         };
-        let up = bring_up(&*regs, &*mem, &mut arena, want, &mut |d| sleep(d))
-            .map_err(|e| io::Error::other(format!("NVMe controller {name}: {e}")))?;
+        let up = match bring_up(&*regs, &*mem, &mut arena, want, &mut |d| sleep(d)) {
+            // A controller that will not take the interrupt vectors is
+            // still driven, polled (brought up again from the start).
+            Err(e) if want.vectors > 0 => {
+                log::warn!(
+                    "NVMe controller {name}: bring-up with completion interrupts failed ({e}); \
+                     trying again without them"
+                );
+                irqs.clear();
+                let want = Want { vectors: 0, ..want };
+                bring_up(&*regs, &*mem, &mut arena, want, &mut |d| sleep(d))
+            }
+            r => r,
+        }
+        .map_err(|e| io::Error::other(format!("NVMe controller {name}: {e}")))?;
         let interrupting = up.io.iter().filter(|q| q.vector.is_some()).count();
         log::info!(
             "NVMe controller {name} ({} {}): namespace {} of {} blocks of {} bytes, {} I/O \
@@ -376,6 +401,7 @@ impl NvmeDevice {
             staging: std::sync::OnceLock::new(),
             copied: AtomicU64::new(0),
             irqs,
+            irq_waits: AtomicU64::new(0),
             irq_wakes: AtomicU64::new(0),
             sim: None,
         }))
@@ -391,6 +417,11 @@ impl NvmeDevice {
     /// one.
     pub fn irq(&self, qid: u16) -> Option<&EventFd> {
         self.irqs.get(qid as usize)?.as_deref()
+    }
+
+    /// A reactor goes to sleep waiting on a completion interrupt.
+    pub fn count_irq_wait(&self) {
+        self.irq_waits.fetch_add(1, Relaxed);
     }
 
     /// A sleeping reactor was woken by a completion interrupt.
@@ -468,7 +499,11 @@ impl NvmeDevice {
         DeviceUse {
             copied: self.copied.load(Relaxed),
             staged_free,
-            irq: (queues > 0).then(|| (queues, self.irq_wakes.load(Relaxed))),
+            irq: (queues > 0).then(|| IrqUse {
+                queues,
+                waits: self.irq_waits.load(Relaxed),
+                wakes: self.irq_wakes.load(Relaxed),
+            }),
         }
     }
 

@@ -95,6 +95,9 @@ struct DevQ {
 
 pub struct NvmeDriver {
     max_io: u32,
+    /// The reactor went to sleep waiting on completion interrupts (cleared
+    /// by the next pass): only then is an interrupt counted as a wake-up.
+    asleep: bool,
     devs: Vec<DevQ>,
     done: Vec<Done>,
     /// Passthrough commands to namespaces the kernel keeps (made when first
@@ -114,6 +117,7 @@ impl NvmeDriver {
     pub fn new(max_io: u32) -> NvmeDriver {
         NvmeDriver {
             max_io,
+            asleep: false,
             devs: Vec::new(),
             done: Vec::new(),
             pass: None,
@@ -526,21 +530,25 @@ impl Driver for NvmeDriver {
                 p.poll(cx)
             }
             (K_IRQ, _) => {
-                if let Some(d) = self.devs.get_mut(slot) {
-                    d.irq_armed = false;
-                    // (Not for a poll cancelled or failed.)
-                    if c.result > 0 {
-                        d.dev.count_irq_wake();
-                    }
+                let Some(d) = self.devs.get_mut(slot) else {
+                    return false;
+                };
+                d.irq_armed = false;
+                // An interrupt that woke the reactor (not one that came
+                // while it still had work, nor a poll cancelled or failed);
+                // the loop polls every queue next.
+                let woke = self.asleep && c.result > 0;
+                if woke {
+                    d.dev.count_irq_wake();
                 }
-                // The loop polls every queue next.
-                true
+                woke
             }
             _ => false,
         }
     }
 
     fn poll(&mut self, cx: &mut Cx) -> bool {
+        self.asleep = false;
         let mut worked = false;
         for d in self.devs.iter_mut() {
             let mut done = std::mem::take(&mut self.done);
@@ -631,7 +639,11 @@ impl Driver for NvmeDriver {
         self.devs
             .iter()
             .any(|d| {
-                !d.waiting.is_empty() || (d.qp.in_flight() > 0 && d.dev.irq(d.qp.qid).is_none())
+                let busy = d.qp.in_flight() > 0;
+                // Operations waiting for room or a buffer: a completion
+                // frees them, and it interrupts when the queue has a vector.
+                (!busy && !d.waiting.is_empty())
+                    || ((busy || !d.waiting.is_empty()) && d.dev.irq(d.qp.qid).is_none())
             })
             .then_some(POLL_SLEEP)
     }
@@ -654,19 +666,29 @@ impl Driver for NvmeDriver {
                 armed = true;
             }
         }
-        if armed && self.poll(cx) {
+        // (Operations it failed, e.g. after a reset, are work too.)
+        if armed && (self.poll(cx) || !cx.device_done.is_empty()) {
             return Ok(false);
         }
-        let Some(p) = self.pass.as_mut() else {
-            return Ok(true);
+        let sleep = match self.pass.as_mut() {
+            None => true,
+            Some(p) => {
+                if p.busy() && !p.armed {
+                    cx.ring
+                        .push(Op::PollIn { fd: p.fd() }, token(DRIVER_NVME, K_CMD, 0))?;
+                    p.armed = true;
+                }
+                // Completions that came before the poll was armed.
+                !p.poll(cx)
+            }
         };
-        if p.busy() && !p.armed {
-            cx.ring
-                .push(Op::PollIn { fd: p.fd() }, token(DRIVER_NVME, K_CMD, 0))?;
-            p.armed = true;
+        if sleep {
+            self.asleep = true;
+            for d in self.devs.iter().filter(|d| d.irq_armed) {
+                d.dev.count_irq_wait();
+            }
         }
-        // Completions that came before the poll was armed.
-        Ok(!p.poll(cx))
+        Ok(sleep)
     }
 
     fn adopt(&mut self, cx: &mut Cx, _conn: Handoff) {

@@ -575,7 +575,11 @@ fn completion_interrupts_signal_each_queue_vector_and_come_back_after_a_reset() 
     let u = dev.dma_use();
     assert_eq!(
         u.irq,
-        Some((2, 0)),
+        Some(device::IrqUse {
+            queues: 2,
+            waits: 0,
+            wakes: 0
+        }),
         "two queues interrupt; no reactor slept yet"
     );
     // Without interrupts, queues are created with them off.
