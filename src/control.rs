@@ -792,6 +792,7 @@ impl Control {
             }
         }
         self.namespace_metrics(&mut o);
+        device_metrics(&self.target, &mut o);
         o
     }
 
@@ -877,6 +878,68 @@ impl Control {
         );
         for (i, t) in by_reactor.iter().enumerate() {
             histogram(o, name, &format!("reactor=\"{i}\""), &t.all());
+        }
+    }
+}
+
+/// What the NVMe controllers this process drives show of their DMA memory
+/// and completion interrupts, per namespace on one (Prometheus text).
+pub fn device_metrics(target: &Target, o: &mut String) {
+    let mut devs = Vec::new();
+    for s in target.subsystems() {
+        for ns in &s.namespaces() {
+            if let Some(u) = ns.backend.dma_use() {
+                devs.push((format!("subsystem={},nsid=\"{}\"", js(&s.nqn), ns.nsid), u));
+            }
+        }
+    }
+    if devs.is_empty() {
+        return;
+    }
+    let name = "nvmf_target_device_copied_bytes_total";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Bytes copied through the driver's bounce buffers (transfers that could \
+         not be staged in DMA memory).\n# TYPE {name} counter"
+    );
+    for (labels, u) in &devs {
+        let _ = writeln!(o, "{name}{{{labels}}} {}", u.copied);
+    }
+    let name = "nvmf_target_device_staged_buffers_free";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Staged DMA buffers free, per reactor.\n# TYPE {name} gauge"
+    );
+    for (labels, u) in &devs {
+        for (r, n) in u.staged_free.iter().enumerate() {
+            let _ = writeln!(o, "{name}{{{labels},reactor=\"{r}\"}} {n}");
+        }
+    }
+    type Get = fn(&crate::backend::nvme::device::IrqUse) -> u64;
+    let irq: [(&str, &str, &str, Get); 3] = [
+        (
+            "nvmf_target_device_interrupt_queues",
+            "I/O queues whose completions interrupt (to wake a sleeping reactor).",
+            "gauge",
+            |i| i.queues as u64,
+        ),
+        (
+            "nvmf_target_device_interrupt_waits_total",
+            "Times a reactor went to sleep waiting on a completion interrupt.",
+            "counter",
+            |i| i.waits,
+        ),
+        (
+            "nvmf_target_device_interrupt_wakes_total",
+            "Times a completion interrupt woke a sleeping reactor.",
+            "counter",
+            |i| i.wakes,
+        ),
+    ];
+    for (name, help, kind, get) in irq {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, u) in &devs {
+            let _ = writeln!(o, "{name}{{{labels}}} {}", u.irq.as_ref().map_or(0, get));
         }
     }
 }

@@ -202,6 +202,28 @@ fn a_sleeping_reactor_wakes_on_the_completion_interrupt() {
         "the completion interrupt woke the reactor: {:?}",
         irq()
     );
+    // The same counts in the Prometheus text.
+    let mut m = String::new();
+    nvmf_target::control::device_metrics(&t.rt.as_ref().unwrap().target, &mut m);
+    let labels = format!("subsystem=\"{NQN_SIM}\",nsid=\"1\"");
+    let i = irq();
+    for (name, v) in [
+        ("nvmf_target_device_interrupt_queues", i.queues as u64),
+        ("nvmf_target_device_interrupt_waits_total", i.waits),
+        ("nvmf_target_device_interrupt_wakes_total", i.wakes),
+        (
+            "nvmf_target_device_copied_bytes_total",
+            dev.dma_use().copied,
+        ),
+    ] {
+        assert!(
+            m.contains(&format!("{name}{{{labels}}} {v}\n")),
+            "{name} {v}:\n{m}"
+        );
+    }
+    assert!(m.contains(&format!(
+        "nvmf_target_device_staged_buffers_free{{{labels},reactor=\"0\"}}"
+    )));
     c.shutdown().unwrap();
     drop(t);
 
@@ -210,5 +232,13 @@ fn a_sleeping_reactor_wakes_on_the_completion_interrupt() {
         device(&busy).dma_use().irq,
         None,
         "no interrupts for busy reactors"
+    );
+    let mut m = String::new();
+    nvmf_target::control::device_metrics(&busy.rt.as_ref().unwrap().target, &mut m);
+    assert!(
+        m.contains(&format!(
+            "nvmf_target_device_interrupt_queues{{{labels}}} 0\n"
+        )),
+        "{m}"
     );
 }
