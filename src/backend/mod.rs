@@ -232,7 +232,7 @@ pub trait Backend: Send + Sync {
     /// buffers so far (transfers that could not be staged), the staged
     /// buffers free in each reactor's pool, and its completion interrupts.
     fn dma_use(&self) -> Option<nvme::device::DeviceUse> {
-        None
+        self.nvme().map(|d| d.dma_use())
     }
     /// The NVMe controller this process drives for the backend, if any.
     fn nvme(&self) -> Option<&Arc<nvme::device::NvmeDevice>> {

@@ -360,9 +360,7 @@ impl VfioDevice {
             .push((iova, len, region));
         Ok(())
     }
-}
 
-impl VfioDevice {
     /// How many MSI-X vectors the device has that can signal an eventfd (0: none).
     pub fn msix_vectors(&self) -> io::Result<u32> {
         let mut info = IrqInfo {

@@ -170,11 +170,14 @@ pub struct IrqUse {
 /// as the device has vectors for.
 fn interrupt_routes(queues: u16, vectors: u32) -> io::Result<Vec<Option<Arc<EventFd>>>> {
     let n = (queues as u32 + 1).min(vectors) as usize;
+    if n < 2 {
+        return Ok(Vec::new());
+    }
     let mut fds = vec![None];
     for _ in 1..n {
         fds.push(Some(Arc::new(EventFd::new()?)));
     }
-    Ok(if n < 2 { Vec::new() } else { fds })
+    Ok(fds)
 }
 
 /// How long a reset waits after the failure is seen before it touches the
@@ -237,7 +240,7 @@ impl NvmeDevice {
             Vec::new()
         };
         sim.route_interrupts(irqs.clone());
-        let dev = Self::bring_up(
+        let mut dev = Self::bring_up(
             "sim".into(),
             Box::new(SharedSim(sim.clone())),
             mem,
@@ -246,7 +249,7 @@ impl NvmeDevice {
             irqs,
             |_| {},
         )?;
-        let mut dev = dev;
+        // (Just made: no other reference yet.)
         if let Some(d) = Arc::get_mut(&mut dev) {
             d.sim = Some(sim.clone());
         }
@@ -269,15 +272,12 @@ impl NvmeDevice {
         let irqs = if interrupts {
             let routed = dev.msix_vectors().and_then(|n| {
                 let fds = interrupt_routes(queues, n)?;
-                let raw: Vec<_> = fds.iter().map(|f| f.as_ref().map(|f| f.fd())).collect();
-                if !fds.is_empty() {
-                    dev.set_msix(&raw)?;
+                if fds.is_empty() {
+                    return Err(io::Error::other("the device has no MSI-X vectors for them"));
                 }
+                let raw: Vec<_> = fds.iter().map(|f| f.as_ref().map(|f| f.fd())).collect();
+                dev.set_msix(&raw)?;
                 Ok(fds)
-            });
-            let routed = routed.and_then(|fds| match fds.is_empty() {
-                true => Err(io::Error::other("the device has no MSI-X vectors for them")),
-                false => Ok(fds),
             });
             routed.unwrap_or_else(|e| {
                 log::warn!(
@@ -700,9 +700,6 @@ impl Backend for NvmeBackend {
     }
     fn stage(&self, reactor: u16, len: usize) -> Option<(nvmf_sys::RegionSlice, u64)> {
         self.dev.stage(reactor, len)
-    }
-    fn dma_use(&self) -> Option<DeviceUse> {
-        Some(self.dev.dma_use())
     }
     fn nvme(&self) -> Option<&Arc<NvmeDevice>> {
         Some(&self.dev)

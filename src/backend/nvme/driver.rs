@@ -221,11 +221,8 @@ impl DevQ {
             self.generation = g;
             // The reset stopped every transfer: what timed-out commands
             // held is free again.
-            for (c, _) in self.quarantine.drain(..) {
-                if let Some(c) = c {
-                    self.free_chunks.push(c);
-                }
-            }
+            self.free_chunks
+                .extend(self.quarantine.drain(..).filter_map(|(c, _)| c));
         }
         true
     }
@@ -640,10 +637,10 @@ impl Driver for NvmeDriver {
             .iter()
             .any(|d| {
                 let busy = d.qp.in_flight() > 0;
-                // Operations waiting for room or a buffer: a completion
-                // frees them, and it interrupts when the queue has a vector.
-                (!busy && !d.waiting.is_empty())
-                    || ((busy || !d.waiting.is_empty()) && d.dev.irq(d.qp.qid).is_none())
+                // Commands in flight on a queue that interrupts need no
+                // timer (nor operations waiting for the room or buffer a
+                // completion frees).
+                (busy || !d.waiting.is_empty()) && !(busy && d.dev.irq(d.qp.qid).is_some())
             })
             .then_some(POLL_SLEEP)
     }
